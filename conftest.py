@@ -1,0 +1,63 @@
+"""Repository-level pytest hooks: a guard that every notebook was collected and executed.
+
+PyTorch's tutorials learned this the hard way: a notebook that silently did not run
+looks green. When ``notebooks/`` is on the command line, every ``notebooks/NN_*.ipynb``
+must be collected by nbval and every one of its cells must have run (passed); a
+notebook that was not collected, or whose cells were skipped or failed, fails the
+session with its name printed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+NB_DIR = ROOT / "notebooks"
+
+_expected: set[str] = set()
+_cells: dict[str, int] = defaultdict(int)
+_passed: dict[str, int] = defaultdict(int)
+
+
+def _nb_of(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    return Path(path).name if path.endswith(".ipynb") else None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    args = [Path(a.split("::")[0]).resolve() for a in config.args]
+    if any(a == NB_DIR or NB_DIR in a.parents for a in args):
+        _expected.update(p.name for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    for item in items:
+        nb = _nb_of(item.nodeid)
+        if nb:
+            _cells[nb] += 1
+
+
+def pytest_runtest_logreport(report):
+    nb = _nb_of(report.nodeid)
+    if nb and report.when == "call" and report.passed:
+        _passed[nb] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _expected:
+        return
+    problems = []
+    for nb in sorted(_expected):
+        if _cells[nb] == 0:
+            problems.append(f"{nb}: not collected (is nbval installed and --nbval-lax given?)")
+        elif _passed[nb] != _cells[nb]:
+            problems.append(f"{nb}: {_passed[nb]} of {_cells[nb]} cells ran and passed")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if problems:
+        if reporter:
+            reporter.write_sep("=", "notebook guard: FAILED", red=True)
+            for p in problems:
+                reporter.write_line(p)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter:
+        reporter.write_line(f"notebook guard: all {len(_expected)} notebooks executed every cell")

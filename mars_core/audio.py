@@ -1,0 +1,265 @@
+"""Signal front end: STFT/iSTFT, log-frequency warp, masks and reconstruction.
+
+method.md section 1 (OmniSep / CLIPSep front end), with every size taken from a
+:class:`mars_core.config.AudioConfig`:
+
+* STFT: Hann window of ``n_fft`` samples, hop ``hop_length``, centered, giving
+  ``n_fft // 2 + 1`` rows and ``1 + L // hop_length`` frames.
+* Log-frequency warp of magnitudes to ``n_freq_warped`` rows with
+  ``grid_sample(align_corners=True)``: output row coordinate ``y in [-1, 1]`` reads
+  the linear spectrogram at ``g(y) = (21 ** ((y + 1) / 2) - 11) / 10``; the inverse
+  warp reads the warped image at ``g^-1(x) = 2 log(10 x + 11) / log 21 - 1``.
+* Network input: ``log(|X_warped| + 1e-10)``.
+* Reconstruction: unwarp the mask, multiply with the linear mixture magnitude,
+  iSTFT with the **mixture phase**.
+
+Tensors follow ``(..., freq, time)`` for spectrograms and ``(..., samples)`` for
+waveforms; any leading batch dimensions are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import AudioConfig
+
+LOG_EPS = 1e-10
+
+
+# --------------------------------------------------------------------------- STFT
+def _as_tensor(x) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor or numpy array, got {type(x).__name__}")
+    return x
+
+
+@lru_cache(maxsize=16)
+def _hann(n: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.hann_window(n, periodic=True, device=device, dtype=dtype)
+
+
+def stft(wav, cfg: AudioConfig) -> torch.Tensor:
+    """Complex STFT.
+
+    Shape:
+        wav: ``(..., samples)`` float.
+        returns: ``(..., n_fft // 2 + 1, 1 + samples // hop_length)`` complex.
+    """
+    wav = _as_tensor(wav)
+    if not wav.is_floating_point():
+        raise TypeError(f"waveform must be floating point, got {wav.dtype}")
+    lead = wav.shape[:-1]
+    flat = wav.reshape(-1, wav.shape[-1])
+    win = _hann(cfg.n_fft, str(flat.device), flat.dtype)
+    spec = torch.stft(
+        flat, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.n_fft, window=win,
+        center=True, pad_mode="reflect", return_complex=True,
+    )
+    return spec.reshape(*lead, *spec.shape[-2:])
+
+
+def istft(spec: torch.Tensor, cfg: AudioConfig, length: int) -> torch.Tensor:
+    """Inverse of :func:`stft` (least-squares overlap-add, same window).
+
+    Shape:
+        spec: ``(..., n_freq, frames)`` complex.
+        returns: ``(..., length)`` real.
+    """
+    if not spec.is_complex():
+        raise TypeError("istft expects a complex spectrogram")
+    lead = spec.shape[:-2]
+    flat = spec.reshape(-1, *spec.shape[-2:])
+    win = _hann(cfg.n_fft, str(flat.device), flat.real.dtype)
+    wav = torch.istft(
+        flat, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.n_fft, window=win,
+        center=True, length=length,
+    )
+    return wav.reshape(*lead, length)
+
+
+# ---------------------------------------------------------------- log-freq warp
+def warp_source_coords(n_out: int) -> np.ndarray:
+    """Source coordinates g(y) (in [-1, 1]) read by each warped row y.
+
+    ``y = linspace(-1, 1, n_out)``; ``g(y) = (21 ** ((y + 1) / 2) - 11) / 10``.
+    """
+    y = np.linspace(-1.0, 1.0, n_out)
+    return (21.0 ** ((y + 1.0) / 2.0) - 11.0) / 10.0
+
+
+def unwarp_source_coords(n_linear: int) -> np.ndarray:
+    """Warped-domain coordinates g^-1(x) read by each linear row x.
+
+    ``x = linspace(-1, 1, n_linear)``; ``g^-1(x) = 2 log(10 x + 11) / log 21 - 1``.
+    """
+    x = np.linspace(-1.0, 1.0, n_linear)
+    return 2.0 * np.log(10.0 * x + 11.0) / math.log(21.0) - 1.0
+
+
+def _resample_rows(img: torch.Tensor, row_coords: np.ndarray) -> torch.Tensor:
+    """Bilinear read of ``img`` at the given row coordinates (time axis unchanged)."""
+    img = _as_tensor(img)
+    lead = img.shape[:-2]
+    n_rows_in, n_t = img.shape[-2:]
+    x4 = img.reshape(-1, 1, n_rows_in, n_t)
+    n = x4.shape[0]
+    ys = torch.as_tensor(row_coords, dtype=x4.dtype, device=x4.device)
+    xs = torch.linspace(-1.0, 1.0, n_t, dtype=x4.dtype, device=x4.device)
+    grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)  # (H_out, T, 2) as (x, y)
+    grid = grid.unsqueeze(0).expand(n, -1, -1, -1)
+    out = F.grid_sample(x4, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(*lead, len(row_coords), n_t)
+
+
+def warp(mag: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Log-frequency warp of a linear-frequency image to ``n_out`` rows.
+
+    Shape:
+        mag: ``(..., n_freq, frames)`` real.
+        returns: ``(..., n_out, frames)``.
+    """
+    return _resample_rows(mag, warp_source_coords(n_out))
+
+
+def unwarp(img: torch.Tensor, n_linear: int) -> torch.Tensor:
+    """Inverse warp of a warped image (e.g. a mask) back to ``n_linear`` rows.
+
+    Shape:
+        img: ``(..., n_freq_warped, frames)`` real.
+        returns: ``(..., n_linear, frames)``.
+    """
+    return _resample_rows(img, unwarp_source_coords(n_linear))
+
+
+def log_magnitude(mag_warped: torch.Tensor) -> torch.Tensor:
+    """Network input ``log(|X_warped| + 1e-10)``."""
+    return torch.log(mag_warped + LOG_EPS)
+
+
+# ----------------------------------------------------------------------- masks
+def ideal_binary_mask(source_mag: torch.Tensor, mix_mag: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Ideal binary mask ``1[|S| > threshold |X|]`` (method.md section 3), float.
+
+    Shape:
+        source_mag, mix_mag: ``(..., freq, frames)``; returns the same shape.
+    """
+    return (source_mag > threshold * mix_mag).to(mix_mag.dtype)
+
+
+def ideal_ratio_mask(source_mag: torch.Tensor, mix_mag: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Ideal ratio mask ``clamp(|S| / |X|, 0, 1)``; 0 where the mixture is silent.
+
+    Clamped to [0, 1] because that is the range a sigmoid (or Beta) mask can reach.
+
+    Shape:
+        source_mag, mix_mag: ``(..., freq, frames)``; returns the same shape.
+    """
+    ratio = source_mag / mix_mag.clamp_min(eps)
+    return torch.where(mix_mag > eps, ratio.clamp(0.0, 1.0), torch.zeros_like(ratio))
+
+
+def apply_mask(mask_linear: torch.Tensor, mix_spec: torch.Tensor) -> torch.Tensor:
+    """Masked complex spectrogram ``M |X| e^{j angle(X)}`` (= ``M X`` for real M >= 0)."""
+    if mask_linear.shape != mix_spec.shape:
+        raise ValueError(f"mask shape {tuple(mask_linear.shape)} != spectrogram shape {tuple(mix_spec.shape)}")
+    return torch.polar(mask_linear * mix_spec.abs(), mix_spec.angle())
+
+
+class FrontEnd:
+    """The profile's front end bound to one :class:`AudioConfig`.
+
+    Example:
+        >>> fe = FrontEnd(get_profile("smoke").audio)
+        >>> feats = fe.features(mixture)               # (B, 1, n_freq_warped, frames)
+        >>> wav = fe.reconstruct(mask_warped, mixture)  # (B, samples)
+    """
+
+    def __init__(self, cfg: AudioConfig):
+        self.cfg = cfg
+
+    def check_length(self, wav: torch.Tensor) -> None:
+        if wav.shape[-1] != self.cfg.segment_samples:
+            raise ValueError(
+                f"expected segments of {self.cfg.segment_samples} samples at {self.cfg.sample_rate} Hz, "
+                f"got {wav.shape[-1]}"
+            )
+
+    def stft(self, wav) -> torch.Tensor:
+        return stft(wav, self.cfg)
+
+    def istft(self, spec: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        return istft(spec, self.cfg, length or self.cfg.segment_samples)
+
+    def warp(self, mag: torch.Tensor) -> torch.Tensor:
+        return warp(mag, self.cfg.n_freq_warped)
+
+    def unwarp(self, img: torch.Tensor) -> torch.Tensor:
+        return unwarp(img, self.cfg.n_freq)
+
+    def features(self, mixture) -> torch.Tensor:
+        """Separator input ``log(|X_warped| + 1e-10)`` with a channel axis.
+
+        Shape:
+            mixture: ``(batch, samples)``; returns ``(batch, 1, n_freq_warped, frames)``.
+        """
+        mixture = _as_tensor(mixture)
+        return log_magnitude(self.warp(self.stft(mixture).abs())).unsqueeze(-3)
+
+    def reconstruct(self, mask_warped: torch.Tensor, mixture) -> torch.Tensor:
+        """Waveform from a warped-domain mask and the mixture (its magnitude and phase).
+
+        Shape:
+            mask_warped: ``(..., n_freq_warped, frames)`` in [0, 1]; a leading
+              group axis is fine as long as it broadcasts against ``mixture``.
+            mixture: ``(..., samples)``.
+            returns: ``(..., samples)``.
+        """
+        mixture = _as_tensor(mixture)
+        spec = self.stft(mixture)
+        mask = self.unwarp(mask_warped).clamp(0.0, 1.0)
+        shape = torch.broadcast_shapes(mask.shape, spec.shape)
+        return self.istft(apply_mask(mask.expand(shape), spec.expand(shape)), mixture.shape[-1])
+
+    def oracle_masks(self, sources, mixture, kind: str = "ibm", domain: str = "warped") -> torch.Tensor:
+        """Oracle masks for every source.
+
+        Args:
+            kind: ``"ibm"`` (``1[|S| > 0.5 |X|]``) or ``"irm"`` (``clamp(|S|/|X|, 0, 1)``).
+            domain: ``"warped"`` (what a separator can output: mask on the warped grid)
+              or ``"linear"`` (the unconstrained STFT-domain oracle).
+
+        Shape:
+            sources: ``(..., n_src, samples)``; mixture: ``(..., samples)``.
+            returns: ``(..., n_src, rows, frames)`` with rows = n_freq_warped or n_freq.
+        """
+        fn = {"ibm": ideal_binary_mask, "irm": ideal_ratio_mask}.get(kind)
+        if fn is None:
+            raise ValueError(f"kind must be 'ibm' or 'irm', got {kind!r}")
+        if domain not in ("warped", "linear"):
+            raise ValueError(f"domain must be 'warped' or 'linear', got {domain!r}")
+        s_mag = self.stft(_as_tensor(sources)).abs()
+        x_mag = self.stft(_as_tensor(mixture)).abs().unsqueeze(-3)
+        if domain == "warped":
+            s_mag, x_mag = self.warp(s_mag), self.warp(x_mag)
+        return fn(s_mag, x_mag)
+
+    def oracle_separate(self, sources, mixture, kind: str = "ibm", domain: str = "warped") -> torch.Tensor:
+        """Estimates of every source from oracle masks (mixture phase).
+
+        Shape:
+            sources: ``(..., n_src, samples)``; mixture ``(..., samples)``; returns like sources.
+        """
+        masks = self.oracle_masks(sources, mixture, kind, domain)
+        mixture = _as_tensor(mixture)
+        spec = self.stft(mixture).unsqueeze(-3)
+        if domain == "warped":
+            masks = self.unwarp(masks)
+        spec = spec.expand_as(masks) if spec.shape != masks.shape else spec
+        return self.istft(apply_mask(masks.to(spec.real.dtype), spec), mixture.shape[-1])

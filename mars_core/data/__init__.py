@@ -1,0 +1,1 @@
+"""Offline benchmark: class catalog, builder, manifests and the mix-and-separate sampler."""
