@@ -95,6 +95,20 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class SeparatorConfig:
+    """Query-conditioned U-Net separator (method.md section 2)."""
+
+    down_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512)
+    """Output channels of the U-Net's down blocks, outermost first; one entry per level."""
+    n_maps: int = 32
+    """K: feature maps the U-Net outputs at full resolution, combined with the query."""
+    query_dim: int = 1024
+    """Size of the query embedding (1024 for ImageBind-Huge; the encoder's width otherwise)."""
+    conditioning: str = "inner"
+    """How the query meets the K maps: 'inner' (weighted inner product, the reference) or 'film'."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named run size: the only thing that differs between smoke, cpu and full."""
 
@@ -106,6 +120,8 @@ class Profile:
     """Signal front end."""
     data: DataConfig = field(default_factory=DataConfig)
     """Benchmark size and mixing."""
+    separator: SeparatorConfig = field(default_factory=SeparatorConfig)
+    """Separator architecture."""
 
 
 def _smoke() -> Profile:
@@ -125,6 +141,7 @@ def _smoke() -> Profile:
             n_val_mixtures=16,
             n_test_mixtures=24,
         ),
+        separator=SeparatorConfig(down_channels=(8, 16, 32, 64, 64, 64, 64), n_maps=16, query_dim=128),
     )
 
 
@@ -144,6 +161,7 @@ def _cpu() -> Profile:
             n_val_mixtures=100,
             n_test_mixtures=200,
         ),
+        separator=SeparatorConfig(down_channels=(16, 32, 64, 128, 128, 128, 128), n_maps=32, query_dim=256),
     )
 
 
