@@ -1,0 +1,1 @@
+"""MARS-Sep as reinforcement learning: Beta mask policy, advantages, clipped PPO loss."""

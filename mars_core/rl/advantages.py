@@ -1,0 +1,74 @@
+"""Advantages (method.md section 6): group-relative (GRPO) or an EMA baseline (the paper's reading).
+
+Advantages are computed once per sampled batch and never re-normalised per
+minibatch (that would undo the group normalisation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ZERO_STD = 1e-8
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, float]:
+    """``A_i = (R_i - mean_group(R)) / (std_group(R) + eps)`` within each item's group.
+
+    ``std`` is the population standard deviation (ddof 0) of the group. A group whose
+    rewards are all equal (std below 1e-8, or a group of one) gets ``A = 0`` and is
+    counted in ``frac_zero_std``.
+
+    Shape:
+        rewards: ``(n_items, group_size)``.
+        returns: advantages ``(n_items, group_size)`` and ``frac_zero_std`` (float in [0, 1]).
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be (n_items, group_size), got {tuple(rewards.shape)}")
+    rewards = rewards.float()
+    if not torch.all(torch.isfinite(rewards)):
+        raise ValueError("rewards must be finite")
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, unbiased=False, keepdim=True)
+    zero = std < ZERO_STD
+    adv = torch.where(zero, torch.zeros_like(rewards), (rewards - mean) / (std + eps))
+    return adv, zero.float().mean().item()
+
+
+@dataclass
+class EMABaseline:
+    """The paper's reading: ``A = R - b`` with ``b`` an exponential moving average of the
+    batch-mean reward (decay 0.92), then divided by the batch standard deviation of ``A``.
+
+    Only the scale is normalised (not the mean), so the baseline keeps its meaning; the
+    baseline is updated *after* computing the advantages of a batch. The first batch
+    initialises ``b`` to its own mean.
+    """
+
+    decay: float = 0.92
+    eps: float = 1e-6
+    value: float | None = None
+
+    def __call__(self, rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Shape: rewards ``(n_items, group_size)`` (any shape); returns advantages and frac_zero_std."""
+        rewards = rewards.float()
+        batch_mean = rewards.mean().item()
+        b = batch_mean if self.value is None else self.value
+        adv = rewards - b
+        std = adv.std(unbiased=False)
+        if std < ZERO_STD:
+            adv = adv - adv.mean()  # equal rewards: all advantages equal, their mean carries no ranking
+            adv = torch.where(adv.abs() < ZERO_STD, torch.zeros_like(adv), adv)
+            frac_zero = 1.0
+        else:
+            adv = adv / (std + self.eps)
+            frac_zero = 0.0
+        self.value = batch_mean if self.value is None else self.decay * self.value + (1 - self.decay) * batch_mean
+        return adv, frac_zero
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "eps": self.eps, "value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.eps, self.value = state["decay"], state["eps"], state["value"]

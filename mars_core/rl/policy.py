@@ -1,0 +1,111 @@
+"""The factorised Beta mask policy (method.md section 4).
+
+Every time-frequency bin of the warped mask is an independent Beta variable whose
+parameters come from the separator's mask proposal ``P`` in [0, 1]:
+
+    alpha = 1 + kappa * P,      beta = 1 + kappa * (1 - P).
+
+Because ``alpha + beta = 2 + kappa``, the mode ``(alpha - 1) / (alpha + beta - 2)`` is
+exactly ``P``: at test time the policy acts deterministically with ``P``. ``kappa``
+is a concentration: larger means samples stay closer to ``P`` (default 9).
+
+Numerics (project decisions): everything is computed in float32; samples are
+clamped to ``[1e-6, 1 - 1e-6]`` before ``log_prob`` so a sample that rounds to
+exactly 0 or 1 still has a finite log-density; ``P`` may be exactly 0 or 1
+(then ``alpha`` or ``beta`` is 1 and every quantity is finite).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Beta, kl_divergence
+
+SAMPLE_EPS = 1e-6
+
+
+def beta_params(P: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(alpha, beta) = (1 + kappa P, 1 + kappa (1 - P))`` in float32.
+
+    Shape:
+        P: any shape, values in [0, 1]; returns two tensors of the same shape.
+    """
+    if kappa <= 0:
+        raise ValueError(f"kappa must be > 0, got {kappa}")
+    P = P.float()
+    if torch.any((P < 0) | (P > 1)) or not torch.all(torch.isfinite(P)):
+        raise ValueError("mask proposal P must be finite and in [0, 1]")
+    return 1.0 + kappa * P, 1.0 + kappa * (1.0 - P)
+
+
+def distribution(P: torch.Tensor, kappa: float) -> Beta:
+    """The per-bin ``torch.distributions.Beta`` of a mask proposal."""
+    return Beta(*beta_params(P, kappa), validate_args=False)
+
+
+def clamp_sample(mask: torch.Tensor) -> torch.Tensor:
+    """Clamp a mask sample into ``[1e-6, 1 - 1e-6]`` (float32)."""
+    return mask.float().clamp(SAMPLE_EPS, 1.0 - SAMPLE_EPS)
+
+
+@torch.no_grad()
+def sample_masks(P_old: torch.Tensor, kappa: float, group_size: int) -> torch.Tensor:
+    """Draw ``group_size`` masks per item from the frozen old policy (no gradient).
+
+    Shape:
+        P_old: ``(batch, F, T)``; returns ``(batch, group_size, F, T)`` float32, clamped.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    dist = distribution(P_old.detach().unsqueeze(1).expand(-1, group_size, *P_old.shape[1:]), kappa)
+    return clamp_sample(dist.sample())
+
+
+def log_prob(P: torch.Tensor, mask: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin log-density ``log Beta(mask; alpha(P), beta(P))``; broadcasts ``P`` against ``mask``.
+
+    Shape:
+        P: ``(batch, 1, F, T)`` or ``(batch, G, F, T)``; mask: ``(batch, G, F, T)``; returns like mask.
+    """
+    return distribution(P, kappa).log_prob(clamp_sample(mask))
+
+
+def entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin differential entropy of the Beta policy (nats); same shape as ``P``."""
+    return distribution(P, kappa).entropy()
+
+
+def kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin ``KL(pi_new || pi_old)`` between the two Beta policies (closed form)."""
+    return kl_divergence(distribution(P_new, kappa), distribution(P_old, kappa))
+
+
+def mode(P: torch.Tensor) -> torch.Tensor:
+    """The deterministic test-time action: the Beta mode, which is ``P`` itself."""
+    return P
+
+
+def mean_and_std(P: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(1 + kappa P) / (2 + kappa)`` and standard deviation of the per-bin Beta."""
+    a, b = beta_params(P, kappa)
+    s = a + b
+    return a / s, torch.sqrt(a * b / (s * s * (s + 1)))
+
+
+def kappa_schedule(step: int, total_steps: int, start: float = 9.0, end: float | None = None, kind: str = "constant") -> float:
+    """Concentration at ``step``: constant (the paper's default), or annealed ``start -> end``.
+
+    ``kind``: ``"constant"``, ``"linear"`` or ``"cosine"``; annealing upwards (``end > start``)
+    narrows exploration as training goes on.
+    """
+    if kind == "constant" or end is None:
+        return float(start)
+    frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    if kind == "linear":
+        w = frac
+    elif kind == "cosine":
+        w = 0.5 * (1 - math.cos(math.pi * frac))
+    else:
+        raise ValueError(f"kind must be constant, linear or cosine, got {kind!r}")
+    return float(start + (end - start) * w)

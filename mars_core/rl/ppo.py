@@ -1,0 +1,76 @@
+"""The clipped PPO surrogate with per-bin ratios, entropy bonus and KL penalty (method.md section 6).
+
+For each bin of each sampled mask (CleanRL's names)::
+
+    logratio = log pi_theta(M) - log pi_old(M)
+    ratio    = exp(logratio)
+    pg_loss  = mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) )
+    loss     = pg_loss - ent_coef * mean(entropy) + kl_coef * mean(KL(pi_theta || pi_old))
+
+``max`` of the negated terms is ``-min`` of the surrogate terms: with ``A > 0`` the
+objective stops rewarding increases of the ratio beyond ``1 + eps``; with ``A < 0`` it
+stops rewarding decreases below ``1 - eps``. There the gradient of ``pg_loss`` is zero.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def clipped_surrogate(logratio: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> torch.Tensor:
+    """Per-element clipped policy-gradient loss ``max(-A r, -A clip(r, 1-eps, 1+eps))``.
+
+    Shape:
+        logratio: ``(batch, G, F, T)`` (or any shape); advantages broadcastable to it,
+          e.g. ``(batch, G, 1, 1)``; returns the broadcast shape.
+    """
+    ratio = torch.exp(logratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    return torch.max(pg_loss1, pg_loss2)
+
+
+def ppo_loss(
+    new_logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor,
+    kl: torch.Tensor | None = None,
+    clip_eps: float = 0.2,
+    ent_coef: float = 0.1,
+    kl_coef: float = 0.01,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and diagnostics for one minibatch.
+
+    Shape:
+        new_logp, old_logp: ``(batch, G, F, T)`` per-bin log-probs of the sampled masks.
+        advantages: ``(batch, G)``, one per sampled mask, fixed for the whole update.
+        entropy: per-bin entropy of the current policy, e.g. ``(batch, 1, F, T)``.
+        kl: per-bin ``KL(pi_theta || pi_old)`` or ``None`` (then no KL term).
+
+    Returns:
+        ``loss`` (scalar tensor) and ``stats``: ``pg_loss``, ``entropy_loss``, ``kl_loss``,
+        ``approx_kl`` (k3 estimator ``(ratio - 1) - logratio``), ``clipfrac``, ``ratio_mean``.
+    """
+    if new_logp.shape != old_logp.shape:
+        raise ValueError(f"log-prob shapes differ: {tuple(new_logp.shape)} vs {tuple(old_logp.shape)}")
+    if advantages.shape != new_logp.shape[:2]:
+        raise ValueError(f"advantages must be {tuple(new_logp.shape[:2])}, got {tuple(advantages.shape)}")
+    logratio = new_logp - old_logp.detach()
+    adv = advantages.detach().reshape(*advantages.shape, *([1] * (new_logp.dim() - 2)))
+    pg_loss = clipped_surrogate(logratio, adv, clip_eps).mean()
+    entropy_loss = entropy.mean()
+    kl_loss = kl.mean() if kl is not None else torch.zeros((), device=new_logp.device)
+    loss = pg_loss - ent_coef * entropy_loss + kl_coef * kl_loss
+    with torch.no_grad():
+        ratio = logratio.exp()
+        stats = {
+            "loss": loss.item(),
+            "pg_loss": pg_loss.item(),
+            "entropy_loss": entropy_loss.item(),
+            "kl_loss": kl_loss.item(),
+            "approx_kl": ((ratio - 1) - logratio).mean().item(),
+            "clipfrac": ((ratio - 1.0).abs() > clip_eps).float().mean().item(),
+            "ratio_mean": ratio.mean().item(),
+        }
+    return loss, stats
