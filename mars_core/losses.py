@@ -1,0 +1,51 @@
+"""Supervised mask losses (method.md section 3).
+
+* Weighted binary cross-entropy on the ideal binary mask (CLIPSep / OmniSep):
+  ``L = mean( w * BCE(P, M_gt) )`` with ``M_gt = 1[|S| > 0.5 |X|]`` and
+  ``w = clamp(log(1 + |X|), 1e-3, 10)`` -- loud bins count more, silent bins almost not.
+* The Sound-of-Pixels alternative: ratio mask ``clamp(|S| / |X|, 0, 1)`` with a weighted L1 loss.
+
+All spectrograms are warped-domain magnitudes, shape ``(batch, F, T)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .audio import ideal_binary_mask, ideal_ratio_mask
+
+
+def bce_weight(mix_mag: torch.Tensor) -> torch.Tensor:
+    """``w = clamp(log(1 + |X|), 1e-3, 10)``. Shape: like ``mix_mag``."""
+    return torch.log1p(mix_mag).clamp(1e-3, 10.0)
+
+
+def weighted_bce(logits: torch.Tensor, target_mask: torch.Tensor, mix_mag: torch.Tensor) -> torch.Tensor:
+    """Weighted BCE between mask logits ``z`` (``P = sigmoid(z)``) and a binary target.
+
+    Computed from logits for numerical stability; equals
+    ``mean(-w (M log P + (1 - M) log(1 - P)))``.
+
+    Shape:
+        logits, target_mask, mix_mag: ``(batch, F, T)``; returns a scalar.
+    """
+    if not (logits.shape == target_mask.shape == mix_mag.shape):
+        raise ValueError(f"shapes differ: {tuple(logits.shape)}, {tuple(target_mask.shape)}, {tuple(mix_mag.shape)}")
+    return F.binary_cross_entropy_with_logits(logits, target_mask, weight=bce_weight(mix_mag))
+
+
+def weighted_l1(mask: torch.Tensor, target_mask: torch.Tensor, mix_mag: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between a mask in [0, 1] and a ratio-mask target. Shape as :func:`weighted_bce`."""
+    if not (mask.shape == target_mask.shape == mix_mag.shape):
+        raise ValueError(f"shapes differ: {tuple(mask.shape)}, {tuple(target_mask.shape)}, {tuple(mix_mag.shape)}")
+    return (bce_weight(mix_mag) * (mask - target_mask).abs()).mean()
+
+
+def mask_targets(source_mag: torch.Tensor, mix_mag: torch.Tensor, kind: str = "ibm") -> torch.Tensor:
+    """Training target for each source: ``"ibm"`` (for BCE) or ``"irm"`` (for L1)."""
+    if kind == "ibm":
+        return ideal_binary_mask(source_mag, mix_mag)
+    if kind == "irm":
+        return ideal_ratio_mask(source_mag, mix_mag)
+    raise ValueError(f"kind must be 'ibm' or 'irm', got {kind!r}")
