@@ -1,0 +1,294 @@
+"""The tri-modal encoder interface every reward/query encoder implements.
+
+``embed_audio``, ``embed_text`` and ``embed_image`` validate their inputs, cut them
+into chunks of ``batch_size``, run the model and return **L2-normalised float32**
+``(N, D)`` embeddings on the model's device.
+
+Gradients (``grad=``):
+
+* ``False`` (default): everything under ``torch.no_grad()``;
+* ``"heads"``: the backbone (preprocessor + trunk) under ``no_grad``, the projection
+  heads with autograd: the cheap mode for aligning the heads of a frozen backbone;
+* ``True``: autograd through everything (to the inputs too, where they are tensors).
+
+Sample rate: an encoder has a native rate (:attr:`TriModalEncoder.sample_rate`). Audio at
+another rate raises ``ValueError`` naming both rates, unless ``resample=True`` asks for
+explicit band-limited resampling (:func:`mars_core.encoders.preprocess.resample`).
+
+Subclasses implement the ``prepare_*`` hooks (raw input -> model input) and the
+``trunk_features`` / ``head_embeddings`` split of the forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+GradMode = Union[bool, str]
+MODALITIES = ("vision", "text", "audio")
+
+
+def _grad_context(enabled: bool):
+    return torch.enable_grad() if enabled else torch.no_grad()
+
+
+def _check_grad(grad: GradMode) -> GradMode:
+    if grad not in (False, True, "heads"):
+        raise ValueError(f"grad must be False, True or 'heads', got {grad!r}")
+    return grad
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise TypeError(f"expected a torch.Tensor or numpy array, got {type(x).__name__}")
+
+
+def _check_finite_float(x: torch.Tensor, what: str) -> None:
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{what} must be floating point, got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contains NaN or infinite values")
+
+
+def as_waveform_list(waveforms: Any) -> list[torch.Tensor]:
+    """Validate audio input and return a list of 1-D float tensors.
+
+    Accepts a ``(N, T)`` or ``(T,)`` tensor/array, or a sequence of 1-D tensors/arrays
+    (lengths may differ). Integer PCM is refused (scale it to [-1, 1] first).
+
+    Raises:
+        ValueError: empty batch, empty waveform, non-float dtype, NaN/inf, wrong rank.
+    """
+    if isinstance(waveforms, (torch.Tensor, np.ndarray)):
+        x = _as_tensor(waveforms)
+        if x.ndim == 1:
+            x = x.unsqueeze(0)
+        if x.ndim != 2:
+            raise ValueError(f"waveforms must be (N, T), (T,) or a list of 1-D arrays; got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("embed_audio: empty batch (no waveforms)")
+        if x.shape[1] == 0:
+            raise ValueError("waveform 0 is empty")
+        if not torch.is_floating_point(x):
+            raise ValueError(f"waveforms have dtype {x.dtype}; pass float samples in [-1, 1] (int16 PCM: divide by 32768)")
+        _check_finite_float(x, "waveforms")  # one check (one device sync) for the whole batch
+        return list(x)
+    elif isinstance(waveforms, Sequence) and not isinstance(waveforms, str):
+        items = [_as_tensor(w) for w in waveforms]
+    else:
+        raise TypeError(f"waveforms must be a tensor, an array or a list of them, got {type(waveforms).__name__}")
+    if len(items) == 0:
+        raise ValueError("embed_audio: empty batch (no waveforms)")
+    for i, w in enumerate(items):
+        if w.ndim != 1:
+            raise ValueError(f"waveform {i} must be 1-D (mono), got shape {tuple(w.shape)}")
+        if w.numel() == 0:
+            raise ValueError(f"waveform {i} is empty")
+        if not torch.is_floating_point(w):
+            raise ValueError(
+                f"waveform {i} has dtype {w.dtype}; pass float samples in [-1, 1] (int16 PCM: divide by 32768)"
+            )
+        _check_finite_float(w, f"waveform {i}")
+    return items
+
+
+def as_text_list(texts: Any) -> list[str]:
+    """Validate text input: a non-empty list (or tuple) of strings."""
+    if isinstance(texts, str):
+        raise TypeError("embed_text expects a list of strings; wrap a single prompt as [prompt]")
+    texts = list(texts)
+    if len(texts) == 0:
+        raise ValueError("embed_text: empty batch (no strings)")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+    return texts
+
+
+def as_image_batch(images: Any, size: int) -> list | torch.Tensor:
+    """Validate image input.
+
+    Returns either a list of images still to be transformed (PIL images or uint8
+    ``(H, W, 3)`` arrays) or a float ``(N, 3, size, size)`` tensor already normalised.
+
+    Raises:
+        ValueError: empty batch, wrong rank/layout/dtype, wrong float size, NaN/inf.
+    """
+    from PIL import Image
+
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        x = _as_tensor(images)
+        if x.shape[0:1] == (0,) or x.numel() == 0:
+            raise ValueError("embed_image: empty batch (no images)")
+        if x.dtype == torch.uint8:
+            if x.ndim != 4 or x.shape[-1] != 3:
+                raise ValueError(f"uint8 images must be (N, H, W, 3) RGB, got shape {tuple(x.shape)}")
+            return list(x)
+        if torch.is_floating_point(x):
+            if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (size, size):
+                raise ValueError(
+                    f"float images must be normalised (N, 3, {size}, {size}) tensors, got shape {tuple(x.shape)}; "
+                    "pass uint8 (N, H, W, 3) or PIL images to have them resized and normalised"
+                )
+            _check_finite_float(x, "images")
+            return x
+        raise ValueError(f"images must be uint8 (N, H, W, 3) or float (N, 3, H, W), got dtype {x.dtype}")
+    if isinstance(images, Sequence) and not isinstance(images, str):
+        items = list(images)
+        if len(items) == 0:
+            raise ValueError("embed_image: empty batch (no images)")
+        for i, im in enumerate(items):
+            if isinstance(im, Image.Image):
+                continue
+            arr = _as_tensor(im)
+            if arr.dtype != torch.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
+                raise ValueError(f"image {i}: expected a PIL image or uint8 (H, W, 3), got {arr.dtype} {tuple(arr.shape)}")
+        return items
+    raise TypeError(f"images must be an array, a tensor or a list of PIL images, got {type(images).__name__}")
+
+
+def _chunks(n: int, batch_size: int) -> Iterator[slice]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+class TriModalEncoder(nn.Module, ABC):
+    """An audio/text/image encoder into one embedding space of size :attr:`embed_dim`."""
+
+    sample_rate: int = 16000
+    """Native audio rate in Hz."""
+    image_size: int = 224
+    """Side of the normalised square images the vision tower takes."""
+    embed_dim: int
+    """Embedding size D."""
+
+    # ---- hooks a subclass implements --------------------------------------------
+    @abstractmethod
+    def prepare_audio(self, waveforms: list[torch.Tensor]) -> Any:
+        """1-D float waveforms at :attr:`sample_rate` -> model input (on the model's device)."""
+
+    @abstractmethod
+    def prepare_text(self, texts: list[str]) -> Any:
+        """Strings -> model input (e.g. token ids on the model's device)."""
+
+    @abstractmethod
+    def prepare_images(self, images: list) -> torch.Tensor:
+        """PIL / uint8 ``(H, W, 3)`` images -> normalised float ``(N, 3, S, S)``."""
+
+    @abstractmethod
+    def trunk_features(self, modality: str, inputs: Any) -> Any:
+        """Everything before the projection heads (frozen during head alignment)."""
+
+    @abstractmethod
+    def head_embeddings(self, modality: str, features: Any) -> torch.Tensor:
+        """Projection heads (+ any pooling) -> ``(N, D)`` embeddings, not necessarily unit-norm."""
+
+    @abstractmethod
+    def freeze_backbone(self) -> list[nn.Parameter]:
+        """Freeze everything but the heads; return the parameters left trainable."""
+
+    # ---- shared machinery --------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter (CPU for a parameter-less module)."""
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters (float16 after ``half()``)."""
+        p = next((p for p in self.parameters() if torch.is_floating_point(p)), None)
+        return p.dtype if p is not None else torch.float32
+
+    def encode(self, modality: str, inputs: Any, grad: GradMode = False) -> torch.Tensor:
+        """Model input -> L2-normalised float32 ``(N, D)``, with the chosen gradient mode."""
+        grad = _check_grad(grad)
+        with _grad_context(grad is True):
+            feats = self.trunk_features(modality, inputs)
+        with _grad_context(bool(grad)):
+            return F.normalize(self.head_embeddings(modality, feats).float(), dim=-1)
+
+    def _embed(self, modality: str, items, prepare, batch_size: int, grad: GradMode) -> torch.Tensor:
+        outs = []
+        for sl in _chunks(len(items), batch_size):
+            with _grad_context(grad is True):
+                inputs = prepare(items[sl])
+            outs.append(self.encode(modality, inputs, grad))
+        return torch.cat(outs)
+
+    def embed_audio(
+        self,
+        waveforms: Any,
+        sample_rate: int,
+        *,
+        batch_size: int = 32,
+        grad: GradMode = False,
+        resample: bool = False,
+    ) -> torch.Tensor:
+        """Embed mono waveforms.
+
+        Args:
+            waveforms: ``(N, T)`` / ``(T,)`` float tensor or array, or a list of 1-D ones.
+            sample_rate: their rate in Hz; must equal :attr:`sample_rate` unless ``resample``.
+            resample: resample explicitly to the native rate instead of raising.
+
+        Shape:
+            returns ``(N, D)`` float32, unit L2 norm.
+
+        Raises:
+            ValueError: sample-rate mismatch (naming both rates), empty batch, NaN/inf,
+                integer dtype, a waveform too short for the encoder.
+        """
+        items = as_waveform_list(waveforms)
+        if int(sample_rate) != self.sample_rate:
+            if not resample:
+                raise ValueError(
+                    f"audio is at {sample_rate} Hz but this encoder's native rate is {self.sample_rate} Hz; "
+                    f"resample it first or pass resample=True"
+                )
+            from .preprocess import resample as _resample
+
+            items = [_resample(w.float(), int(sample_rate), self.sample_rate) for w in items]
+        return self._embed("audio", items, self.prepare_audio, batch_size, grad)
+
+    def embed_text(self, texts: Sequence[str], *, batch_size: int = 256, grad: GradMode = False) -> torch.Tensor:
+        """Embed strings. Shape: returns ``(N, D)`` float32, unit L2 norm."""
+        return self._embed("text", as_text_list(texts), self.prepare_text, batch_size, grad)
+
+    def embed_image(self, images: Any, *, batch_size: int = 32, grad: GradMode = False) -> torch.Tensor:
+        """Embed images.
+
+        Args:
+            images: uint8 ``(N, H, W, 3)`` array/tensor, a list of PIL images (or of uint8
+                ``(H, W, 3)`` arrays), or float ``(N, 3, S, S)`` already normalised.
+
+        Shape:
+            returns ``(N, D)`` float32, unit L2 norm.
+        """
+        batch = as_image_batch(images, self.image_size)
+        if isinstance(batch, torch.Tensor):
+            prepare = lambda x: x.to(self.device, self.dtype)  # noqa: E731
+        else:
+            prepare = lambda x: self.prepare_images(list(x)).to(self.device, self.dtype)  # noqa: E731
+        return self._embed("vision", batch, prepare, batch_size, grad)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Temporarily switch to eval mode (restores the previous mode)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)

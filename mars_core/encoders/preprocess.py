@@ -1,0 +1,280 @@
+"""ImageBind's input pipelines, on in-memory batches (no file I/O, no torchvision).
+
+Images: PIL bicubic resize of the short side to 224 (long side truncated), centre crop
+with Python's banker's rounding of the offset, ``/255``, CLIP mean/std normalisation.
+
+Audio (per item, at 16 kHz): three 2 s clips placed by the clip sampler that ImageBind
+pins, the in-place mean-removal quirk, a Kaldi log-mel filterbank (128 bins, 25/10 ms
+frames), right-padding to 204 frames and ``(x + 4.268) / 9.138``. Items of equal length
+are processed as one vectorised batch, on whatever device the waveforms live on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SIZE = 224
+
+
+# --------------------------------------------------------------------------- images
+def resize_short_side(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
+    """Bicubic (antialiased, PIL) resize so the short side is ``size``.
+
+    The long side becomes ``int(size * long / short)`` (truncation), as torchvision does.
+    """
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    if (new_w, new_h) == (w, h):
+        return img
+    return img.resize((new_w, new_h), Image.BICUBIC)
+
+
+def center_crop(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
+    """Crop the central ``size x size`` square; offsets use ``round`` (banker's: 36.5 -> 36)."""
+    w, h = img.size
+    if w < size or h < size:
+        raise ValueError(f"center_crop: image {w}x{h} is smaller than {size}x{size}")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def normalize_image(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``(x / 255 - mean) / std`` float32.
+
+    Shape:
+        returns ``(3, H, W)``.
+    """
+    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    x = x.to(torch.float32).div(255)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
+    return (x - mean) / std
+
+
+def to_pil(image) -> Image.Image:
+    """A PIL image, or a uint8 ``(H, W, 3)`` array/tensor, as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got dtype {arr.dtype} and shape {arr.shape}")
+    return Image.fromarray(arr, "RGB")
+
+
+def transform_image(image, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """ImageBind's vision transform for one image (PIL or uint8 ``(H, W, 3)``).
+
+    Shape:
+        returns ``(3, size, size)`` float32, CLIP-normalised.
+    """
+    return normalize_image(center_crop(resize_short_side(to_pil(image), size), size))
+
+
+def transform_images(images: Sequence, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Stack :func:`transform_image` over a sequence.
+
+    Shape:
+        returns ``(N, 3, size, size)``.
+    """
+    return torch.stack([transform_image(im, size) for im in images])
+
+
+# --------------------------------------------------------------------------- audio
+@dataclass(frozen=True)
+class AudioPreprocessConfig:
+    """ImageBind's audio defaults (``data.load_and_transform_audio_data``)."""
+
+    sample_rate: int = 16000
+    """Native rate of the audio tower in Hz."""
+    clip_duration: int = 2
+    """Seconds per clip."""
+    clips_per_item: int = 3
+    """Clips per waveform; the model averages their embeddings."""
+    num_mel_bins: int = 128
+    """Kaldi mel bins."""
+    target_length: int = 204
+    """Frames per clip after right zero-padding or truncation."""
+    frame_length_ms: float = 25.0
+    """Analysis window (400 samples at 16 kHz)."""
+    frame_shift_ms: float = 10.0
+    """Hop (160 samples at 16 kHz)."""
+    mean: float = -4.268
+    """Normalisation mean of the log-mel values."""
+    std: float = 9.138
+    """Normalisation standard deviation of the log-mel values."""
+
+    @property
+    def window(self) -> int:
+        """Frame length in samples."""
+        return int(self.sample_rate * self.frame_length_ms * 0.001)
+
+    @property
+    def hop(self) -> int:
+        """Frame shift in samples."""
+        return int(self.sample_rate * self.frame_shift_ms * 0.001)
+
+
+AUDIO = AudioPreprocessConfig()
+
+
+def clip_sample_ranges(num_samples: int, cfg: AudioPreprocessConfig = AUDIO) -> list[tuple[int, int]]:
+    """Sample ranges ``[start, end)`` of the clips, as ImageBind's pinned clip sampler places them.
+
+    With ``dur = num_samples / sr`` (a Python float), ``max_start = Fraction(max(dur - 2, 0))``
+    (the exact binary value) and ``step = max_start / (clips - 1)``, clip ``i`` spans
+    ``[i * step, i * step + 2]`` seconds; samples are ``int(t * sr)`` (exact, truncated).
+    So a 2.3 s file's second clip starts at sample 2399, not 2400. ``end`` may exceed
+    ``num_samples`` (short files): slicing then stops at the end.
+    """
+    dur = num_samples / cfg.sample_rate
+    max_start = Fraction(max(dur - cfg.clip_duration, 0))
+    step = max_start / max(cfg.clips_per_item - 1, 1)
+    ranges = []
+    for i in range(cfg.clips_per_item):
+        start = step * i
+        ranges.append((int(start * cfg.sample_rate), int((start + cfg.clip_duration) * cfg.sample_rate)))
+    return ranges
+
+
+def kaldi_mel_banks(num_bins: int, n_fft: int, sample_rate: float, low_freq: float = 20.0) -> torch.Tensor:
+    """Kaldi's triangular mel filters, high edge at Nyquist, with a zero Nyquist column.
+
+    mel(f) = 1127 ln(1 + f / 700); ``num_bins`` triangles with equal spacing
+    ``(mel(nyq) - mel(low)) / (num_bins + 1)`` on the mel axis, evaluated at the FFT bin
+    frequencies ``k * sr / n_fft`` (k < n_fft / 2), in float32 like Kaldi's reference.
+
+    Shape:
+        returns ``(num_bins, n_fft // 2 + 1)`` float32.
+    """
+    mel_low = 1127.0 * math.log(1.0 + low_freq / 700.0)
+    mel_high = 1127.0 * math.log(1.0 + 0.5 * sample_rate / 700.0)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    b = torch.arange(num_bins).unsqueeze(1)
+    left, center, right = mel_low + b * delta, mel_low + (b + 1.0) * delta, mel_low + (b + 2.0) * delta
+    mel = (1127.0 * (1.0 + (sample_rate / n_fft) * torch.arange(n_fft / 2) / 700.0).log()).unsqueeze(0)
+    up, down = (mel - left) / (center - left), (right - mel) / (right - center)
+    banks = torch.max(torch.zeros(1), torch.min(up, down))
+    return F.pad(banks, (0, 1))
+
+
+def kaldi_fbank(x: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Tensor:
+    """Batched Kaldi log-mel filterbank (``torchaudio.compliance.kaldi.fbank`` with ImageBind's options).
+
+    Per frame (400 samples, hop 160, only frames that fit): remove the frame mean,
+    pre-emphasis ``x[j] - 0.97 x[j-1]`` (``x[-1] = x[0]``), symmetric Hann window, zero-pad
+    to 512, power spectrum, mel filters, ``log(max(e, float32 eps))``.
+
+    Shape:
+        x: ``(B, n)`` float with ``n >= 400``; returns ``(B, 1 + (n - 400) // 160, num_mel_bins)``.
+    """
+    win, hop = cfg.window, cfg.hop
+    n_fft = 1 << (win - 1).bit_length()
+    if x.shape[-1] < win:
+        raise ValueError(f"kaldi_fbank needs at least {win} samples per waveform, got {x.shape[-1]}")
+    frames = x.unfold(-1, win, hop)  # (B, T, win)
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+    frames = frames - 0.97 * previous
+    frames = frames * torch.hann_window(win, periodic=False, device=x.device, dtype=x.dtype)
+    frames = F.pad(frames, (0, n_fft - win))
+    power = torch.fft.rfft(frames).abs().pow(2.0)
+    banks = kaldi_mel_banks(cfg.num_mel_bins, n_fft, cfg.sample_rate).to(device=x.device, dtype=x.dtype)
+    mel = torch.mm(power.reshape(-1, power.shape[-1]), banks.T).reshape(*power.shape[:-1], -1)
+    eps = torch.tensor(torch.finfo(x.dtype).eps, device=x.device, dtype=x.dtype)
+    return torch.max(mel, eps).log()
+
+
+def _clips_with_inplace_mean_removal(wav: torch.Tensor, cfg: AudioPreprocessConfig) -> torch.Tensor:
+    """Cut the clips of a ``(B, C, n)`` batch, reproducing ImageBind's in-place quirk.
+
+    Officially each clip is a *view* of the waveform and ``clip -= clip.mean()`` (mean over
+    channels and time) runs in place before its filterbank, so overlapping later clips read
+    samples already shifted by earlier clips' means. Only channel 0 reaches the filterbank.
+
+    Shape:
+        wav: ``(B, C, n)``; returns ``(B, clips, min(n, clip_samples))`` (channel 0).
+    """
+    wav = wav.clone()
+    clips = []
+    for start, end in clip_sample_ranges(wav.shape[-1], cfg):
+        view = wav[:, :, start:end]
+        view -= view.mean(dim=(1, 2), keepdim=True)
+        clips.append(view[:, 0].clone())
+    return torch.stack(clips, dim=1)
+
+
+def preprocess_audio_batch(wav: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Tensor:
+    """Equal-length waveforms at ``cfg.sample_rate`` -> normalised log-mel clips.
+
+    Shape:
+        wav: ``(B, n)`` mono or ``(B, C, n)`` multi-channel (mean over all channels,
+        filterbank of channel 0, as ImageBind does); returns ``(B, clips, 1, mel, frames)``.
+    """
+    if wav.ndim == 2:
+        wav = wav.unsqueeze(1)
+    if wav.ndim != 3:
+        raise ValueError(f"expected (B, n) or (B, C, n) waveforms, got shape {tuple(wav.shape)}")
+    clips = _clips_with_inplace_mean_removal(wav.float(), cfg)  # (B, S, m)
+    b, s, m = clips.shape
+    feats = kaldi_fbank(clips.reshape(b * s, m), cfg).transpose(1, 2)  # (B*S, mel, T)
+    pad = cfg.target_length - feats.shape[-1]
+    feats = F.pad(feats, (0, pad)) if pad > 0 else feats[..., : cfg.target_length]
+    mean = torch.tensor(cfg.mean, dtype=feats.dtype, device=feats.device)
+    std = torch.tensor(cfg.std, dtype=feats.dtype, device=feats.device)
+    return ((feats - mean) / std).reshape(b, s, 1, cfg.num_mel_bins, cfg.target_length)
+
+
+def preprocess_audio(
+    waveforms: Sequence[torch.Tensor], cfg: AudioPreprocessConfig = AUDIO, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Waveforms of any lengths -> ``(B, clips, 1, mel, frames)``, batching equal shapes.
+
+    Args:
+        waveforms: each ``(n,)`` or ``(C, n)`` float at ``cfg.sample_rate``, with
+            ``n >= 400`` (one 25 ms frame).
+        device: where to compute (default: where the waveforms are); each group of equal
+            shapes is stacked first and moved in one transfer.
+    """
+    if len(waveforms) == 0:
+        raise ValueError("preprocess_audio: empty batch")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, w in enumerate(waveforms):
+        if w.shape[-1] < cfg.window:
+            raise ValueError(
+                f"waveform {i} has {w.shape[-1]} samples; ImageBind needs at least {cfg.window} "
+                f"({cfg.frame_length_ms:g} ms at {cfg.sample_rate} Hz)"
+            )
+        groups.setdefault(tuple(w.shape), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(waveforms)
+    for idx in groups.values():
+        group = torch.stack([waveforms[i] for i in idx])
+        feats = preprocess_audio_batch(group.to(device) if device is not None else group, cfg)
+        for i, f in zip(idx, feats):
+            out[i] = f
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def resample(wav: torch.Tensor, orig_sr: int, new_sr: int = AUDIO.sample_rate) -> torch.Tensor:
+    """Band-limited resampling with ImageBind's choice (torchaudio defaults: Hann-windowed
+    sinc, 6 zero crossings, rolloff 0.99); output length ``ceil(n * new_sr / orig_sr)``.
+
+    Shape:
+        wav: ``(..., n)``; returns ``(..., n')``.
+    """
+    import torchaudio.functional as AF
+
+    if orig_sr == new_sr:
+        return wav
+    return AF.resample(wav, int(orig_sr), int(new_sr))
