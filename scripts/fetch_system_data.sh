@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Download the Debian packages the offline benchmark uses and unpack them into
-# $MARS_DATA/system (default ~/.cache/mars/system). Nothing is installed system-wide,
-# so only `apt-get update` on a machine with no package lists needs root.
-# Idempotent: a package already unpacked is skipped.
+# Fetch the packaged material the offline benchmark uses, into $MARS_DATA (default ~/.cache/mars):
+#  - five Debian data packages, downloaded and unpacked into $MARS_DATA/system (not installed),
+#  - the npm package @iconify-json/game-icons (CC-BY-3.0 silhouettes) into $MARS_DATA/npm.
+# Root is needed only for `apt-get update` on a machine with no package lists and to
+# install Debian's npm where no npm exists. Idempotent: what is there is skipped.
 set -uo pipefail
 DATA=${MARS_DATA:-$HOME/.cache/mars}
 DEST=$DATA/system
@@ -14,11 +15,25 @@ as_root() {
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@";
   else return 1; fi
 }
+GAME_ICONS=@iconify-json/game-icons@1.2.4
+fetch_game_icons() {
+  [ -f "$DATA/npm/node_modules/@iconify-json/game-icons/icons.json" ] && { log "game-icons already in $DATA/npm"; return 0; }
+  if ! command -v npm >/dev/null; then
+    log "npm missing: installing Debian's npm (needs root)"
+    as_root apt-get install -y -qq --no-install-recommends npm >/dev/null || { log "warning: no npm; clarinet/tuba/xylophone images unavailable"; return 1; }
+  fi
+  mkdir -p "$DATA/npm"
+  npm install --prefix "$DATA/npm" --no-audit --no-fund --no-package-lock --silent "$GAME_ICONS" \
+    && log "installed $GAME_ICONS into $DATA/npm" || { log "warning: npm install $GAME_ICONS failed"; return 1; }
+}
 command -v apt-get >/dev/null || { log "no apt-get (not Debian/Ubuntu): skipping"; exit 1; }
 mkdir -p "$DEST" "$DEBS"
 missing=()
 for p in "${PKGS[@]}"; do [ -f "$DEST/.unpacked-$p" ] || missing+=("$p"); done
-[ ${#missing[@]} -eq 0 ] && { log "all ${#PKGS[@]} packages already unpacked in $DEST"; exit 0; }
+if [ ${#missing[@]} -eq 0 ]; then
+  log "all ${#PKGS[@]} packages already unpacked in $DEST"
+  fetch_game_icons; exit $?
+fi
 if ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
   log "package lists are empty: running apt-get update (needs root)"
   as_root apt-get update -qq || { log "cannot run apt-get update without root or passwordless sudo"; exit 1; }
@@ -31,4 +46,5 @@ for p in "${missing[@]}"; do
   dpkg-deb -x "$deb" "$DEST" && echo "$(basename "$deb")" > "$DEST/.unpacked-$p" && rm -f "$deb" \
     && log "unpacked $p" || { log "warning: could not unpack $p"; status=1; }
 done
+fetch_game_icons || status=1
 exit $status
