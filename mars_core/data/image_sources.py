@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
+from .sources.locate import system_roots
 from .manifest import data_root
 
 IMAGE_CLASSES = (
@@ -163,12 +164,8 @@ def clear_caches() -> None:
 
 # --- locating material ------------------------------------------------------------------
 def _debian_roots() -> list[Path]:
-    """``MARS_SYSTEM_ROOTS`` (``os.pathsep``-separated, as in ``sources.locate``), else
-    ``$MARS_DATA/system`` then :data:`FALLBACK_ROOTS`."""
-    env = os.environ.get("MARS_SYSTEM_ROOTS")
-    if env:
-        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return [data_root() / "system", *FALLBACK_ROOTS]
+    """The same search path as the audio sources (:func:`sources.locate.system_roots`)."""
+    return system_roots()
 
 
 @functools.lru_cache(maxsize=None)

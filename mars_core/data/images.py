@@ -35,6 +35,7 @@ from .image_sources import (  # noqa: F401  (re-exported: the builder calls imag
     MissingMaterialWarning,
     NoImageMaterialError,
     attribution_rows,
+    clear_caches,
     available_styles,
     held_out_style,
     material_fingerprint,

@@ -1,0 +1,531 @@
+"""Separation metrics: BSS Eval (SDR, SIR, SAR), SI-SDR, semantic and contamination scores.
+
+Conventions (Asteroid): every metric is *higher is better* and takes
+``(estimate, reference)`` in that order. ``bss_eval``/``sdr`` always return numpy
+float64; ``si_sdr``, ``semantic_score`` and ``contamination_score`` return the
+type they were given (torch in, torch out: usable inside a loss or a reward).
+
+BSS Eval, two versions (method.md section 8; environment.md "BSS Eval and a trap")
+----------------------------------------------------------------------------------
+Let ``s`` be the target reference, ``s_hat`` the estimate, ``P_t`` the orthogonal
+projection on the span of the target delayed by 0..L-1 samples (a distortion filter
+of ``L = 512`` taps, the default of museval and mir_eval) and ``P_a`` the projection
+on the span of *all* sources (target and interferers) delayed the same way. Then
+
+    SIR = 10 log10(|P_t s_hat|^2 / |P_a s_hat - P_t s_hat|^2)
+    SAR = 10 log10(|P_a s_hat|^2 / |s_hat - P_a s_hat|^2)
+
+in both versions, and the SDR differs:
+
+* ``version="v4"`` (default, the paper's protocol): BSS Eval v4 as computed by
+  ``museval.metrics.bss_eval(references, estimates, window=np.inf)`` with its default
+  ``bsseval_sources_version=False`` (the "images" decomposition) — the call used by
+  OmniSep's evaluation. For mono signals its SDR is the plain signal-to-noise ratio
+  ``10 log10(|s|^2 / |s_hat - s|^2)``: *not* invariant to gain or filtering.
+* ``version="v3"``: ``mir_eval.separation.bss_eval_sources`` (and
+  ``fast_bss_eval.bss_eval_sources``), where the SDR forgives the 512-tap filter:
+  ``10 log10(|P_t s_hat|^2 / |s_hat - P_t s_hat|^2)``.
+
+The projections come from ``fast_bss_eval``'s **numpy** backend (never its torch
+backend: batched ``torch.linalg.solve`` with 2 threads silently returns wrong
+results on some CPUs). Items are processed in chunks to bound memory.
+
+Silence
+-------
+A signal is *silent* when ``sum(|x|) <= SILENCE_L1`` (1e-5), the validity test of
+CLIPSep/OmniSep's evaluation. BSS Eval returns NaN for items whose target
+reference, any interferer, or estimate is silent; :func:`evaluate_batch` marks them
+``skipped`` with a reason and :func:`summarize` counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["bss_eval", "sdr", "si_sdr", "si_sdri", "is_silent", "evaluate_batch", "summarize",
+           "semantic_score", "contamination_score"]
+
+FILTER_LENGTH = 512
+"""Distortion-filter taps of BSS Eval (museval and mir_eval default)."""
+SILENCE_L1 = 1e-5
+"""A signal with ``sum(|x|) <= SILENCE_L1`` is silent (CLIPSep/OmniSep evaluation rule)."""
+SI_SDR_EPS = 1e-8
+"""Additive energy floor of :func:`si_sdr`; keeps it finite for silent inputs."""
+BSS_VERSIONS = ("v4", "v3")
+"""``v4``: museval ``bss_eval(window=inf)`` (paper); ``v3``: mir_eval ``bss_eval_sources``."""
+DEFAULT_CHUNK = 4
+"""Items per batched solve in :func:`bss_eval` (a 2-source chunk of 4 holds about 32 MB)."""
+SINGULAR_LOAD = 1e-10
+"""Diagonal loading (signals are unit-norm) used only when a Gram matrix is exactly singular,
+e.g. an interferer identical to the target; museval falls back to least squares there."""
+SUMMARY_METRICS = ("sdr", "sir", "sar", "sdri", "si_sdr", "si_sdri")
+"""Columns :func:`summarize` reports by default (those present in the frame)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _as_float64(x: Any, name: str) -> np.ndarray:
+    """Any array-like (torch tensors detached, moved to CPU) as a float64 numpy array."""
+    if _is_torch(x):
+        x = x.detach().cpu().double().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have a time axis; got a scalar")
+    return arr
+
+
+def _check_finite(x: Any, name: str) -> None:
+    """Raise ``ValueError`` naming the first item (index over leading dims) holding NaN/inf.
+
+    Shape:
+        x: ``(*batch, ..., time)``; the item index is taken over the first axis.
+    """
+    if _is_torch(x):
+        import torch
+
+        bad = ~torch.isfinite(x.detach())
+        if not bool(bad.any()):
+            return
+        bad = bad.cpu().numpy()
+    else:
+        bad = ~np.isfinite(x)
+        if not bad.any():
+            return
+    if bad.ndim <= 1:
+        raise ValueError(f"{name} contains NaN or inf")
+    item = int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
+    raise ValueError(f"{name}: item {item} contains NaN or inf")
+
+
+def is_silent(x: Any, threshold: float = SILENCE_L1) -> np.ndarray:
+    """True where a signal is silent: ``sum_t |x_t| <= threshold``.
+
+    Shape:
+        x: ``(*batch, time)`` numpy or torch. Returns a bool array ``(*batch,)``.
+    """
+    return np.abs(_as_float64(x, "x")).sum(axis=-1) <= threshold
+
+
+def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``10 log10(num / den)``; a zero (or round-off negative) denominator gives +inf."""
+    num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
+    out = np.full(num.shape, np.inf)
+    ok = den > 0
+    with np.errstate(divide="ignore"):
+        out[ok] = 10.0 * np.log10(num[ok] / den[ok])
+    return out
+
+
+def _check_version(version: str) -> None:
+    if version not in BSS_VERSIONS:
+        raise ValueError(f"version must be one of {BSS_VERSIONS}, got {version!r}")
+
+
+# ----------------------------------------------------------------------------- BSS Eval
+def _source_stack(est: np.ndarray, reference: Any, interferer: Any, target_index: int) -> tuple[np.ndarray, int]:
+    """Reference sources as ``(*batch, n_src, time)`` and the target's row in it."""
+    ref = _as_float64(reference, "reference")
+    if ref.ndim == est.ndim:
+        stack = [ref[..., None, :]]
+        if interferer is not None:
+            itf = _as_float64(interferer, "interferer")
+            itf = itf[..., None, :] if itf.ndim == est.ndim else itf
+            if itf.ndim != est.ndim + 1 or itf.shape[:-2] != est.shape[:-1] or itf.shape[-1] != est.shape[-1]:
+                raise ValueError(f"interferer shape {tuple(itf.shape)} does not fit estimate shape {est.shape}: "
+                                 "expected (*batch, time) or (*batch, n_interferers, time)")
+            stack.append(itf)
+        if target_index != 0:
+            raise ValueError("target_index applies only when reference holds all sources (*batch, n_src, time)")
+        ref = np.concatenate(stack, axis=-2)
+    elif ref.ndim == est.ndim + 1:
+        if interferer is not None:
+            raise ValueError("pass either reference=(*batch, n_src, time) or reference + interferer, not both")
+    else:
+        raise ValueError(f"reference must be (*batch, time) or (*batch, n_src, time) for an estimate of shape "
+                         f"{est.shape}; got {ref.shape}")
+    if ref.shape[:-2] != est.shape[:-1] or ref.shape[-1] != est.shape[-1]:
+        raise ValueError(f"shape mismatch: estimate {est.shape} vs references {ref.shape} (*batch, n_src, time)")
+    if not 0 <= target_index < ref.shape[-2]:
+        raise ValueError(f"target_index {target_index} out of range for {ref.shape[-2]} source(s)")
+    return ref, target_index
+
+
+def _unit_norm(x: np.ndarray) -> np.ndarray:
+    """Scale each signal to unit L2 norm (projections and coherences are scale-free)."""
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _coherences(est: np.ndarray, refs: np.ndarray, target_index: int, filter_length: int,
+                chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squared cosines ``|P_t e|^2/|e|^2`` and ``|P_a e|^2/|e|^2`` via fast_bss_eval (numpy).
+
+    Shape:
+        est: ``(n, n_est, time)``; refs: ``(n, n_src, time)``; returns two ``(n, n_est)``.
+    """
+    from fast_bss_eval.numpy import square_cosine_metrics
+
+    def solve(r: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            c_pair, c_all = square_cosine_metrics(r, e, filter_length=filter_length, pairwise=True)
+        except np.linalg.LinAlgError:  # exactly singular Gram matrix (e.g. duplicated sources)
+            if len(r) > 1:  # retry item by item: only the singular ones get loaded
+                parts = [solve(r[k : k + 1], e[k : k + 1]) for k in range(len(r))]
+                return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            c_pair, c_all = square_cosine_metrics(r, e, filter_length=filter_length, pairwise=True,
+                                                  load_diag=SINGULAR_LOAD)
+        return c_pair[:, target_index, :], c_all[:, target_index, :]  # (n, n_src, n_est) -> target row
+
+    coh_t = np.empty(est.shape[:2])
+    coh_a = np.empty(est.shape[:2])
+    for lo in range(0, est.shape[0], chunk_size):
+        sl = slice(lo, lo + chunk_size)
+        coh_t[sl], coh_a[sl] = solve(_unit_norm(refs[sl]), _unit_norm(est[sl]))
+    return coh_t, coh_a
+
+
+def _ratios(est: np.ndarray, target: np.ndarray, coh_t: np.ndarray, coh_a: np.ndarray,
+            n_src: int, version: str) -> dict[str, np.ndarray]:
+    """SDR/SIR/SAR (dB) from the two coherences (module docstring equations).
+
+    Shape:
+        est, target: ``(n, time)``; coh_t, coh_a: ``(n,)``.
+    """
+    if version == "v4":
+        sdr = _db(np.sum(target**2, -1), np.sum((est - target) ** 2, -1))
+    else:
+        sdr = _db(coh_t, 1.0 - coh_t)
+    sir = _db(coh_t, coh_a - coh_t) if n_src > 1 else np.full(coh_t.shape, np.inf)
+    return {"sdr": sdr, "sir": sir, "sar": _db(coh_a, 1.0 - coh_a)}
+
+
+def _bss_core(est: np.ndarray, refs: np.ndarray, target_index: int, version: str, filter_length: int,
+              chunk_size: int, silence_threshold: float) -> dict[str, np.ndarray]:
+    """BSS Eval of the target row for ``n_est`` estimates per item; NaN where silent.
+
+    Shape:
+        est: ``(n, n_est, time)``; refs: ``(n, n_src, time)``; returns ``(n, n_est)`` arrays.
+    """
+    if est.shape[-1] < filter_length:
+        raise ValueError(f"signals have {est.shape[-1]} samples, fewer than filter_length={filter_length}")
+    if not silence_threshold >= 0:
+        raise ValueError(f"silence_threshold must be >= 0, got {silence_threshold}")
+    silent = is_silent(est, silence_threshold) | is_silent(refs, silence_threshold).any(-1, keepdims=True)
+    out = {k: np.full(est.shape[:2], np.nan) for k in ("sdr", "sir", "sar")}
+    ok = ~silent.any(-1)
+    if ok.any():
+        coh_t, coh_a = _coherences(est[ok], refs[ok], target_index, filter_length, chunk_size)
+        target = np.broadcast_to(refs[ok][:, target_index : target_index + 1], est[ok].shape)
+        res = _ratios(est[ok], target, coh_t, coh_a, refs.shape[1], version)
+        for k, v in res.items():
+            out[k][ok] = np.where(silent[ok], np.nan, v)
+    return out
+
+
+def bss_eval(estimate: Any, reference: Any, *, interferer: Any = None, target_index: int = 0,
+             version: str = "v4", filter_length: int = FILTER_LENGTH, chunk_size: int = DEFAULT_CHUNK,
+             silence_threshold: float = SILENCE_L1) -> dict[str, np.ndarray]:
+    """BSS Eval SDR, SIR, SAR (dB) of the target row, whole signal as one window, batched.
+
+    Two ways to give the sources:
+
+    * ``reference`` = target ``(*batch, time)`` plus ``interferer`` ``(*batch, time)`` or
+      ``(*batch, n_interferers, time)``: the source set is ``(target, interferers...)``;
+    * ``reference`` = all sources ``(*batch, n_src, time)`` and ``target_index``: the row
+      ``target_index`` is the target (harness form: ``references[:, target_index]``).
+
+    Without interferers SIR is +inf (museval's single-source convention). Items whose
+    estimate or any source is silent (see :func:`is_silent`) get NaN. An estimate that
+    exactly equals its projection gives +inf, as in museval. If the sources' Gram matrix is
+    exactly singular (an interferer identical to the target), that item is solved with a
+    tiny diagonal loading (:data:`SINGULAR_LOAD`) instead of raising.
+
+    Args:
+        version: ``"v4"`` (museval ``bss_eval(window=inf)``, the paper) or ``"v3"``
+            (mir_eval ``bss_eval_sources``); see the module docstring.
+        filter_length: distortion-filter taps (512 in museval and mir_eval).
+        chunk_size: items per batched linear solve (memory bound).
+
+    Shape:
+        estimate: ``(*batch, time)`` numpy or torch (any float dtype; computed in float64).
+        reference: ``(*batch, time)`` or ``(*batch, n_src, time)``.
+        interferer: ``(*batch, time)`` or ``(*batch, n_interferers, time)``.
+        Returns ``{"sdr", "sir", "sar"}``, each float64 ``(*batch,)``.
+    """
+    _check_version(version)
+    est = _as_float64(estimate, "estimate")
+    refs, t = _source_stack(est, reference, interferer, target_index)
+    _check_finite(est.reshape(-1, est.shape[-1]), "estimate")
+    _check_finite(refs.reshape(-1, *refs.shape[-2:]), "reference")
+    batch = est.shape[:-1]
+    out = _bss_core(est.reshape(-1, 1, est.shape[-1]), refs.reshape(-1, *refs.shape[-2:]), t, version,
+                    filter_length, chunk_size, silence_threshold)
+    return {k: v[:, 0].reshape(batch) for k, v in out.items()}
+
+
+def sdr(estimate: Any, reference: Any, *, version: str = "v4", filter_length: int = FILTER_LENGTH,
+        silence_threshold: float = SILENCE_L1) -> np.ndarray:
+    """SDR (dB) against a single reference, batched; NaN where either signal is silent.
+
+    ``v4``: ``10 log10(|s|^2 / |s_hat - s|^2)`` (museval ``bss_eval`` with one source).
+    ``v3``: ``10 log10(|P_t s_hat|^2 / |s_hat - P_t s_hat|^2)`` with a ``filter_length``-tap
+    distortion filter (mir_eval ``bss_eval_sources`` with one source).
+
+    Shape:
+        estimate, reference: ``(*batch, time)`` numpy or torch. Returns float64 ``(*batch,)``.
+    """
+    _check_version(version)
+    est, ref = _as_float64(estimate, "estimate"), _as_float64(reference, "reference")
+    if est.shape != ref.shape:
+        raise ValueError(f"shape mismatch: estimate {est.shape} vs reference {ref.shape}")
+    _check_finite(est.reshape(-1, est.shape[-1]), "estimate")
+    _check_finite(ref.reshape(-1, ref.shape[-1]), "reference")
+    silent = is_silent(est, silence_threshold) | is_silent(ref, silence_threshold)
+    out = np.full(est.shape[:-1], np.nan)
+    if version == "v4":
+        val = _db(np.sum(ref**2, -1), np.sum((est - ref) ** 2, -1))
+        return np.where(silent, np.nan, val)
+    if est.shape[-1] < filter_length:
+        raise ValueError(f"signals have {est.shape[-1]} samples, fewer than filter_length={filter_length}")
+    if (~silent).any():
+        from fast_bss_eval.numpy import sdr_loss
+
+        # pairwise form with one channel each: (n, 1, time) -> (n, 1, 1); the non-pairwise
+        # form passes a stacked right-hand side that numpy >= 2 rejects.
+        e, r = (_unit_norm(x[~silent])[:, None, :] for x in (est, ref))
+        out[~silent] = -sdr_loss(e, r, filter_length=filter_length, pairwise=True)[:, 0, 0]
+    return out
+
+
+# ----------------------------------------------------------------------------- SI-SDR
+def si_sdr(estimate: Any, reference: Any, zero_mean: bool = True, eps: float = SI_SDR_EPS) -> Any:
+    """Scale-invariant SDR (dB), batched over leading dims; numpy or torch (differentiable).
+
+    With ``e = s_hat`` and ``s`` (means removed when ``zero_mean``):
+
+        alpha = <e, s> / (|s|^2 + eps),   SI-SDR = 10 log10((|alpha s|^2 + eps) / (|e - alpha s|^2 + eps))
+
+    ``eps`` keeps the value finite for silent inputs: both silent -> 0 dB; silent
+    reference -> ``10 log10(eps / (|e|^2 + eps))``; silent estimate -> 0 dB. Those
+    numbers mean nothing, which is why :func:`evaluate_batch` skips silent items.
+
+    Shape:
+        estimate, reference: ``(*batch, time)``, same shape. Returns ``(*batch,)``,
+        torch for torch input, float64 numpy otherwise.
+    """
+    est, ref = _pair(estimate, reference)
+    if zero_mean:
+        est = est - est.mean(-1, keepdims=True)
+        ref = ref - ref.mean(-1, keepdims=True)
+    alpha = (est * ref).sum(-1, keepdims=True) / ((ref**2).sum(-1, keepdims=True) + eps)
+    target = alpha * ref
+    ratio = ((target**2).sum(-1) + eps) / (((est - target) ** 2).sum(-1) + eps)
+    return 10.0 * (ratio.log10() if _is_torch(ratio) else np.log10(ratio))
+
+
+def _pair(estimate: Any, reference: Any) -> tuple[Any, Any]:
+    """Validate an ``(estimate, reference)`` pair: same shape, finite, a time axis."""
+    if _is_torch(estimate) != _is_torch(reference):
+        raise TypeError("estimate and reference must both be torch tensors or both be array-likes")
+    if not _is_torch(estimate):
+        estimate, reference = _as_float64(estimate, "estimate"), _as_float64(reference, "reference")
+    if tuple(estimate.shape) != tuple(reference.shape):
+        raise ValueError(f"shape mismatch: estimate {tuple(estimate.shape)} vs reference {tuple(reference.shape)}")
+    if estimate.ndim == 0:
+        raise ValueError("estimate must have a time axis; got a scalar")
+    _check_finite(estimate, "estimate")
+    _check_finite(reference, "reference")
+    return estimate, reference
+
+
+def si_sdri(estimate: Any, reference: Any, mixture: Any, zero_mean: bool = True, eps: float = SI_SDR_EPS) -> Any:
+    """SI-SDR improvement (dB): ``si_sdr(estimate, reference) - si_sdr(mixture, reference)``.
+
+    Shape:
+        estimate, reference, mixture: ``(*batch, time)``, same shape. Returns ``(*batch,)``.
+    """
+    _pair(mixture, reference)
+    return si_sdr(estimate, reference, zero_mean, eps) - si_sdr(mixture, reference, zero_mean, eps)
+
+
+# ----------------------------------------------------------------------------- evaluation table
+def _skip_reasons(est: np.ndarray, refs: np.ndarray, mix: np.ndarray, target_index: int,
+                  threshold: float) -> list[str]:
+    """One string per item: ``""`` when it is evaluated, else why it is skipped.
+
+    Shape:
+        est, mix: ``(batch, time)``; refs: ``(batch, n_src, time)``.
+    """
+    silent_ref = is_silent(refs, threshold)
+    silent_est, silent_mix = is_silent(est, threshold), is_silent(mix, threshold)
+    reasons = []
+    for i in range(est.shape[0]):
+        why = ["silent target reference"] if silent_ref[i, target_index] else []
+        why += [f"silent interferer (source {j})" for j in np.flatnonzero(silent_ref[i]) if j != target_index]
+        why += ["silent estimate"] * bool(silent_est[i]) + ["silent mixture"] * bool(silent_mix[i])
+        reasons.append("; ".join(why))
+    return reasons
+
+
+def _batch_inputs(estimates: Any, references: Any, mixtures: Any, target_index: int) -> tuple[np.ndarray, ...]:
+    """Validated float64 ``(batch, time)``, ``(batch, n_src, time)``, ``(batch, time)``."""
+    est = _as_float64(estimates, "estimates")
+    refs = _as_float64(references, "references")
+    mix = _as_float64(mixtures, "mixtures")
+    if est.ndim != 2 or mix.ndim != 2 or refs.ndim != 3:
+        raise ValueError(f"expected estimates (batch, time), references (batch, n_src, time), mixtures "
+                         f"(batch, time); got {est.shape}, {refs.shape}, {mix.shape}")
+    if est.shape != mix.shape or refs.shape[0] != est.shape[0] or refs.shape[2] != est.shape[1]:
+        raise ValueError(f"shape mismatch: estimates {est.shape}, references {refs.shape}, mixtures {mix.shape}")
+    if not 0 <= target_index < refs.shape[1]:
+        raise ValueError(f"target_index {target_index} out of range for {refs.shape[1]} source(s)")
+    for x, name in ((est, "estimates"), (refs, "references"), (mix, "mixtures")):
+        _check_finite(x, name)
+    return est, refs, mix
+
+
+def evaluate_batch(estimates: Any, references: Any, mixtures: Any, target_index: int = 0, *,
+                   version: str = "v4", filter_length: int = FILTER_LENGTH,
+                   silence_threshold: float = SILENCE_L1, chunk_size: int = DEFAULT_CHUNK,
+                   metadata: Mapping[str, Sequence] | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Evaluate a batch of target estimates; one row per item (the paper's protocol).
+
+    Columns: ``item``; BSS Eval ``sdr``, ``sir``, ``sar`` of the estimate and ``sdr_mix``
+    of the mixture, ``sdri = sdr - sdr_mix`` (see :func:`bss_eval`); ``si_sdr``,
+    ``si_sdr_mix``, ``si_sdri``; ``skipped`` and ``skip_reason``; then the ``metadata``
+    columns (e.g. the query modality, for ``summarize(df, by=["modality"])``).
+    Items whose estimate, mixture or any reference source is silent
+    (:func:`is_silent`) are skipped: NaN metrics, ``skipped=True``, a reason.
+
+    Raises ``ValueError`` on shape mismatch or on NaN/inf input (naming the item).
+
+    Shape:
+        estimates: ``(batch, time)`` target estimates.
+        references: ``(batch, n_src, time)`` all sources; row ``target_index`` is the target.
+        mixtures: ``(batch, time)``.
+    """
+    _check_version(version)
+    est, refs, mix = _batch_inputs(estimates, references, mixtures, target_index)
+    reasons = _skip_reasons(est, refs, mix, target_index, silence_threshold)
+    bss = _bss_core(np.stack([est, mix], axis=1), refs, target_index, version, filter_length,
+                    chunk_size, silence_threshold)
+    target = refs[:, target_index]
+    si, si_mix = si_sdr(est, target), si_sdr(mix, target)
+    df = pd.DataFrame({
+        "item": np.arange(est.shape[0]),
+        "sdr": bss["sdr"][:, 0], "sir": bss["sir"][:, 0], "sar": bss["sar"][:, 0],
+        "sdr_mix": bss["sdr"][:, 1], "sdri": bss["sdr"][:, 0] - bss["sdr"][:, 1],
+        "si_sdr": si, "si_sdr_mix": si_mix, "si_sdri": si - si_mix,
+    })
+    skipped = np.array([bool(r) for r in reasons])
+    df.loc[skipped, df.columns[1:]] = np.nan
+    df["skipped"], df["skip_reason"] = skipped, reasons
+    return _join_metadata(df, metadata)
+
+
+def _join_metadata(df: pd.DataFrame, metadata: Mapping[str, Sequence] | pd.DataFrame | None) -> pd.DataFrame:
+    """Append per-item metadata columns (length must equal the batch)."""
+    if metadata is None:
+        return df
+    meta = pd.DataFrame(metadata).reset_index(drop=True)
+    if len(meta) != len(df):
+        raise ValueError(f"metadata has {len(meta)} rows for a batch of {len(df)}")
+    clash = sorted(set(meta.columns) & set(df.columns))
+    if clash:
+        raise ValueError(f"metadata columns {clash} clash with metric columns")
+    return pd.concat([df, meta], axis=1)
+
+
+def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None,
+              metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, standard error, median and counts of each metric, per group.
+
+    ``sem = std(x, ddof=1) / sqrt(n)`` over the non-skipped, non-NaN values ``x`` of a
+    group (NaN when ``n < 2``; mean and median NaN when ``n == 0``). ``n_skipped`` counts
+    the group's rows with ``skipped=True`` (0 if the frame has no such column).
+
+    Returns one row per (group, metric): columns ``[*by, "metric", "mean", "sem",
+    "median", "n", "n_skipped"]``. ``metrics`` defaults to :data:`SUMMARY_METRICS` present in ``df``.
+    """
+    by = [by] if isinstance(by, str) else list(by or [])
+    metrics = [m for m in SUMMARY_METRICS if m in df.columns] if metrics is None else list(metrics)
+    missing = [c for c in [*by, *metrics] if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the frame (has {list(df.columns)})")
+    groups = df.groupby(by, sort=True, dropna=False) if by else [((), df)]
+    rows = []
+    for key, g in groups:
+        skipped = g["skipped"].astype(bool) if "skipped" in g else pd.Series(False, index=g.index)
+        for m in metrics:
+            x = g.loc[~skipped, m].to_numpy(dtype=float)
+            rows.append({**dict(zip(by, key)), "metric": m, **_stats(x[~np.isnan(x)]),
+                         "n_skipped": int(skipped.sum())})
+    return pd.DataFrame(rows, columns=[*by, "metric", "mean", "sem", "median", "n", "n_skipped"])
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    """Mean, standard error (ddof=1), median and count of a 1-D array."""
+    n = len(x)
+    return {"mean": float(x.mean()) if n else np.nan,
+            "sem": float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan,
+            "median": float(np.median(x)) if n else np.nan, "n": n}
+
+
+# ----------------------------------------------------------------------------- embedding scores
+def _cosine(a: Any, b: Any, name_a: str, name_b: str) -> Any:
+    """Row-wise cosine similarity after L2-normalising each row; broadcasts leading dims.
+
+    Shape:
+        a: ``(*batch, dim)``; b: ``(*batch, dim)`` or ``(dim,)``. Returns ``(*batch,)``.
+    """
+    if _is_torch(a) != _is_torch(b):
+        raise TypeError(f"{name_a} and {name_b} must both be torch tensors or both be array-likes")
+    if not _is_torch(a):
+        a, b = _as_float64(a, name_a), _as_float64(b, name_b)
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"embedding sizes differ: {name_a} {tuple(a.shape)} vs {name_b} {tuple(b.shape)}")
+    unit = []
+    for x, name in ((a, name_a), (b, name_b)):
+        _check_finite(x, name)
+        norm = x.norm(dim=-1, keepdim=True) if _is_torch(x) else np.linalg.norm(x, axis=-1, keepdims=True)
+        zero = (norm == 0).reshape(-1)
+        if bool(zero.any()):
+            row = int(np.argmax(zero.cpu().numpy() if _is_torch(zero) else zero))
+            raise ValueError(f"{name}: row {row} has zero norm; its cosine is undefined")
+        unit.append(x / norm)
+    return (unit[0] * unit[1]).sum(-1)
+
+
+def semantic_score(estimate_embeddings: Any, target_embeddings: Any) -> Any:
+    """Semantic score ``100 * cos(e_est, e_target)`` (the paper's CLAP score, in percent).
+
+    Use embeddings from an encoder *other* than the reward encoder (method.md section 8).
+    Rows are L2-normalised inside; a zero row raises ``ValueError``.
+
+    Shape:
+        estimate_embeddings: ``(batch, dim)``; target_embeddings: ``(batch, dim)`` or
+        ``(dim,)`` (one query for all). Returns ``(batch,)``, torch for torch input.
+    """
+    return 100.0 * _cosine(estimate_embeddings, target_embeddings, "estimate_embeddings", "target_embeddings")
+
+
+def contamination_score(estimate_embeddings: Any, target_embeddings: Any, interferer_embeddings: Any) -> dict:
+    """How much the estimate sounds like the interferer, and the target-vs-interferer margin.
+
+    Returns ``{"contamination": 100 * cos(e_est, e_interf),
+    "margin": cos(e_est, e_target) - cos(e_est, e_interf)}``. The margin is in raw
+    cosine units (not x100), comparable to the paper's target-vs-mixture similarity gap.
+
+    Shape:
+        estimate_embeddings: ``(batch, dim)``; target_embeddings and interferer_embeddings:
+        ``(batch, dim)`` or ``(dim,)``. Each value is ``(batch,)``, torch for torch input.
+    """
+    cos_t = _cosine(estimate_embeddings, target_embeddings, "estimate_embeddings", "target_embeddings")
+    cos_i = _cosine(estimate_embeddings, interferer_embeddings, "estimate_embeddings", "interferer_embeddings")
+    return {"contamination": 100.0 * cos_i, "margin": cos_t - cos_i}
