@@ -376,7 +376,6 @@ def test_interrupted_build_resumes(smoke_build, tmp_path, monkeypatch):
 
 
 def test_degraded_pure_pypi_build(tmp_path, monkeypatch):
-    monkeypatch.setattr(build_mod, "images_module", lambda: None)  # images are not under test here
     empty = tmp_path / "no-debian-packages"
     empty.mkdir()
     with pytest.warns(UserWarning) as record:
@@ -386,10 +385,14 @@ def test_degraded_pure_pypi_build(tmp_path, monkeypatch):
     info = json.loads((root / "build_info.json").read_text())
     assert info["degraded"]["pure_pypi"] and info["degraded"]["fluidr3_missing"]
     assert "speech" in info["degraded"]["dropped_classes"]
+    # OpenMoji (PyPI) has no cello, tuba, clarinet or xylophone: without images a class cannot be queried
+    assert "no query-image material" in info["degraded"]["dropped_classes"]["cello"]
     assert info["degraded"]["test_timbre"].startswith("empty")
     assert _rows(root / "audio" / "test_timbre.csv") == [] and _header(root / "audio" / "test_timbre.csv") == list(AUDIO_COLUMNS)
     classes = [c["class_name"] for c in _rows(root / "classes.csv")]
-    assert len(classes) >= 18 and "speech" not in classes
+    assert len(classes) >= 10 and "speech" not in classes and "cello" not in classes
+    image_classes = {r["class_name"] for r in _rows(root / "images" / "train.csv")}
+    assert image_classes == set(classes)
     sources = {r["source"] for s in ("train", "val", "test") for r in _rows(root / "audio" / f"{s}.csv")}
     assert sources <= {"timgm6mb", "ovos"}
 

