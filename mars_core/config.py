@@ -109,6 +109,54 @@ class SeparatorConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """Tri-modal encoder of queries and rewards (ImageBind's architecture; MiniBind when small)."""
+
+    kind: str = "imagebind"
+    """Which encoder the pipeline loads: 'imagebind' (official weights) or 'minibind' (trained offline, checkpoints/)."""
+    embed_dim: int = 1024
+    """Shared embedding size D; the separator's query_dim must equal it."""
+    audio_width: int = 768
+    """Width of the audio transformer."""
+    audio_depth: int = 12
+    """Blocks of the audio transformer."""
+    audio_heads: int = 12
+    """Attention heads of the audio transformer."""
+    vision_width: int = 1280
+    """Width of the vision transformer."""
+    vision_depth: int = 32
+    """Blocks of the vision transformer."""
+    vision_heads: int = 16
+    """Attention heads of the vision transformer."""
+    text_width: int = 1024
+    """Width of the text transformer."""
+    text_depth: int = 24
+    """Blocks of the text transformer."""
+    text_heads: int = 16
+    """Attention heads of the text transformer."""
+    image_size: int = 224
+    """Side in pixels of the square images the vision tower reads (resize short side + centre crop)."""
+    patch_size: int = 14
+    """Side in pixels of one image patch (Conv3d kernel = stride, 2 frames)."""
+    num_mel_bins: int = 128
+    """Kaldi mel bins of the audio front end (20 Hz to Nyquist); 25 ms frames, 10 ms hop."""
+    target_frames: int = 204
+    """Frames of one audio clip's log-mel image after zero-padding or truncation (204 = 2 s + margin)."""
+    clip_seconds: float = 2.0
+    """Duration of one audio clip; longer waveforms are covered by clips_per_item evenly spaced clips."""
+    clips_per_item: int = 3
+    """Clips per waveform at inference; their embeddings are averaged (ImageBind: 3)."""
+    audio_drop_path: float = 0.1
+    """Largest stochastic-depth rate of the audio trunk (training only)."""
+    tokenizer: str = "bpe"
+    """Text tokenizer: 'bpe' (CLIP, 49408 ids) or 'bytes' (UTF-8 bytes, 259 ids, no vocabulary file)."""
+    context_length: int = 77
+    """Token positions of the text tower (longer prompts are truncated, EOT kept)."""
+    init: str = "xavier"
+    """Weight initialisation of a fresh model: 'xavier' (ImageBind class default) or 'trunc_normal' (ViT, std 0.02)."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named run size: the only thing that differs between smoke, cpu and full."""
 
@@ -122,6 +170,8 @@ class Profile:
     """Benchmark size and mixing."""
     separator: SeparatorConfig = field(default_factory=SeparatorConfig)
     """Separator architecture."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Tri-modal query/reward encoder."""
 
 
 def _smoke() -> Profile:
@@ -138,10 +188,18 @@ def _smoke() -> Profile:
             train_images_per_class=4,
             test_images_per_class=2,
             image_size=224,
-            n_val_mixtures=16,
-            n_test_mixtures=24,
+            n_val_mixtures=8,
+            n_test_mixtures=12,
         ),
         separator=SeparatorConfig(down_channels=(8, 16, 32, 64, 64, 64, 64), n_maps=16, query_dim=128),
+        encoder=EncoderConfig(
+            kind="minibind", embed_dim=128,
+            audio_width=96, audio_depth=2, audio_heads=4,
+            vision_width=64, vision_depth=2, vision_heads=4,
+            text_width=64, text_depth=2, text_heads=4,
+            image_size=112, num_mel_bins=64, clips_per_item=1,
+            tokenizer="bytes", context_length=64,
+        ),
     )
 
 
@@ -162,6 +220,14 @@ def _cpu() -> Profile:
             n_test_mixtures=200,
         ),
         separator=SeparatorConfig(down_channels=(16, 32, 64, 128, 128, 128, 128), n_maps=32, query_dim=256),
+        encoder=EncoderConfig(
+            kind="minibind", embed_dim=256,
+            audio_width=192, audio_depth=4, audio_heads=6,
+            vision_width=128, vision_depth=3, vision_heads=4,
+            text_width=128, text_depth=3, text_heads=4,
+            image_size=112, num_mel_bins=64, clips_per_item=3,
+            tokenizer="bytes", context_length=64,
+        ),
     )
 
 
