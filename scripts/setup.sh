@@ -44,6 +44,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   log "installing the pinned Python stack into $VENV (about 1.6 GB, 1-3 min)"
   "$VPY" -m pip install -q --upgrade pip
   "$VPY" -m pip install -q "$TORCH_SPEC" "$TORCHAUDIO_SPEC"
+  "$VPY" -m pip install -q -r requirements.txt
   if ! "$VPY" -c 'import torchaudio' 2>/dev/null; then
     # PyPI's torchaudio 2.11 ships CUDA-linked extension libraries that do not load
     # beside a CPU torch. Without them torchaudio runs in pure-PyTorch mode, which is
@@ -53,7 +54,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     rm -f "$ta"/lib/*.so
     "$VPY" -c 'import torchaudio' || { echo "error: torchaudio still fails to import" >&2; exit 1; }
   fi
-  "$VPY" -m pip install -q -r requirements.txt
   "$VPY" -m pip install -q --no-deps -r requirements-nodeps.txt
   "$VPY" -m pip install -q --no-deps -e .
   echo "$want" > "$STAMP"
