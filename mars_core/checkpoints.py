@@ -11,12 +11,13 @@ import dataclasses
 import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .atomic import atomic_open
 
 
 def versions() -> dict[str, str]:
@@ -68,19 +69,8 @@ def save_checkpoint(path: str | os.PathLike, *, config: Any = None, with_rng: bo
     blob["versions"] = versions()
     if with_rng:
         blob["rng"] = rng_state()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(blob, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path) as fh:
+        torch.save(blob, fh)
     return path
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ..atomic import write_bytes_atomic
 from ..config import Profile, get_profile, to_dict
 from . import catalog, images
 from .clips import ClipContext, clip_id, make_clip
@@ -65,19 +65,6 @@ def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
     if peak >= 0:
         data[peak + 12 : peak + 16] = bytes(4)  # PEAK: id, size, version, timestamp
     return bytes(data)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _code_hash(modules: list[str]) -> str:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..atomic import write_bytes_atomic
 from .image_sources import (  # noqa: F401  (re-exported: the builder calls images.*)
     IMAGE_CLASSES,
     LICENSES,
@@ -223,18 +222,10 @@ def render_image(class_name: str, split: str, index: int, style: str, variant: i
 
 # --- writing the image sets -----------------------------------------------------------
 def _write_if_changed(path: Path, data: bytes) -> None:
-    """Keep an identical file; otherwise write to a temp file and ``os.replace`` it."""
+    """Keep an identical file; otherwise write it atomically."""
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def _split_counts(profile) -> dict[str, int]:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from ..atomic import write_bytes_atomic
 
 SPLITS = ("train", "val", "test", "test_timbre")
 
@@ -75,23 +76,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_csv_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> None:
     """Write ``rows`` (dicts) as CSV with exactly ``columns``, atomically."""
     import csv
@@ -106,12 +90,12 @@ def write_csv_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]], co
         if missing:
             raise ValueError(f"{path}: row is missing columns {sorted(missing)}: {row}")
         writer.writerow(row)
-    _atomic_write_bytes(Path(path), buf.getvalue().encode("utf-8"))
+    write_bytes_atomic(Path(path), buf.getvalue().encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON (sorted keys, indented) atomically."""
-    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_bytes_atomic(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def read_table(build_dir: str | os.PathLike, kind: str, split: str | None = None):
