@@ -138,6 +138,8 @@ class EncoderConfig:
     """Side in pixels of the square images the vision tower reads (resize short side + centre crop)."""
     patch_size: int = 14
     """Side in pixels of one image patch (Conv3d kernel = stride, 2 frames)."""
+    audio_stride: int = 10
+    """Stride of the 16x16 audio patches on the (mel, frame) plane (ImageBind: 10, overlapping)."""
     num_mel_bins: int = 128
     """Kaldi mel bins of the audio front end (20 Hz to Nyquist); 25 ms frames, 10 ms hop."""
     target_frames: int = 204
@@ -157,6 +159,103 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class SupervisedConfig:
+    """Supervised mix-and-separate training of the separator (method.md section 3; OmniSep recipe at ``full``)."""
+
+    steps: int = 100_000
+    """Optimisation steps (OmniSep: linear decay to 0.1 x lr at 100k steps)."""
+    batch_mixtures: int = 64
+    """Mixtures per step; every source of a mixture is an item, so a step has n_sources x this many items."""
+    optimizer: str = "adam"
+    """'adam' (OmniSep) or 'adamw' (decoupled weight decay)."""
+    lr: float = 1e-3
+    """Peak learning rate (reached after the warm-up)."""
+    weight_decay: float = 0.0
+    """Weight decay (L2 for 'adam', decoupled for 'adamw')."""
+    warmup_steps: int = 5000
+    """Linear warm-up from lr / warmup_steps to lr over this many steps."""
+    final_lr_ratio: float = 0.1
+    """After the warm-up the learning rate decays linearly to final_lr_ratio x lr at the last step."""
+    grad_clip: float = 1.0
+    """Maximum global gradient norm (clip_grad_norm_)."""
+    loss: str = "bce"
+    """'bce': weighted BCE on the ideal binary mask (CLIPSep/OmniSep); 'l1': weighted L1 on the ratio mask (Sound of Pixels)."""
+    query: str = "mixup"
+    """Training query: 'mixup' (Query-Mixup over image, text and audio), or one of 'text', 'image', 'audio', 'omni'."""
+    eval_every: int = 2000
+    """Validate (SDR of the fixed validation mixtures, deterministic mask) every this many steps; the best step is kept."""
+    val_mixtures: int = 200
+    """Fixed validation mixtures (the first ones of the val split, omni query); at most data.n_val_mixtures."""
+    ckpt_every: int = 1000
+    """Write the resumable checkpoint last.pt every this many steps (and at the end)."""
+    seed: int = 0
+    """Seed of the initial weights and of the Query-Mixup weights (the mixtures use data.seed)."""
+    query_init_std: float = 0.0
+    """0 keeps the reference init N(0, 1e-4) of the query projection W; > 0 redraws W ~ N(0, std^2) (project decision for short runs: with 1e-4 every query gets the same weights q~ = 0.5 and training idles a few hundred steps before the maps and W break their symmetry)."""
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """RL fine-tuning of the separator as a Beta mask policy (method.md sections 4-6).
+
+    A step samples ``group_size`` masks for each of ``n_sources x batch_mixtures`` items from
+    the frozen old policy, rewards every waveform, and runs ``ppo_epochs x minibatches`` clipped
+    updates. :func:`rl_preset` gives the two named variants (``plus``: ours; ``paper``).
+    """
+
+    preset: str = "plus"
+    """Name of the preset this config came from ('plus', 'paper'; anything else for a custom run)."""
+    steps: int = 20_000
+    """RL steps (one rollout and its PPO epochs each); the paper trains 200k steps of batch 128."""
+    batch_mixtures: int = 64
+    """Mixtures per step; every source of a mixture is an item with its own query (n_sources x this items)."""
+    group_size: int = 8
+    """G: masks sampled per item; group advantages compare them. G = 1 needs advantage='ema'."""
+    query: str = "mixup"
+    """Conditioning query of the training items: 'mixup' (as in supervised training) or 'text', 'image', 'audio', 'omni'."""
+    kappa: float = 9.0
+    """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
+    kappa_end: float = 9.0
+    """Concentration at the last step when kappa_schedule anneals (ignored for 'constant')."""
+    kappa_schedule: str = "constant"
+    """'constant' (the paper), 'linear' or 'cosine' from kappa to kappa_end."""
+    clip_eps: float = 0.2
+    """PPO clip range eps of the per-bin ratio."""
+    ent_coef: float = 0.1
+    """lambda_H: weight of the mean per-bin entropy bonus (paper: 0.1; 'plus': 0.01, because at the cpu supervised checkpoint the 0.1 bonus's gradient, which pulls every P towards 0.5, measured 2-5x the policy gradient's norm)."""
+    kl_coef: float = 0.01
+    """lambda_KL: weight of the mean per-bin KL(pi_theta || pi_old) penalty (0 skips computing it)."""
+    ppo_epochs: int = 2
+    """Passes over each sampled batch (1 = the paper: ratio 1 at the gradient, clip and KL inactive)."""
+    minibatches: int = 2
+    """Minibatches per PPO epoch, split over mixtures (at most batch_mixtures); advantages are never re-normalised per minibatch."""
+    lr: float = 2e-4
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay."""
+    grad_clip: float = 1.0
+    """Maximum global gradient norm per update."""
+    advantage: str = "group"
+    """'group': (R - group mean) / (group std + eps) per item (GRPO); 'ema': R - EMA baseline, divided by the batch std (the paper's reading)."""
+    ema_decay: float = 0.92
+    """Decay of the EMA baseline of the batch-mean reward (advantage='ema')."""
+    lambda_sig: float = 0.0
+    """Weight of the signal term SI-SDR(y^, y*) / 10 dB (clamped to [-30, 30] dB; ours, sees the ground truth); 0 turns it off."""
+    lambda_neg: float = 0.0
+    """Weight of the contamination penalty -cos(phi_a(y^), z* of the interferer) (ours); 0 turns it off."""
+    reward_batch_size: int = 0
+    """Waveforms per reward-encoder call; 0 = all G x items in one call."""
+    eval_every: int = 1000
+    """Validate (SDR, SI-SDRi with the deterministic mode P on fixed val mixtures, judge score) every this many steps; the best val SDR is kept."""
+    val_mixtures: int = 200
+    """Fixed validation mixtures (first ones of the val split, centred crops, omni query); at most data.n_val_mixtures."""
+    ckpt_every: int = 500
+    """Write the resumable checkpoint last.pt every this many steps (and at the end)."""
+    seed: int = 0
+    """Seed of the mask samples (per step) and of the Query-Mixup weights."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named run size: the only thing that differs between smoke, cpu and full."""
 
@@ -172,6 +271,10 @@ class Profile:
     """Separator architecture."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     """Tri-modal query/reward encoder."""
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    """Supervised training of the separator."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """RL fine-tuning (the 'plus' preset; rl_preset(profile, 'paper') for the paper's reading)."""
 
 
 def _smoke() -> Profile:
@@ -192,13 +295,17 @@ def _smoke() -> Profile:
             n_test_mixtures=12,
         ),
         separator=SeparatorConfig(down_channels=(8, 16, 32, 64, 64, 64, 64), n_maps=16, query_dim=128),
+        supervised=SupervisedConfig(steps=30, batch_mixtures=4, warmup_steps=5, eval_every=15, val_mixtures=8,
+                                    ckpt_every=15, query_init_std=1.0),
+        rl=RLConfig(steps=8, batch_mixtures=2, group_size=4, ent_coef=0.01, lambda_neg=0.5, eval_every=4,
+                    val_mixtures=4, ckpt_every=4),
         encoder=EncoderConfig(
             kind="minibind", embed_dim=128,
-            audio_width=96, audio_depth=2, audio_heads=4,
+            audio_width=96, audio_depth=2, audio_heads=4, audio_stride=16,
             vision_width=64, vision_depth=2, vision_heads=4,
             text_width=64, text_depth=2, text_heads=4,
             image_size=112, num_mel_bins=64, clips_per_item=1,
-            tokenizer="bytes", context_length=64,
+            tokenizer="bytes", context_length=48,
         ),
     )
 
@@ -220,13 +327,17 @@ def _cpu() -> Profile:
             n_test_mixtures=200,
         ),
         separator=SeparatorConfig(down_channels=(16, 32, 64, 128, 128, 128, 128), n_maps=32, query_dim=256),
+        supervised=SupervisedConfig(steps=1200, batch_mixtures=8, warmup_steps=50, eval_every=100, val_mixtures=100,
+                                    ckpt_every=50, query_init_std=1.0),
+        rl=RLConfig(steps=200, batch_mixtures=4, group_size=4, ent_coef=0.01, lambda_neg=0.5, eval_every=25,
+                    val_mixtures=50, ckpt_every=25),
         encoder=EncoderConfig(
             kind="minibind", embed_dim=256,
-            audio_width=192, audio_depth=4, audio_heads=6,
-            vision_width=128, vision_depth=3, vision_heads=4,
-            text_width=128, text_depth=3, text_heads=4,
+            audio_width=128, audio_depth=4, audio_heads=4, audio_stride=16,
+            vision_width=96, vision_depth=2, vision_heads=4,
+            text_width=96, text_depth=2, text_heads=4,
             image_size=112, num_mel_bins=64, clips_per_item=3,
-            tokenizer="bytes", context_length=64,
+            tokenizer="bytes", context_length=48,
         ),
     )
 
@@ -235,10 +346,37 @@ def _full() -> Profile:
     return Profile(
         name="full",
         description="Paper scale on a GPU workstation: 16 kHz, 65535-sample clips, 256x256 log-frequency spectrograms.",
+        rl=RLConfig(ent_coef=0.01, lambda_neg=0.5),
     )
 
 
 _FACTORIES = {"smoke": _smoke, "cpu": _cpu, "full": _full}
+
+RL_PRESETS = ("plus", "paper")
+"""Names accepted by :func:`rl_preset`."""
+
+
+def rl_preset(profile: str | Profile | None, name: str = "plus") -> RLConfig:
+    """The profile's :class:`RLConfig` for a named preset.
+
+    * ``plus`` (ours, ``profile.rl``): G sampled masks per item (4 at smoke/cpu, 8 at full),
+      group advantages, 2 PPO epochs of 2 minibatches (so clipping and the KL term act),
+      entropy bonus 0.01, semantic reward with the contamination penalty (``lambda_neg``), no
+      ground-truth signal term (val SDR, which selects the checkpoint, stays unseen by the reward).
+    * ``paper`` (the paper's reading): one PPO epoch of one minibatch (old policy = current
+      policy at the gradient: REINFORCE with normalised advantages plus entropy), G = 1 with
+      the batch as the group through the EMA baseline, entropy bonus 0.1, semantic reward only.
+
+    Raises:
+        ValueError: unknown preset name.
+    """
+    rl = get_profile(profile).rl
+    if name == "plus":
+        return replace(rl, preset="plus")
+    if name == "paper":
+        return replace(rl, preset="paper", group_size=1, ppo_epochs=1, minibatches=1, advantage="ema",
+                       ent_coef=0.1, kl_coef=0.01, lambda_sig=0.0, lambda_neg=0.0)
+    raise ValueError(f"unknown RL preset {name!r}; choose one of {RL_PRESETS}")
 
 
 def get_profile(name: str | Profile | None = None, **overrides: Any) -> Profile:

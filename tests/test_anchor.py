@@ -40,20 +40,37 @@ def _one_thread():
 
 
 def _np_mlbp(m: MLBPAnchor, **inputs) -> np.ndarray:
-    """normalize(W_o prod_m tanh(U_m normalize(e_m)) + b) in float64 NumPy."""
-    prod = 1.0
+    """normalize(mean_m n(e_m) + W_o prod_m tanh(U_m n(e_m)) + b) in float64 NumPy."""
+    prod, units = 1.0, []
     for name, e in inputs.items():
         e = e.double().numpy()
         e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+        units.append(e)
         prod = prod * np.tanh(e @ m.factors[name].weight.detach().double().numpy().T)
-    out = prod @ m.out.weight.detach().double().numpy().T + m.out.bias.detach().double().numpy()
+    out = np.mean(units, axis=0) + prod @ m.out.weight.detach().double().numpy().T + m.out.bias.detach().double().numpy()
     return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def _randomize_output(m: MLBPAnchor) -> MLBPAnchor:
+    """A trained-looking MLBP: W_o and b away from their zero init, so the bilinear term counts."""
+    with torch.no_grad():
+        m.out.weight.normal_(0.0, 1.0)
+        m.out.bias.normal_(0.0, 0.5)
+    return m
+
+
+def test_untrained_mlbp_is_the_mean_anchor():
+    torch.manual_seed(2)
+    m = MLBPAnchor(dim=6, rank=5)
+    e_a, e_t, e_v = torch.randn(4, 6), torch.randn(4, 6) * 3, torch.randn(4, 6)
+    torch.testing.assert_close(m(e_a, e_t, e_v), fuse_anchor("mean", e_a, e_t, e_v))
+    torch.testing.assert_close(m(e_t=e_t, e_v=e_v), fuse_anchor("mean", None, e_t, e_v))
 
 
 # ----------------------------------------------------------------------------- MLBP
 def test_mlbp_matches_its_formula_and_is_unit_norm():
     torch.manual_seed(0)
-    m = MLBPAnchor(dim=6, rank=5)
+    m = _randomize_output(MLBPAnchor(dim=6, rank=5))
     e_a, e_t, e_v = torch.randn(4, 6), torch.randn(4, 6) * 3, torch.randn(4, 6)
     z = m(e_a, e_t, e_v)
     assert z.shape == (4, 6)
@@ -66,7 +83,7 @@ def test_mlbp_matches_its_formula_and_is_unit_norm():
 
 def test_mlbp_missing_modality_drops_its_factor():
     torch.manual_seed(1)
-    m = MLBPAnchor(dim=5, rank=7)
+    m = _randomize_output(MLBPAnchor(dim=5, rank=7))
     e_a, e_t, e_v = torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5)
     np.testing.assert_allclose(m(e_a, e_t).detach().numpy(), _np_mlbp(m, audio=e_a, text=e_t), atol=1e-6)
     np.testing.assert_allclose(m(e_t=e_t).detach().numpy(), _np_mlbp(m, text=e_t), atol=1e-6)

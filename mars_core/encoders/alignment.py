@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..seeding import item_rng
 from .base import TriModalEncoder, as_waveform_list
+from .contrastive import info_nce, info_nce_from_logits  # noqa: F401  (re-exported: the stage losses use them)
 
 STAGES = ("s1_audio_text", "s2_audio_audio", "s3_audio_visual")
 """The three alignment stages, in training order."""
@@ -69,31 +70,6 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what}: empty batch")
 
 
-def info_nce_from_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """One-directional InfoNCE with class-aware negatives, row ``i``'s positive at column ``i``.
-
-    ``L = -1/N sum_i log( exp(l_ii) / sum_{j in D(i)} exp(l_ij) )`` with
-    ``D(i) = {i} U {j : y_j != y_i}``: items of the same class as ``i`` (other than ``i``
-    itself) are removed from the denominator, so they are neither positives nor
-    negatives. Without ``labels`` every off-diagonal entry is a negative (plain InfoNCE).
-    A row with no negative left contributes ``log 1 = 0``.
-
-    Shape:
-        logits: ``(N, N)`` (already multiplied by the logit scale); labels: ``(N,)``; returns a scalar.
-    """
-    if logits.ndim != 2 or logits.shape[0] != logits.shape[1] or logits.shape[0] == 0:
-        raise ValueError(f"logits must be a non-empty square (N, N) matrix, got {tuple(logits.shape)}")
-    n = logits.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=logits.device)
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-        same = labels[:, None] == labels[None, :]
-        logits = logits.masked_fill(same & ~eye, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(n, device=logits.device))
-
-
 def symmetric_info_nce(
     a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -108,7 +84,7 @@ def symmetric_info_nce(
     """
     _check_pair(a, b, "symmetric_info_nce")
     logits = logit_scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
-    return 0.5 * (info_nce_from_logits(logits, labels) + info_nce_from_logits(logits.T, labels))
+    return info_nce(logits, labels)
 
 
 def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,15 @@ and ``e_v`` (the image). Three fusions behind one function, :func:`fuse_anchor`:
 
 * ``mlbp`` -- multimodal low-rank bilinear pooling (ours; the paper's form is unpublished)::
 
-      z* = normalize( W_o ( tanh(U_a e_a) * tanh(U_t e_t) * tanh(U_v e_v) ) + b )
+      z* = normalize( mean_m normalize(e_m) + W_o ( tanh(U_a e_a) * tanh(U_t e_t) * tanh(U_v e_v) ) + b )
 
-  with rank-``r`` factors ``U_m`` (``r x D``), ``W_o`` (``D x r``) and ``b``. A **missing
-  modality drops its factor** (it is replaced by 1 in the product); training with
-  modality dropout (:class:`AnchorConfig`) makes every subset of modalities usable.
+  with rank-``r`` factors ``U_m`` (``r x D``), ``W_o`` (``D x r``) and ``b``. The bilinear term
+  is a learned correction of the mean fusion: ``W_o`` and ``b`` start at zero, so an untrained
+  MLBP *is* the ``mean`` anchor. (Without that residual, our cpu-size MLBP trained to a target-
+  vs-mixture gap of 0.026 against 0.31 for plain mean pooling, and its reward ranked a silent
+  output above the oracle mask: a hackable reward.) A **missing modality drops its factor**
+  (it is replaced by 1 in the product) and its term of the mean; training with modality
+  dropout (:class:`AnchorConfig`) makes every subset of modalities usable.
 * ``mean`` -- ``normalize(mean_m normalize(e_m))`` over the available modalities;
 * ``max``  -- ``normalize(max_m normalize(e_m))``, element-wise.
 
@@ -32,12 +36,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
-from .alignment import ItemEmbeddings, embed_items, info_nce_from_logits
+from .alignment import ItemEmbeddings, embed_items
+from .contrastive import info_nce_from_logits
 
 ANCHOR_KINDS = ("mlbp", "mean", "max")
 """Fusions accepted by :func:`fuse_anchor`."""
 ANCHOR_MODALITIES = ("audio", "text", "vision")
 """Order of the inputs ``e_a, e_t, e_v``."""
+MLBP_FORM = "residual-mean-v3"
+"""Version of the MLBP formula (keys cached anchors: a changed formula never loads old weights)."""
 
 
 def _inputs(e_a, e_t, e_v) -> dict[str, torch.Tensor]:
@@ -81,25 +88,34 @@ class MLBPAnchor(nn.Module):
         with torch.no_grad():
             for lin in self.factors.values():
                 lin.weight.normal_(0.0, factor_std)
+            self.out.weight.zero_()  # an untrained MLBP is the mean anchor
+            self.out.bias.zero_()
 
     def fuse(self, embeddings: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """``normalize(W_o prod_m f_m + b)``, ``f_m = tanh(U_m normalize(e_m))`` where kept, else 1.
+        """``normalize(mean_m n(e_m) + W_o prod_m f_m + b)``, ``f_m = tanh(U_m n(e_m))``, over the kept modalities.
 
         Args:
             embeddings: ``{modality: (N, D)}``; absent modalities are dropped for all rows.
-            keep: optional ``{modality: (N,) bool}``; False drops that modality for that row.
+            keep: optional ``{modality: (N,) bool}``; False drops that modality for that row
+                (its factor becomes 1 and it leaves the mean).
         """
-        prod = None
+        prod, total, count = None, None, None
         for m, e in embeddings.items():
             if e.shape[-1] != self.dim:
                 raise ValueError(f"MLBPAnchor: {m} embedding has size {e.shape[-1]}, expected {self.dim}")
-            f = torch.tanh(self.factors[m](F.normalize(e, dim=-1)))
+            e = F.normalize(e, dim=-1)
+            f = torch.tanh(self.factors[m](e))
+            w = torch.ones(e.shape[:-1] + (1,), dtype=e.dtype, device=e.device)
             if keep is not None and m in keep:
-                f = torch.where(keep[m].to(f.device).unsqueeze(-1), f, torch.ones_like(f))
+                k = keep[m].to(f.device).unsqueeze(-1)
+                f = torch.where(k, f, torch.ones_like(f))
+                w = k.to(e.dtype)
             prod = f if prod is None else prod * f
+            total = w * e if total is None else total + w * e
+            count = w if count is None else count + w
         if prod is None:
             raise ValueError("MLBPAnchor: no modality given")
-        return F.normalize(self.out(prod), dim=-1)
+        return F.normalize(total / count.clamp(min=1.0) + self.out(prod), dim=-1)
 
     def forward(
         self, e_a: torch.Tensor | None = None, e_t: torch.Tensor | None = None, e_v: torch.Tensor | None = None
@@ -263,7 +279,8 @@ def train_mlbp(
 
     Inputs: ``e_a = query_audio``, ``e_t = text``, ``e_v = image``; targets ``emb.target``;
     mixtures ``emb.mixture``. Returns ``history`` (``step, loss, nce, margin, gap`` per
-    step; ``val_step, val_gap`` (all modalities present) if ``val`` is given).
+    step; ``val_step, val_gap`` (all modalities present) if ``val`` is given). With ``val``,
+    the anchor is left at its best validation gap (``best_step``, ``best_val_gap``).
     """
     if len(emb) < 2:
         raise ValueError("train_mlbp needs at least 2 items")
@@ -273,12 +290,17 @@ def train_mlbp(
     inputs = _inputs_of(emb)
     bs = min(cfg.batch_size, len(emb))
 
+    best: dict[str, Any] = {"gap": -float("inf"), "step": 0, "state": None}
+
     def validate(step: int) -> None:
         if val is not None:
             with torch.no_grad():
                 z = mlbp.fuse(_inputs_of(val))
-                hist["val_step"].append(step)
-                hist["val_gap"].append(float(anchor_gap(z, val.target, val.mixture).mean()))
+                gap = float(anchor_gap(z, val.target, val.mixture).mean())
+            hist["val_step"].append(step)
+            hist["val_gap"].append(gap)
+            if gap > best["gap"]:
+                best.update(gap=gap, step=step, state={k: v.detach().clone() for k, v in mlbp.state_dict().items()})
 
     mlbp.train()
     validate(0)
@@ -307,6 +329,9 @@ def train_mlbp(
         hist["gap"].append(float(anchor_gap(z.detach(), t, x).mean()))
         if step % eval_every == 0 or step == cfg.steps:
             validate(step)
+    if best["state"] is not None:  # keep the best validation gap (step 0: the mean anchor)
+        mlbp.load_state_dict(best["state"])
+        hist["best_step"], hist["best_val_gap"] = best["step"], best["gap"]
     mlbp.eval()
     return hist
 
@@ -338,7 +363,8 @@ def fit_mlbp(
 
 def save_mlbp(path: str | Path, mlbp: MLBPAnchor, cfg: AnchorConfig | None = None, **extra: Any) -> Path:
     """Save an MLBP anchor atomically (``state``, ``dim``, ``rank``, config)."""
-    return save_checkpoint(path, config=cfg, state=mlbp.state_dict(), dim=mlbp.dim, rank=mlbp.rank, **extra)
+    return save_checkpoint(path, config=cfg, state=mlbp.state_dict(), dim=mlbp.dim, rank=mlbp.rank, form=MLBP_FORM,
+                           **extra)
 
 
 def load_mlbp(path: str | Path, map_location: str | torch.device = "cpu") -> MLBPAnchor:
@@ -346,6 +372,8 @@ def load_mlbp(path: str | Path, map_location: str | torch.device = "cpu") -> MLB
     blob = load_checkpoint(path, map_location)
     if "state" not in blob or "rank" not in blob:
         raise ValueError(f"{path} is not an MLBP anchor checkpoint")
+    if blob.get("form") != MLBP_FORM:
+        raise ValueError(f"{path} holds an MLBP of form {blob.get('form')!r}, this code computes {MLBP_FORM!r}: refit it")
     mlbp = MLBPAnchor(int(blob["dim"]), int(blob["rank"]))
     mlbp.load_state_dict(blob["state"])
     return mlbp.eval()

@@ -26,14 +26,14 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Te
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be (n_items, group_size), got {tuple(rewards.shape)}")
-    rewards = rewards.float()
     if not torch.all(torch.isfinite(rewards)):
         raise ValueError("rewards must be finite")
-    mean = rewards.mean(dim=1, keepdim=True)
-    std = rewards.std(dim=1, unbiased=False, keepdim=True)
+    r = rewards.double()  # float64: near-equal float32 rewards would give a visibly non-zero group mean
+    mean = r.mean(dim=1, keepdim=True)
+    std = r.std(dim=1, unbiased=False, keepdim=True)
     zero = std < ZERO_STD
-    adv = torch.where(zero, torch.zeros_like(rewards), (rewards - mean) / (std + eps))
-    return adv, zero.float().mean().item()
+    adv = torch.where(zero, torch.zeros_like(r), (r - mean) / (std + eps))
+    return adv.float(), zero.float().mean().item()
 
 
 @dataclass

@@ -1,0 +1,157 @@
+"""Cost of one RL step against one supervised step at the same batch size.
+
+The RL step is everything :func:`mars_core.rl.trainer.train_rl` does in a step after the data
+loader: refresh the old policy, front end, old-policy pass, G Beta masks per item, their
+log-probs, ``G x items`` waveforms (batched iSTFT), their rewards (one reward-encoder call),
+advantages, and ``ppo_epochs x minibatches`` clipped updates (profile's ``rl`` config, ``plus``
+and ``paper`` presets, with the supervised batch size unless ``--batch``). Inputs are synthetic (as in
+``bench_train_step.py``, whose timing, memory and table code this reuses); the reward encoder
+is a seeded MiniBind of the profile's size (untrained weights cost the same) and the anchors
+are random unit vectors.
+
+Columns: ``x_supervised`` is the RL step's seconds over the supervised step's (target <= 2.0);
+``reward_share`` the fraction of the RL step spent in the reward encoder; ``peak_MB`` as in
+``bench_train_step.py`` (each measurement in a fresh subprocess).
+
+    python benchmarks/bench_rl_step.py                    # smoke
+    python benchmarks/bench_rl_step.py --profile cpu --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_train_step as bts  # noqa: E402
+
+from mars_core.audio import FrontEnd  # noqa: E402
+from mars_core.config import rl_preset  # noqa: E402
+from mars_core.encoders.anchor import MLBPAnchor  # noqa: E402
+from mars_core.encoders.minibind import MiniBind  # noqa: E402
+from mars_core.encoders.stack import RewardStack  # noqa: E402
+from mars_core.rl.advantages import EMABaseline  # noqa: E402
+from mars_core.rl.rewards import RewardModel  # noqa: E402
+from mars_core.rl.rollout import RLBatch, rollout  # noqa: E402
+from mars_core.rl.trainer import advantages, ppo_update  # noqa: E402
+from mars_core.supervised import new_separator  # noqa: E402
+
+TIMINGS: list[dict[str, float]] = []
+"""Per-call timings of the RL step (policy, rollout, reward, update) of the current process."""
+
+
+def rl_step(profile, batch_mixtures: int, device, preset: str = "plus") -> tuple[Callable[[], float], int]:
+    """One RL step (mars_core.rl) of a preset: the factory :func:`bench_train_step.measure` times."""
+    import time
+
+    cfg = rl_preset(profile, preset)
+    cfg = replace(cfg, batch_mixtures=batch_mixtures, minibatches=min(cfg.minibatches, batch_mixtures))
+    model = new_separator(profile, 0).to(device).eval()
+    old = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    enc = MiniBind.from_profile(profile, seed=0).to(device).eval().requires_grad_(False)
+    stack = RewardStack(enc, MLBPAnchor(enc.embed_dim, 64).to(device).eval(), aligned=False, key="bench")
+    reward_model = RewardModel(stack, profile.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
+    fe = FrontEnd(profile.audio)
+    data = bts.synthetic_batch(profile, batch_mixtures, device)
+    b, k = data["queries"].shape[:2]
+    g = torch.Generator().manual_seed(1)
+    z = F.normalize(torch.randn(b * k, enc.embed_dim, generator=g), dim=-1).to(device)
+    z_neg = z.reshape(b, k, -1).flip(1).reshape(b * k, 1, -1)
+    ema = EMABaseline(cfg.ema_decay)
+    calls = {"n": 0}
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        old.load_state_dict(model.state_dict())
+        batch = RLBatch(fe.features(data["mixture"]), data["queries"], data["mixture"], data["sources"], z, z_neg)
+        ro = rollout(old, batch, fe, reward_model, cfg.kappa, cfg.group_size, seed=calls["n"])
+        adv, _ = advantages(ro.rewards.cpu(), cfg, ema)
+        tu = time.perf_counter()
+        stats = ppo_update(model, opt, ro, adv, cfg, calls["n"])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t1 = time.perf_counter()
+        calls["n"] += 1
+        TIMINGS.append(dict(ro.timings, update=t1 - tu, total=t1 - t0))
+        return stats["loss"]
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+bts.STEPS.setdefault("rl", rl_step)
+bts.STEPS.setdefault("rl_paper", partial(rl_step, preset="paper"))
+RL_KINDS = {"rl": "plus", "rl_paper": "paper"}
+"""Timed RL steps and their preset."""
+
+
+def measure(kind: str, profile_name: str, batch_mixtures: int | None, device: str, warmup: int, repeats: int) -> dict:
+    """:func:`bench_train_step.measure` plus, for the RL step, the median time split and reward share."""
+    TIMINGS.clear()
+    row = bts.measure(kind, profile_name, batch_mixtures, device, warmup, repeats)
+    if kind in RL_KINDS and TIMINGS:
+        timed = TIMINGS[warmup:] or TIMINGS
+        med = lambda key: sorted(t[key] for t in timed)[len(timed) // 2]  # noqa: E731
+        row.update({f"t_{key}": med(key) for key in ("policy", "rollout", "reward", "update")})
+        row["reward_share"] = sorted(t["reward"] / t["total"] for t in timed)[len(timed) // 2]
+        cfg = rl_preset(profile_name, RL_KINDS[kind])
+        row.update(group_size=cfg.group_size, ppo_epochs=cfg.ppo_epochs, minibatches=cfg.minibatches)
+    return row
+
+
+def table(rows: list[dict]):
+    """:func:`bench_train_step.table` (``x_supervised``) with the RL columns."""
+    df = bts.table(rows)
+    cols = ["step", "profile", "device", "threads", "items", "group_size", "ppo_epochs", "minibatches", "s_per_step", "x_supervised", "reward_share",
+            "t_policy", "t_rollout", "t_reward", "t_update", "peak_MB", "step_MB"]
+    return df[[c for c in cols if c in df.columns]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gpu = torch.cuda.is_available()
+    ap.add_argument("--profile", nargs="+", default=["smoke"], help="profiles to time (smoke, cpu, full)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="mixtures per step for both steps (default: profile.supervised.batch_mixtures)")
+    ap.add_argument("--device", default="cuda" if gpu else "cpu")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--worker", nargs=2, metavar=("STEP", "PROFILE"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(measure(*args.worker, args.batch, args.device, args.warmup, args.repeats)))
+        return 0
+    rows = []
+    for prof in args.profile:
+        for kind in ("supervised", *RL_KINDS):
+            cmd = [sys.executable, __file__, "--worker", kind, prof, "--device", args.device, "--threads",
+                   str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+            cmd += ["--batch", str(args.batch)] if args.batch else []
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(f"{kind} @ {prof} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"{bts.machine()}; {args.threads} torch threads; median of {args.repeats} steps after {args.warmup} warm-up")
+    print(table(rows).round(3).to_string(index=False))
+    for r in table(rows).itertuples():
+        if r.step in RL_KINDS:
+            print(f"{r.profile}: RL ({RL_KINDS[r.step]}) / supervised time {r.x_supervised:.2f} (target <= 2.0), "
+                  f"reward encoder {100 * r.reward_share:.0f}% of the RL step")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

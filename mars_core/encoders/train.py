@@ -1,0 +1,511 @@
+"""Train a MiniBind with ImageBind's recipe on the offline benchmark, resumably.
+
+ImageBind (Girdhar et al. 2023) starts from a CLIP (OpenCLIP image and text towers),
+keeps it frozen and trains every other modality with **image-anchored** symmetric
+InfoNCE against the image embedding; audio<->text alignment is then emergent. No CLIP
+weights exist offline, so training has two stages (``clip_steps`` + ``steps``):
+
+1. *CLIP stage*: image<->text InfoNCE on the benchmark's images and training prompts
+   (learnable temperature: the text postprocessor's logit scale, init 1/0.07, clip 100);
+2. *ImageBind stage*: the vision and text towers frozen, audio<->image InfoNCE with the
+   audio postprocessor's fixed scale 20 (temperature 0.05).
+
+(``clip_steps=0, freeze_clip=False`` trains all towers jointly with both losses from
+step 0: slower to leave the initial plateau on this data; kept as an ablation.)
+
+Batches are class-balanced and same-class pairs are masked out as negatives
+(:mod:`.contrastive`, :mod:`.pairs`). AdamW (no decay on norms, biases, tokens,
+positions and the logit scale), per stage a linear warm-up then cosine decay, gradient
+clipping; in the audio stage, validation every ``eval_every`` steps on ``val``
+(audio->text and audio->image recall@1, training templates and image styles) and the
+best validation step's weights are kept. ``last.pt`` (model, optimiser, scheduler,
+history, best weights) is written atomically every ``ckpt_every`` steps; a killed run
+started again with the same arguments resumes and reaches the same weights.
+
+Command line (what produced ``checkpoints/``; see checkpoints/README.md)::
+
+    python -m mars_core.encoders.train --profile cpu --role reward --out checkpoints/minibind_cpu.pt
+    python -m mars_core.encoders.train --profile cpu --role judge  --out checkpoints/judge_cpu.pt
+
+Set ``OMP_WAIT_POLICY=PASSIVE`` on a shared machine (the CLI does it for itself): with
+busy-waiting OpenMP threads, 2 threads on 2 contended cores ran 5-8x slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..config import EncoderConfig, Profile, get_profile
+from ..data.manifest import SPLITS, benchmark_dir, write_json_atomic
+from .contrastive import info_nce, retrieval_accuracy
+from .minibind import MiniBind, load_minibind, save_minibind
+from .pairs import PairBatch, SplitData, load_split, sample_batch, step_seed
+from .retrieval import class_prototypes, evaluate_retrieval, recall_at_1, split_embeddings
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a MiniBind is trained (the architecture is the profile's EncoderConfig)."""
+
+    clip_steps: int = 600
+    """Steps of stage 1, image<->text InfoNCE (a CLIP trained on the benchmark); 0 skips it."""
+    steps: int = 1500
+    """Steps of stage 2, image<->audio InfoNCE (plus image<->text if freeze_clip is False)."""
+    freeze_clip: bool = True
+    """Stage 2 freezes the vision and text towers (ImageBind); False trains all towers on both losses."""
+    classes_per_batch: int = 0
+    """Classes drawn per batch without replacement (0 = every class of the split)."""
+    items_per_class: int = 2
+    """Stage 2: (audio, image) pairs per drawn class; same-class pairs are masked, not negatives."""
+    clip_items_per_class: int = 4
+    """Stage 1: (image, prompt) pairs per drawn class (the CLIP stage is cheap: larger batches)."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    min_lr_ratio: float = 0.02
+    """Final learning rate of the cosine decay, as a fraction of lr."""
+    warmup_steps: int = 100
+    """Linear warm-up steps from 0 to lr, at the start of each stage."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (matrices only)."""
+    beta2: float = 0.95
+    """AdamW second-moment decay (beta1 = 0.9), as in ImageBind/CLIP."""
+    grad_clip: float = 1.0
+    """Max global gradient norm."""
+    eval_every: int = 100
+    """Validate (and maybe take a new best) every this many stage-2 steps."""
+    ckpt_every: int = 100
+    """Write last.pt every this many steps (when a run directory is given)."""
+    seed: int = 0
+    """Seed of the initial weights, of every batch and of stochastic depth."""
+    gain_db: float = 10.0
+    """Audio gain drawn in U(-gain_db, +gain_db) dB."""
+    noise_prob: float = 0.5
+    """Probability of adding white noise to a crop."""
+    snr_db_low: float = 5.0
+    """Lowest SNR of the added noise in dB."""
+    snr_db_high: float = 40.0
+    """Highest SNR of the added noise in dB."""
+    time_masks: int = 2
+    """SpecAugment time bands per crop."""
+    time_mask_frames: int = 24
+    """Widest SpecAugment time band in frames (10 ms each)."""
+    freq_masks: int = 2
+    """SpecAugment frequency bands per crop."""
+    freq_mask_bins: int = 8
+    """Widest SpecAugment frequency band in mel bins."""
+    image_scale_low: float = 0.7
+    """Smallest zoom window side (fraction of the image) of the image augmentation."""
+    image_rotation_deg: float = 15.0
+    """Largest image rotation in degrees."""
+    flip_prob: float = 0.5
+    """Probability of a horizontal flip."""
+    color_jitter: float = 0.2
+    """Contrast factor U(1 +- j) and brightness shift U(+-j) in normalised units."""
+    gray_prob: float = 0.0
+    """Probability of turning an image grey (mean of its channels)."""
+    channel_shuffle_prob: float = 0.0
+    """Probability of permuting an image's colour channels."""
+
+    @property
+    def total_steps(self) -> int:
+        """Both stages."""
+        return self.clip_steps + self.steps
+
+    @classmethod
+    def for_profile(cls, profile: str | Profile | None = None, **overrides: Any) -> "TrainConfig":
+        """The training sizes of a profile (``overrides`` replace fields)."""
+        name = get_profile(profile).name
+        return replace(cls(**_PROFILE_TRAIN[name]), **overrides)
+
+
+_PROFILE_TRAIN: dict[str, dict[str, Any]] = {
+    "smoke": dict(clip_steps=200, steps=300, lr=2e-3, warmup_steps=30, eval_every=50, ckpt_every=50),
+    "cpu": dict(clip_steps=1000, steps=2000, lr=2e-3, warmup_steps=100, eval_every=100, ckpt_every=100),
+    "full": dict(clip_steps=5000, steps=20000, items_per_class=8, clip_items_per_class=16, lr=1e-3,
+                 warmup_steps=1000, eval_every=1000, ckpt_every=1000),
+}
+
+
+# --------------------------------------------------------------------------- pieces
+def stage_of(step: int, cfg: TrainConfig) -> tuple[int, int, int]:
+    """``(stage, step within the stage, stage length)`` of a global step (stage 1 = CLIP, 2 = audio)."""
+    if step < cfg.clip_steps:
+        return 1, step, cfg.clip_steps
+    return 2, step - cfg.clip_steps, cfg.steps
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of lr at a global ``step``: in each stage a linear warm-up over
+    ``warmup_steps``, then a cosine from 1 to ``min_lr_ratio`` at the stage's end."""
+    _, s, n = stage_of(step, cfg)
+    warm = min(cfg.warmup_steps, n)
+    if s < warm:
+        return (s + 1) / warm
+    progress = min((s - warm) / max(n - warm, 1), 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on weight matrices only (not norms, biases, tokens, positions, scales)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v", "token_embedding.weight"))
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def image_anchored_loss(model: MiniBind, batch: PairBatch, modalities: tuple[str, ...] = ("audio", "text"),
+                        frozen_anchor: bool = False) -> tuple[torch.Tensor, dict]:
+    """``L = sum over m in modalities of InfoNCE(image, m)`` with class masks.
+
+    Image embeddings are unit-norm; audio and text come out of their postprocessors
+    (``scale * normalize``), so ``image @ audio.T`` is ``20 cos`` and ``image @ text.T``
+    is ``s cos`` with the learnable text scale ``s``. ``frozen_anchor``: the image tower
+    runs without gradient (ImageBind's frozen CLIP).
+    """
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_anchor):
+        anchor = model.head_embeddings("vision", model.trunk_features("vision", batch.images))
+    inputs = {"audio": batch.audio, "text": batch.text}
+    stats: dict[str, float] = {"loss_va": math.nan, "loss_vt": math.nan, "acc_va": math.nan, "acc_vt": math.nan}
+    loss = anchor.new_zeros(())
+    for m in modalities:
+        logits = anchor @ model.head_embeddings(m, model.trunk_features(m, inputs[m])).T
+        term = info_nce(logits, batch.labels)
+        loss = loss + term
+        key = "va" if m == "audio" else "vt"
+        stats[f"loss_{key}"], stats[f"acc_{key}"] = term.item(), retrieval_accuracy(logits.detach(), batch.labels)
+    stats["loss"] = loss.item()
+    stats["text_scale"] = model.modality_postprocessors["text"][1].log_logit_scale.exp().clamp(max=100).item()
+    return loss, stats
+
+
+def stage_setup(step: int, cfg: TrainConfig) -> tuple[tuple[str, ...], bool]:
+    """``(modalities paired with the image, frozen anchor?)`` at a global step."""
+    if stage_of(step, cfg)[0] == 1:
+        return ("text",), False
+    return (("audio",), True) if cfg.freeze_clip else (("audio", "text"), False)
+
+
+def train_step(model: MiniBind, train: SplitData, cfg: TrainConfig, step: int, opt, sched) -> dict:
+    """One optimisation step at a global ``step`` (batch, stochastic depth and stage from it)."""
+    modalities, frozen = stage_setup(step, cfg)
+    model.train()
+    if frozen:
+        model.modality_preprocessors["vision"].eval()
+        model.modality_trunks["vision"].eval()
+    torch.manual_seed(step_seed(cfg.seed, step))
+    per_class = cfg.clip_items_per_class if stage_of(step, cfg)[0] == 1 else cfg.items_per_class
+    batch = sample_batch(train, model, cfg, step, per_class, audio="audio" in modalities)
+    loss, stats = image_anchored_loss(model, batch, modalities, frozen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
+    stats["lr"] = opt.param_groups[0]["lr"]
+    opt.step()
+    sched.step()
+    return stats
+
+
+@torch.no_grad()
+def validate(model: MiniBind, val: SplitData) -> dict[str, float]:
+    """Audio->text and audio->image recall@1 on ``val`` and the mean cosine margin (tie-breaker).
+
+    margin = mean over clips of cos(own text prototype) - max cos(other text prototypes).
+    """
+    emb = split_embeddings(model, val)
+    t_protos, t_cls = class_prototypes(emb["text"], val.prompt_labels, len(val.classes))
+    i_protos, i_cls = class_prototypes(emb["image"], val.image_labels, len(val.classes))
+    a2t = recall_at_1(emb["audio"], val.audio_labels, t_protos, t_cls)
+    a2i = recall_at_1(emb["audio"], val.audio_labels, i_protos, i_cls)
+    sims = emb["audio"] @ t_protos.T
+    own = torch.as_tensor(np.searchsorted(t_cls, val.audio_labels))
+    own_sim = sims.gather(1, own[:, None])[:, 0]
+    other = sims.scatter(1, own[:, None], float("-inf")).max(dim=1).values
+    return {"a2t": a2t, "a2i": a2i, "score": 0.5 * (a2t + a2i), "margin": (own_sim - other).mean().item()}
+
+
+def data_fingerprint(build_dir: Path) -> str:
+    """SHA-256 (16 hex) of the manifests of every split plus prompts and classes.
+
+    The manifests hold each file's sha256, so equal fingerprints mean equal data.
+    """
+    h = hashlib.sha256()
+    rels = ["classes.csv", "prompts.csv"] + [f"{kind}/{split}.csv" for kind in ("audio", "images") for split in SPLITS]
+    for rel in rels:
+        h.update((Path(build_dir) / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _run_config(profile: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path) -> dict:
+    return {"profile": profile.name, "sample_rate": profile.audio.sample_rate, "encoder": asdict(enc),
+            "train": asdict(cfg), "data": data_fingerprint(build_dir)}
+
+
+def _empty_history() -> dict[str, list]:
+    keys = ["step", "loss", "loss_va", "loss_vt", "acc_va", "acc_vt", "text_scale", "lr",
+            "val_step", "val_a2t", "val_a2i", "val_score", "val_margin"]
+    return {k: [] for k in keys}
+
+
+@dataclass
+class _State:
+    """Everything a resumed run needs besides model/optimiser/scheduler."""
+
+    history: dict = field(default_factory=_empty_history)
+    best_key: tuple[float, float] = (-1.0, -math.inf)
+    best_step: int = -1
+    best_state: dict | None = None
+    wall_s: float = 0.0
+
+
+# --------------------------------------------------------------------------- loop
+def _resume(path: Path, run_config: dict, model, opt, sched) -> tuple[int, _State]:
+    blob = load_checkpoint(path)
+    if blob["config"] != run_config:
+        raise ValueError(f"{path} belongs to a run with another configuration or data; "
+                         "use another run directory or resume=False")
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    state = _State(blob["history"], tuple(blob["best_key"]), blob["best_step"], blob["best_state"], blob["wall_s"])
+    return blob["step"], state
+
+
+def _save_last(path: Path, run_config: dict, step: int, model, opt, sched, state: _State) -> None:
+    save_checkpoint(path, config=run_config, step=step, model=model.state_dict(), optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict(), history=state.history, best_key=list(state.best_key),
+                    best_step=state.best_step, best_state=state.best_state, wall_s=state.wall_s)
+
+
+def _log_step(h: dict, step: int, stats: dict) -> None:
+    h["step"].append(step)
+    for k in ("lr", "loss", "loss_va", "loss_vt", "acc_va", "acc_vt", "text_scale"):
+        h[k].append(stats[k])
+
+
+def _validate_and_track(model, val: SplitData, step: int, state: _State) -> dict:
+    v = validate(model, val)
+    h = state.history
+    h["val_step"].append(step)
+    for k in ("a2t", "a2i", "score", "margin"):
+        h[f"val_{k}"].append(v[k])
+    key = (v["score"], v["margin"])
+    if key > state.best_key:
+        state.best_key, state.best_step = key, step
+        state.best_state = copy.deepcopy(model.state_dict())
+    return v
+
+
+def train_minibind(
+    profile: str | Profile | None = None,
+    *,
+    build_dir: str | os.PathLike | None = None,
+    encoder: EncoderConfig | None = None,
+    config: TrainConfig | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> tuple[MiniBind, dict]:
+    """Train a MiniBind on a build's train split; return the best-validation model and ``history``.
+
+    Args:
+        profile: sample rate and default sizes (``profile.encoder``, :meth:`TrainConfig.for_profile`).
+        build_dir: benchmark build (default: the profile's :func:`benchmark_dir`).
+        encoder: architecture (default ``profile.encoder``).
+        config: training hyper-parameters (default :meth:`TrainConfig.for_profile`).
+        run_dir: where ``last.pt`` is written; an existing one with the same
+            configuration and data is resumed (unless ``resume=False``).
+        stop_after: stop (checkpointed) once this many steps are done, as a killed run would.
+
+    Returns:
+        ``(model, history)``: the model holds the best validation step's weights (eval
+        mode); ``history`` has per-step ``step, loss, loss_va, loss_vt, acc_va, acc_vt,
+        text_scale, lr``, per-validation ``val_step, val_a2t, val_a2i, val_score,
+        val_margin`` and ``best_step``, ``wall_s``, ``steps_done``.
+
+    Raises:
+        ValueError: a run directory holding another run's checkpoint.
+    """
+    p = get_profile(profile)
+    enc, cfg = encoder or p.encoder, config or TrainConfig.for_profile(p)
+    build_dir = Path(build_dir) if build_dir is not None else benchmark_dir(p.name)
+    run_config = _run_config(p, enc, cfg, build_dir)
+    model = MiniBind(enc, p.audio.sample_rate, seed=cfg.seed)
+    train = load_split(build_dir, "train", model.sample_rate, model.image_size)
+    val = load_split(build_dir, "val", model.sample_rate, model.image_size)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    last = Path(run_dir) / "last.pt" if run_dir is not None else None
+    start, state = 0, _State()
+    if last is not None and resume and last.exists():
+        start, state = _resume(last, run_config, model, opt, sched)
+    total = cfg.total_steps
+    end = total if stop_after is None else min(total, stop_after)
+    quiet = {} if progress else {"disable": True}  # otherwise TQDM_DISABLE decides
+    bar = tqdm(range(start, end), desc=f"MiniBind {p.name}", initial=start, total=total, **quiet)
+    t0 = time.perf_counter()
+    for step in bar:
+        stats = train_step(model, train, cfg, step, opt, sched)
+        _log_step(state.history, step, stats)
+        stage, s, n = stage_of(step, cfg)
+        done = step + 1
+        postfix = {"stage": stage, "loss": f"{stats['loss']:.3f}"}
+        if stage == 2 and ((s + 1) % cfg.eval_every == 0 or s + 1 == n):
+            postfix["val"] = f"{_validate_and_track(model, val, step, state)['score']:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+        if last is not None and (done % cfg.ckpt_every == 0 or done == end):
+            state.wall_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _save_last(last, run_config, done, model, opt, sched, state)
+    state.wall_s += time.perf_counter() - t0
+    history = dict(state.history, best_step=state.best_step, wall_s=state.wall_s, steps_done=end)
+    if end == total and state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return model.eval(), history
+
+
+# --------------------------------------------------------------------------- shipped checkpoints
+def reference_inputs(model: MiniBind) -> dict[str, Any]:
+    """Fixed inputs for checking a shipped checkpoint: a 2 s tone + seeded noise, a prompt, a seeded image."""
+    g = torch.Generator().manual_seed(0)
+    n = 2 * model.sample_rate
+    t = torch.arange(n, dtype=torch.float32) / model.sample_rate
+    wav = 0.3 * torch.sin(2 * math.pi * 440.0 * t) + 0.05 * torch.randn(n, generator=g)
+    image = torch.randint(0, 256, (1, 224, 224, 3), generator=g, dtype=torch.int64).to(torch.uint8)
+    return {"audio": wav[None], "text": ["the sound of a violin"], "image": image}
+
+
+@torch.no_grad()
+def reference_embeddings(model: MiniBind, n: int = 8) -> dict[str, list[float]]:
+    """First ``n`` coordinates of the embeddings of :func:`reference_inputs`."""
+    x = reference_inputs(model)
+    with model.eval_mode():
+        return {
+            "audio": model.embed_audio(x["audio"], model.sample_rate)[0, :n].tolist(),
+            "text": model.embed_text(x["text"])[0, :n].tolist(),
+            "image": model.embed_image(x["image"])[0, :n].tolist(),
+        }
+
+
+def machine_description() -> str:
+    """CPU model, logical cores and torch threads (for the metrics record)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}; {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def export_checkpoint(model: MiniBind, history: dict, out: str | os.PathLike, *, profile: Profile, role: str,
+                      config: TrainConfig, build_dir: Path, command: str, progress: bool = True) -> dict:
+    """Save ``model`` as float16 to ``out``, reload it, evaluate the reloaded model on the
+    test splits, store the metrics in the checkpoint and in ``out.json``; return the record."""
+    out = Path(out)
+    save_minibind(out, model)
+    reloaded = load_minibind(out)
+    table = evaluate_retrieval(reloaded, build_dir)
+    record = {
+        "role": role,
+        "profile": profile.name,
+        "command": command,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wall_time_s": round(history["wall_s"], 1),
+        "machine": machine_description(),
+        "parameters": reloaded.num_parameters(),
+        "encoder": asdict(reloaded.encoder_config),
+        "sample_rate": reloaded.sample_rate,
+        "train": asdict(config),
+        "data": data_fingerprint(build_dir),
+        "best_step": history["best_step"],
+        "val_best": {k: history[f"val_{k}"][history["val_step"].index(history["best_step"])]
+                     for k in ("a2t", "a2i", "score", "margin")},
+        "metrics": json.loads(table.to_json(orient="records")),
+        "reference": reference_embeddings(reloaded),
+    }
+    save_minibind(out, model, metrics=record, history=history)
+    record["checkpoint_bytes"] = out.stat().st_size
+    record["checkpoint_sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
+    write_json_atomic(out.with_suffix(".json"), record)
+    return record
+
+
+# --------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mars_core.encoders.train", description=__doc__.split("\n")[0])
+    p.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
+    p.add_argument("--role", default="reward", choices=("reward", "judge"),
+                   help="reward: the profile's encoder; judge: the independent judge (mars_core.encoders.judge)")
+    p.add_argument("--out", required=True, help="checkpoint to write (its metrics go to the same name .json)")
+    p.add_argument("--build-dir", default=None, help="benchmark build (default: $MARS_DATA/benchmark/<profile>)")
+    p.add_argument("--run-dir", default=None, help="resumable run directory (default: runs/minibind/<profile>_<role>)")
+    p.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if the run directory has last.pt")
+    return p
+
+
+def _reexec_with_passive_openmp() -> None:
+    """Restart this command with ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is set.
+
+    OpenMP reads it once, when torch loads, so it cannot be changed in-process. On a
+    shared 2-core machine busy-waiting threads made training 5-8x slower.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "mars_core.encoders.train", *sys.argv[1:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _reexec_with_passive_openmp()
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    prof = get_profile(args.profile)
+    build_dir = Path(args.build_dir) if args.build_dir else benchmark_dir(prof.name)
+    if args.role == "judge":
+        from .judge import judge_encoder_config, judge_train_config
+
+        enc, cfg = judge_encoder_config(prof), judge_train_config(prof)
+    else:
+        enc, cfg = prof.encoder, TrainConfig.for_profile(prof)
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "minibind" / f"{prof.name}_{args.role}"
+    model, history = train_minibind(prof, build_dir=build_dir, encoder=enc, config=cfg, run_dir=run_dir,
+                                    resume=not args.no_resume)
+    command = "python -m mars_core.encoders.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    record = export_checkpoint(model, history, args.out, profile=prof, role=args.role, config=cfg,
+                               build_dir=build_dir, command=command)
+    import pandas as pd
+
+    print(pd.DataFrame(record["metrics"]).round(3).to_string(index=False))
+    print(f"best step {record['best_step']}, {record['wall_time_s']} s, {record['checkpoint_bytes'] / 1e6:.2f} MB -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

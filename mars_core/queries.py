@@ -1,0 +1,382 @@
+"""Query embeddings: a disk cache, the query of every source, Query-Mixup and the omni query.
+
+The separator is conditioned on an embedding ``q`` from a **frozen** tri-modal encoder
+(method.md sections 3 and 8). Running that encoder at every training step would cost
+more than the separator itself, so every query the benchmark can ask is embedded once:
+
+* text: every prompt of ``prompts.csv`` (training and held-out templates);
+* image: every query image of every split;
+* audio: every clip of every split (the whole stored clip; an audio query is
+  "another clip of the same class").
+
+The result, a :class:`QueryBank`, is cached on disk under a name made of the
+**encoder's fingerprint** (sha256 of its class, sample rate and weights) and the
+**manifest hash** (sha256 of the benchmark's manifest CSVs): retraining the encoder or
+rebuilding the data gives another file, never a stale one.
+
+Queries (all embeddings unit-norm first, ``n(x) = x / |x|``):
+
+* Query-Mixup (OmniSep, training): ``w_v, w_t, w_a ~ U(0, 1)``, ``w <- w / sum(w)``,
+  ``q = w_v n(e_v) + w_t n(e_t) + w_a n(e_a)`` (not renormalised);
+* omni (evaluation): ``q = n((2 e_v + 2 e_t + e_a) / 5)``;
+* audio at evaluation: ``n(mean_i n(e_i))`` over the *other* clips of the target's class.
+
+Every source of a mixture is a training item with its own query (K = 2 items per
+mixture). :class:`~mars_core.data.mixing.MixtureDataset` draws query material for the
+target only; :func:`item_queries` draws the interferer's from the dataset's own tables
+with a generator seeded by the item, so it is a pure function of ``(seed, split, index)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Profile, get_profile
+from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
+from .seeding import item_rng
+
+MODALITIES = ("image", "text", "audio")
+"""Query modalities in the order of the Query-Mixup weights ``(w_v, w_t, w_a)``."""
+EVAL_MODALITIES = ("text", "image", "audio", "omni")
+"""Query kinds of the evaluation tables (method.md section 8)."""
+TRAIN_QUERIES = ("mixup", "text", "image", "audio", "omni")
+"""Allowed values of ``SupervisedConfig.query``."""
+OMNI_WEIGHTS = (2.0, 2.0, 1.0)
+"""Weights of (image, text, audio) in the omni query ``n((2 e_v + 2 e_t + e_a) / 5)``."""
+BANK_KIND = "query_bank"
+
+
+# --------------------------------------------------------------------------- fingerprints
+def manifest_hash(build_dir: str | os.PathLike) -> str:
+    """sha256 (hex) of the benchmark's manifests: ``classes.csv``, ``prompts.csv`` and every
+    ``audio/<split>.csv`` / ``images/<split>.csv`` present, each hashed with its name.
+
+    Raises:
+        FileNotFoundError: ``classes.csv`` or ``prompts.csv`` is missing (not a build).
+    """
+    build_dir = Path(build_dir)
+    h = hashlib.sha256()
+    names = ["classes.csv", "prompts.csv"] + [f"{k}/{s}.csv" for k in ("audio", "images") for s in SPLITS]
+    for name in names:
+        path = build_dir / name
+        if not path.exists():
+            if name in ("classes.csv", "prompts.csv"):
+                raise FileNotFoundError(f"{path} not found: {build_dir} is not a benchmark build")
+            continue
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """sha256 (hex) of an encoder's identity: class name, native sample rate, and every
+    state-dict entry (name, dtype, shape, bytes). Equal weights give equal fingerprints."""
+    h = hashlib.sha256()
+    h.update(type(encoder).__name__.encode())
+    h.update(str(getattr(encoder, "sample_rate", "")).encode())
+    for name, t in sorted(encoder.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- the bank
+@dataclass
+class QueryBank:
+    """Unit-norm embeddings of every prompt, query image and audio clip of a build.
+
+    Attributes:
+        ids: per modality (``"text"``, ``"image"``, ``"audio"``) the row keys: the
+            prompt text, the ``image_id``, the ``clip_id``.
+        classes: per modality the class of each row.
+        embeddings: per modality a float32 ``(rows, D)`` tensor of unit rows.
+        encoder: fingerprint of the encoder that produced them.
+        manifest: :func:`manifest_hash` of the build they describe.
+    """
+
+    ids: dict[str, list[str]]
+    classes: dict[str, list[str]]
+    embeddings: dict[str, torch.Tensor]
+    encoder: str
+    manifest: str
+    _row: dict[str, dict[str, int]] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._row = {}
+        for m in MODALITIES:
+            if len(self.ids[m]) != self.embeddings[m].shape[0] or len(self.ids[m]) != len(self.classes[m]):
+                raise ValueError(f"{m}: {len(self.ids[m])} ids, {len(self.classes[m])} classes, "
+                                 f"{self.embeddings[m].shape[0]} embeddings")
+            rows = {k: i for i, k in enumerate(self.ids[m])}
+            if len(rows) != len(self.ids[m]):
+                raise ValueError(f"{m}: duplicated ids in the bank")
+            self._row[m] = rows
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return int(self.embeddings["text"].shape[1])
+
+    @property
+    def key(self) -> str:
+        """``<encoder[:16]>-<manifest[:16]>``: names the cache file and keys separator runs."""
+        return f"{self.encoder[:16]}-{self.manifest[:16]}"
+
+    def get(self, modality: str, keys: Sequence[str]) -> torch.Tensor:
+        """Rows for ``keys``. Shape: returns ``(len(keys), D)``.
+
+        Raises:
+            KeyError: naming the first key the bank does not hold.
+        """
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        rows = self._row[modality]
+        missing = [k for k in keys if k not in rows]
+        if missing:
+            raise KeyError(f"{modality} query {missing[0]!r} is not in the bank (built for another manifest?)")
+        return self.embeddings[modality][torch.as_tensor([rows[k] for k in keys], dtype=torch.long)]
+
+    def mean(self, modality: str, groups: Sequence[Sequence[str]]) -> torch.Tensor:
+        """``n(mean_i e_i)`` over each group of keys (the evaluation audio query). Shape ``(len(groups), D)``."""
+        if any(len(g) == 0 for g in groups):
+            raise ValueError("every group needs at least one key")
+        return F.normalize(torch.stack([self.get(modality, list(g)).mean(0) for g in groups]), dim=-1)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"ids": self.ids, "classes": self.classes, "embeddings": self.embeddings,
+                "encoder": self.encoder, "manifest": self.manifest}
+
+
+def _read_audio(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    wav, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return wav.mean(axis=1)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _embed_in_chunks(fn, items: list, chunk: int, desc: str, progress: bool) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    quiet = {} if progress else {"disable": True}
+    outs = [fn(items[i : i + chunk]) for i in tqdm(range(0, len(items), chunk), desc=desc, **quiet)]
+    return torch.cat(outs).float().cpu() if outs else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def build_query_bank(encoder, build_dir: str | os.PathLike, sample_rate: int, *, splits: Sequence[str] = SPLITS,
+                     chunk: int = 32, progress: bool = True) -> QueryBank:
+    """Embed every prompt, and every image and audio clip of ``splits``, with a frozen encoder.
+
+    Args:
+        encoder: a :class:`~mars_core.encoders.base.TriModalEncoder` (put in eval mode here).
+        build_dir: the benchmark build.
+        sample_rate: rate of the build's audio; resampled to the encoder's native rate if it differs.
+        splits: splits whose images and clips are embedded (splits absent from the build are skipped).
+    """
+    build_dir = Path(build_dir)
+    digest = manifest_hash(build_dir)
+    prompts = read_table(build_dir, "prompts")
+    ids = {"text": list(prompts["text"])}
+    classes = {"text": list(prompts["class_name"])}
+    paths: dict[str, list[Path]] = {"image": [], "audio": []}
+    for m, kind, id_col in (("image", "images", "image_id"), ("audio", "audio", "clip_id")):
+        ids[m], classes[m] = [], []
+        for s in splits:
+            if not (build_dir / kind / f"{s}.csv").exists():
+                continue
+            table = read_table(build_dir, kind, s)
+            ids[m] += list(table[id_col])
+            classes[m] += list(table["class_name"])
+            paths[m] += [build_dir / p for p in table["path"]]
+    resample = int(sample_rate) != int(encoder.sample_rate)
+    with encoder.eval_mode():
+        emb = {
+            "text": _embed_in_chunks(lambda t: encoder.embed_text(t), ids["text"], 256, "embed text", progress),
+            "image": _embed_in_chunks(lambda p: encoder.embed_image([_read_image(x) for x in p]), paths["image"],
+                                      chunk, "embed images", progress),
+            "audio": _embed_in_chunks(
+                lambda p: encoder.embed_audio([_read_audio(x) for x in p], sample_rate, resample=resample),
+                paths["audio"], chunk, "embed audio", progress),
+        }
+    return QueryBank(ids, classes, {m: F.normalize(e, dim=-1) for m, e in emb.items()},
+                     encoder_fingerprint(encoder), digest)
+
+
+def query_cache_dir() -> Path:
+    """``$MARS_DATA/cache/queries``."""
+    return data_root() / "cache" / "queries"
+
+
+def load_or_build_query_bank(encoder, profile: str | Profile | None = None, *, build_dir: str | os.PathLike | None = None,
+                             cache_dir: str | os.PathLike | None = None, progress: bool = True) -> QueryBank:
+    """The cached :class:`QueryBank` of ``encoder`` on a build, embedding it on the first call.
+
+    The cache file is ``<cache_dir>/<profile>/<encoder fp[:16]>-<manifest hash[:16]>.pt``
+    (default ``cache_dir``: :func:`query_cache_dir`), written atomically.
+    """
+    from .checkpoints import load_checkpoint, save_checkpoint
+
+    prof = get_profile(profile)
+    build_dir = Path(build_dir) if build_dir is not None else benchmark_dir(prof.name)
+    key = f"{encoder_fingerprint(encoder)[:16]}-{manifest_hash(build_dir)[:16]}"
+    path = Path(cache_dir or query_cache_dir()) / prof.name / f"{key}.pt"
+    if path.exists():
+        blob = load_checkpoint(path)
+        if blob.get("kind") == BANK_KIND:
+            bank = QueryBank(**blob["bank"])
+            if bank.key == key:
+                return bank
+    bank = build_query_bank(encoder, build_dir, prof.audio.sample_rate, progress=progress)
+    save_checkpoint(path, with_rng=False, kind=BANK_KIND, bank=bank.to_payload())
+    return bank
+
+
+# --------------------------------------------------------------------------- the query encoder
+def load_query_encoder(profile: str | Profile | None = None):
+    """The profile's frozen query encoder (eval mode).
+
+    * ``encoder.kind == "minibind"``: the shipped reward MiniBind
+      (:func:`mars_core.encoders.minibind.load_shipped`). At ``smoke`` size, if none is
+      shipped, a seeded **untrained** MiniBind stands in (with a warning): its embeddings
+      still tell prompts, images and clips apart, which is all a smoke run checks.
+    * ``encoder.kind == "imagebind"``: ImageBind-Huge from ``$MARS_IMAGEBIND`` (a local
+      ``.pth``) or the official URL (downloaded once into ``$MARS_DATA/models``).
+    """
+    prof = get_profile(profile)
+    if prof.encoder.kind == "minibind":
+        from .encoders.minibind import MiniBind, load_shipped
+
+        try:
+            return load_shipped(prof, "reward").eval()
+        except FileNotFoundError as exc:
+            if prof.name != "smoke":
+                raise
+            warnings.warn(f"{exc}; using an untrained seeded MiniBind as the smoke query encoder", stacklevel=2)
+            return MiniBind.from_profile(prof, seed=0).eval()
+    if prof.encoder.kind == "imagebind":
+        from .encoders.hub import OFFICIAL_HUGE_URL, from_pretrained
+
+        return from_pretrained(os.environ.get("MARS_IMAGEBIND", OFFICIAL_HUGE_URL), modalities=("vision", "text", "audio"))
+    raise ValueError(f"unknown encoder kind {prof.encoder.kind!r}")
+
+
+# --------------------------------------------------------------------------- per-item queries
+@dataclass(frozen=True)
+class QueryRef:
+    """The query material of one item (one source of one mixture).
+
+    ``audio_ids`` holds one clip in training; at evaluation, every other clip of the class
+    in the split (the audio query is then the normalised mean of their embeddings).
+    """
+
+    class_name: str
+    text: str
+    image_id: str
+    audio_ids: tuple[str, ...]
+
+
+def _pick(rng: np.random.Generator, table: dict[str, list], cls: str, what: str, split: str):
+    options = table.get(cls)
+    if not options:
+        raise ValueError(f"class {cls!r} has no {what} in split {split!r}")
+    return options[int(rng.integers(len(options)))]
+
+
+def item_queries(ds, item: dict[str, Any]) -> list[QueryRef]:
+    """Query material for every source of a :class:`MixtureDataset` item, target first.
+
+    The target's comes from the item itself. For source ``k >= 1`` a prompt, an image and
+    an audio clip of ``classes[k]`` (never that source's own clip) are drawn from the
+    dataset's tables with ``item_rng(ds.seed, ds.split, pairing, index, "query", k)``.
+    """
+    refs = [QueryRef(item["classes"][0], item["query_text"], item["query_image_id"], (item["query_audio_clip_id"],))]
+    pairing = "hard" if ds.hard_pairs else "random"
+    for k in range(1, len(item["classes"])):
+        cls = item["classes"][k]
+        rng = item_rng(ds.seed, ds.split, pairing, int(item["index"]), "query", k)
+        clips = [c.clip_id for c in ds.clips[cls] if c.clip_id != item["clip_ids"][k]]
+        if not clips:
+            raise ValueError(f"class {cls!r} has no second clip in split {ds.split!r} for an audio query")
+        audio = clips[int(rng.integers(len(clips)))]
+        _, text = _pick(rng, ds.prompts, cls, "prompt", ds.split)
+        image_id, _ = _pick(rng, ds.images, cls, "image", ds.split)
+        refs.append(QueryRef(cls, text, str(image_id), (audio,)))
+    return refs
+
+
+def evaluation_ref(ds, item: dict[str, Any]) -> QueryRef:
+    """The target's evaluation query: the item's prompt and image, and as audio every
+    clip of the target's class in the split except the target clip (method.md section 8)."""
+    cls = item["classes"][0]
+    others = tuple(c.clip_id for c in ds.clips[cls] if c.clip_id != item["clip_ids"][0])
+    return QueryRef(cls, item["query_text"], item["query_image_id"], others)
+
+
+def modality_embeddings(bank: QueryBank, refs: Sequence[QueryRef]) -> dict[str, torch.Tensor]:
+    """Unit-norm ``image``, ``text`` and ``audio`` embeddings of each ref. Each ``(len(refs), D)``."""
+    return {
+        "image": bank.get("image", [r.image_id for r in refs]),
+        "text": bank.get("text", [r.text for r in refs]),
+        "audio": bank.mean("audio", [r.audio_ids for r in refs]),
+    }
+
+
+# --------------------------------------------------------------------------- composition
+def mixup_weights(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Query-Mixup weights ``(w_v, w_t, w_a) ~ U(0, 1)^3`` normalised to sum 1. Shape ``(n, 3)``."""
+    w = rng.uniform(0.0, 1.0, size=(n, 3))
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+
+
+def query_mixup(e_image: torch.Tensor, e_text: torch.Tensor, e_audio: torch.Tensor, weights) -> torch.Tensor:
+    """``q = w_v n(e_v) + w_t n(e_t) + w_a n(e_a)`` per row (not renormalised).
+
+    Shape:
+        e_image, e_text, e_audio: ``(n, D)``; weights: ``(n, 3)`` in the order (image, text, audio).
+        returns ``(n, D)``.
+    """
+    w = torch.as_tensor(np.asarray(weights), dtype=e_text.dtype)
+    if w.shape != (e_text.shape[0], 3):
+        raise ValueError(f"weights must be ({e_text.shape[0]}, 3), got {tuple(w.shape)}")
+    stack = torch.stack([F.normalize(e, dim=-1) for e in (e_image, e_text, e_audio)], dim=1)  # (n, 3, D)
+    return (w[:, :, None] * stack).sum(1)
+
+
+def omni_query(e_image: torch.Tensor, e_text: torch.Tensor, e_audio: torch.Tensor) -> torch.Tensor:
+    """``n((2 e_v + 2 e_t + e_a) / 5)`` (method.md section 8). Shape: ``(n, D)`` each, returns ``(n, D)``."""
+    wv, wt, wa = OMNI_WEIGHTS
+    return F.normalize((wv * e_image + wt * e_text + wa * e_audio) / (wv + wt + wa), dim=-1)
+
+
+def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> torch.Tensor:
+    """The query of kind ``text``, ``image``, ``audio``, ``omni`` or ``mixup`` (needs ``weights``).
+
+    Shape:
+        embeddings: :func:`modality_embeddings` output, each ``(n, D)``; returns ``(n, D)``.
+    """
+    if kind in MODALITIES:
+        return F.normalize(embeddings[kind], dim=-1)
+    e = [embeddings[m] for m in MODALITIES]
+    if kind == "omni":
+        return omni_query(*e)
+    if kind == "mixup":
+        if weights is None:
+            raise ValueError("Query-Mixup needs weights (mixup_weights)")
+        return query_mixup(*e, weights)
+    raise ValueError(f"query kind must be one of {TRAIN_QUERIES}, got {kind!r}")

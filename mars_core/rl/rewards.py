@@ -1,0 +1,132 @@
+"""The reward of a separated waveform (method.md section 5), batched over every sampled mask.
+
+For an estimate ``y^`` of item ``i`` (float32, no gradient)::
+
+    R = cos(phi_a(y^), z*_i)                                  semantic term (the paper's reward)
+        + lambda_sig * clamp(SI-SDR(y^, y*_i), -30, 30) / 10  signal term (ours; sees the ground truth)
+        - lambda_neg * cos(phi_a(y^), z-_i)                   contamination penalty (ours)
+
+* ``phi_a`` is the frozen reward encoder's audio tower and ``z*_i`` the target anchor
+  (:meth:`~mars_core.encoders.stack.RewardStack.target_anchor`: the MLBP fusion of the target's
+  audio-query, text and image embeddings *in the reward encoder's space*). ``z-_i`` is the same
+  anchor for the interferer's query material (the mean of the cosines if there are several).
+* SI-SDR is in dB, clamped to ``[-30, 30]`` and divided by 10, so the term is O(1) like a
+  cosine. A silent estimate (``sum |y^| <= 1e-5``, :func:`mars_core.metrics.is_silent`) gets the
+  floor -30 dB: SI-SDR itself would call it 0 dB, better than most real estimates.
+* Every term is finite for silent estimates: the encoder embeds silence like any waveform.
+
+The anchors of a batch come from a **reward bank** (:func:`reward_bank`): the reward encoder's
+embeddings of every prompt, image and clip of the benchmark, computed once and cached on disk
+(:func:`~mars_core.queries.load_or_build_query_bank`), so a step embeds only the ``G x items``
+waveforms, in one encoder call (``batch_size`` 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics import SILENCE_L1, si_sdr
+from ..queries import QueryBank, QueryRef
+
+SI_SDR_RANGE_DB = (-30.0, 30.0)
+"""Clamp of the signal term's SI-SDR (dB); a silent estimate gets the lower end."""
+SI_SDR_SCALE_DB = 10.0
+"""The signal term is SI-SDR / this (dB), so 10 dB counts like a cosine of 1."""
+
+
+def reward_bank(stack, profile, *, build_dir=None, progress: bool = True) -> QueryBank:
+    """Every prompt, image and clip embedded by the reward encoder (cached on disk by its fingerprint)."""
+    from ..queries import load_or_build_query_bank
+
+    return load_or_build_query_bank(stack.encoder, profile, build_dir=build_dir, progress=progress)
+
+
+def anchors(stack, bank: QueryBank, refs: Sequence[QueryRef]) -> torch.Tensor:
+    """``z*`` of each ref: ``stack.target_anchor(e_audio, e_text, e_image)`` from ``bank``'s embeddings
+    (audio: the normalised mean over the ref's audio clips).
+
+    Shape:
+        returns ``(len(refs), D)`` float32, unit rows.
+    """
+    e_a = bank.mean("audio", [r.audio_ids for r in refs])
+    e_t = bank.get("text", [r.text for r in refs])
+    e_v = bank.get("image", [r.image_id for r in refs])
+    first = next(stack.anchor.parameters(), None)
+    device = first.device if first is not None else e_t.device
+    return stack.target_anchor(e_a.to(device), e_t.to(device), e_v.to(device)).float()
+
+
+def signal_term(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """``clamp(SI-SDR(estimate, reference), -30, 30) / 10``; silent estimates get ``-30 / 10``.
+
+    Shape:
+        estimates, references: ``(N, samples)``; returns ``(N,)`` float32.
+    """
+    est, ref = estimates.double(), references.double()
+    lo, hi = SI_SDR_RANGE_DB
+    value = si_sdr(est, ref).clamp(lo, hi)
+    silent = est.abs().sum(-1) <= SILENCE_L1
+    value = torch.where(silent, torch.full_like(value, lo), value)
+    return (value / SI_SDR_SCALE_DB).float()
+
+
+@dataclass
+class RewardModel:
+    """The reward of a batch of waveforms, with the terms it is made of.
+
+    Attributes:
+        stack: a :class:`~mars_core.encoders.stack.RewardStack` (frozen encoder and anchor).
+        sample_rate: rate of the waveforms (resampled to the encoder's when they differ).
+        lambda_sig, lambda_neg: weights of the signal and contamination terms (0: not computed).
+        batch_size: waveforms per encoder call; 0 puts all of them in one call.
+    """
+
+    stack: object
+    sample_rate: int
+    lambda_sig: float = 0.0
+    lambda_neg: float = 0.0
+    batch_size: int = 0
+
+    @torch.no_grad()
+    def embed(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """``phi_a`` of every waveform. Shape: ``(N, samples)`` -> ``(N, D)`` float32, unit rows."""
+        enc = self.stack.encoder
+        bs = self.batch_size or int(waveforms.shape[0])
+        return enc.embed_audio(waveforms.float(), self.sample_rate, batch_size=bs,
+                               resample=int(self.sample_rate) != int(enc.sample_rate)).float()
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor, z: torch.Tensor, z_neg: torch.Tensor | None = None,
+                 references: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Rewards and their terms.
+
+        Shape:
+            waveforms: ``(N, samples)``; z: ``(N, D)`` target anchors; z_neg: ``(N, D)`` or
+            ``(N, n_neg, D)`` interferer anchors (needed when ``lambda_neg > 0``); references:
+            ``(N, samples)`` clean targets (needed when ``lambda_sig > 0``).
+            returns ``R (N,)`` float32 and ``{"semantic", "signal", "contamination"}`` each ``(N,)``
+            (a term whose weight is 0 is reported as 0).
+        """
+        if waveforms.dim() != 2 or z.shape != (waveforms.shape[0], z.shape[-1]):
+            raise ValueError(f"waveforms must be (N, samples) and z (N, D), got {tuple(waveforms.shape)}, "
+                             f"{tuple(z.shape)}")
+        a = self.embed(waveforms)
+        semantic = F.cosine_similarity(a, z.to(a), dim=-1, eps=1e-8)
+        zero = torch.zeros_like(semantic)
+        signal, contamination = zero, zero
+        if self.lambda_sig:
+            if references is None:
+                raise ValueError("lambda_sig > 0 needs the clean references")
+            signal = signal_term(waveforms, references.to(waveforms)).to(a)
+        if self.lambda_neg:
+            if z_neg is None:
+                raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
+            zn = z_neg.to(a) if z_neg.dim() == 3 else z_neg.to(a).unsqueeze(1)
+            contamination = F.cosine_similarity(a.unsqueeze(1), zn, dim=-1, eps=1e-8).mean(1)
+        reward = semantic + self.lambda_sig * signal - self.lambda_neg * contamination
+        return reward.float(), {"semantic": semantic.float(), "signal": signal.float(),
+                                "contamination": contamination.float()}

@@ -1,0 +1,218 @@
+"""One rollout (method.md section 5): old-policy masks, G samples per item, waveforms, rewards.
+
+For ``B`` training mixtures with ``K = n_sources`` items each (every source is a target with
+its own query, as in supervised training; ``N = B K`` items, item ``n = b K + k``):
+
+1. ``P_old = sigmoid(z)`` from the frozen old policy, one U-Net pass per mixture, no gradient;
+2. ``G`` masks per item ``M ~ prod_ft Beta(1 + kappa P_old, 1 + kappa (1 - P_old))``
+   (:func:`~mars_core.rl.policy.sample_masks`), with the torch generator seeded by
+   ``(seed, step)`` so a step's samples depend on nothing else (resumption is exact);
+3. their per-bin log-probabilities under the old policy (kept fixed for the whole update);
+4. ``G x N`` waveforms: each mask unwarped, applied to the mixture magnitude, iSTFT with the
+   mixture phase -- one batched :meth:`~mars_core.audio.FrontEnd.reconstruct` call;
+5. their rewards in one batched reward-encoder call (:class:`~mars_core.rl.rewards.RewardModel`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..audio import FrontEnd
+from ..data.mixing import MixtureDataset, collate
+from ..queries import QueryBank, compose, item_queries, mixup_weights, modality_embeddings
+from ..seeding import item_rng
+from . import policy
+from .rewards import RewardModel, anchors
+
+
+@dataclass
+class RLBatch:
+    """The inputs of one step (on the policy's device).
+
+    Shape:
+        features ``(B, 1, F, T)``; queries ``(B, K, D_q)``; mixtures ``(B, samples)``;
+        sources ``(B, K, samples)`` (source k is item k's clean target);
+        z ``(N, D_r)`` target anchors; z_neg ``(N, K - 1, D_r)`` anchors of the other sources.
+    """
+
+    features: torch.Tensor
+    queries: torch.Tensor
+    mixtures: torch.Tensor
+    sources: torch.Tensor
+    z: torch.Tensor
+    z_neg: torch.Tensor
+
+    @property
+    def n_mixtures(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.queries.shape[0] * self.queries.shape[1])
+
+
+def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack, fe: FrontEnd, step: int,
+             batch_mixtures: int, query: str = "mixup", seed: int = 0,
+             device: str | torch.device = "cpu") -> RLBatch:
+    """Mixtures ``step * B ... step * B + B - 1`` of ``ds`` with every source as an item.
+
+    Queries from the separator's ``bank`` (Query-Mixup weights from
+    ``item_rng(seed, "rl-query-mixup", step)``); anchors from the reward encoder's ``reward_bank``.
+    A pure function of ``(data seed, seed, step)``.
+    """
+    b = batch_mixtures
+    items = [ds[step * b + j] for j in range(b)]
+    batch = collate(items)
+    refs = [r for it in items for r in item_queries(ds, it)]
+    k = len(items[0]["classes"])
+    weights = mixup_weights(item_rng(seed, "rl-query-mixup", step), len(refs)) if query == "mixup" else None
+    q = compose(modality_embeddings(bank, refs), query, weights).reshape(b, k, -1)
+    z = anchors(stack, reward_bank, refs).reshape(b, k, -1)
+    others = [[j for j in range(k) if j != i] for i in range(k)]
+    z_neg = torch.stack([z[:, o] for o in others], dim=1)  # (B, K, K - 1, D)
+    mix = batch["mixture"].to(device)
+    return RLBatch(fe.features(mix), q.float().to(device), mix, batch["sources"].to(device),
+                   z.reshape(b * k, -1).to(device), z_neg.reshape(b * k, k - 1, -1).to(device))
+
+
+def policy_proposal(model: torch.nn.Module, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """``P = sigmoid(z)`` for every item, one U-Net pass per mixture.
+
+    Shape:
+        features ``(B, 1, F, T)``; queries ``(B, K, D)``; returns ``(B K, F, T)`` (item ``b K + k``).
+    """
+    from ..supervised import multi_query_logits
+
+    logits = multi_query_logits(model, features, queries)
+    return torch.sigmoid(logits).reshape(-1, *logits.shape[-2:])
+
+
+# --------------------------------------------------------------------------- Beta terms in closed form
+# alpha + beta = 2 + kappa for every bin, so lgamma(alpha + beta) and digamma(alpha + beta) are
+# constants. These equal mars_core.rl.policy.log_prob / entropy / kl (tested) at a fraction of
+# the cost of torch.distributions' Dirichlet-based forms, which evaluate the Gamma functions on
+# stacked (alpha, beta) pairs, once per sampled mask, and recompute the constant terms.
+def _log_norm(a: torch.Tensor, b: torch.Tensor, kappa: float) -> torch.Tensor:
+    """``log B(alpha, beta) = lgamma(alpha) + lgamma(beta) - lgamma(2 + kappa)``."""
+    return torch.lgamma(a) + torch.lgamma(b) - math.lgamma(2.0 + kappa)
+
+
+def beta_log_prob(P: torch.Tensor, masks: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin ``log Beta(m; alpha, beta) = (alpha - 1) log m + (beta - 1) log(1 - m) - log B(alpha, beta)``,
+    ``P`` broadcast over the group axis (the Gamma functions once per bin of ``P``, not per mask).
+
+    Shape:
+        P ``(N, 1, F, T)``; masks ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
+    """
+    a, b = policy.beta_params(P, kappa)
+    m = policy.clamp_sample(masks)
+    return (a - 1.0) * torch.log(m) + (b - 1.0) * torch.log1p(-m) - _log_norm(a, b, kappa)
+
+
+def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin entropy ``log B(alpha, beta) - (alpha - 1) psi(alpha) - (beta - 1) psi(beta) + kappa psi(2 + kappa)``.
+
+    Shape: like ``P``.
+    """
+    a, b = policy.beta_params(P, kappa)
+    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
+    return _log_norm(a, b, kappa) - (a - 1.0) * torch.digamma(a) - (b - 1.0) * torch.digamma(b) + kappa * psi_sum
+
+
+def beta_kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin ``KL(pi_new || pi_old) = log B(a0, b0) - log B(a1, b1) + (a1 - a0) psi(a1) + (b1 - b0) psi(b1)``
+    (the ``psi(a + b)`` term cancels: both sums are ``2 + kappa``). Shape: broadcast of the inputs.
+    """
+    a1, b1 = policy.beta_params(P_new, kappa)
+    a0, b0 = policy.beta_params(P_old, kappa)
+    return (_log_norm(a0, b0, kappa) - _log_norm(a1, b1, kappa) + (a1 - a0) * torch.digamma(a1)
+            + (b1 - b0) * torch.digamma(b1))
+
+
+def reconstruct_group(fe: FrontEnd, masks: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
+    """Waveforms of many warped masks per mixture with the mixture's magnitude and phase (one batched call).
+
+    Shape:
+        masks ``(B, ..., F, T)`` (e.g. ``(B, K, G, F, T)``); mixtures ``(B, samples)``;
+        returns ``(B, ..., samples)``.
+    """
+    extra = masks.dim() - 3
+    return fe.reconstruct(masks, mixtures.reshape(mixtures.shape[0], *([1] * extra), mixtures.shape[-1]))
+
+
+@dataclass
+class Rollout:
+    """Everything the update needs from one rollout (items ``n = b K + k``).
+
+    Shape:
+        features ``(B, 1, F, T)``; queries ``(B, K, D)``; P_old ``(N, F, T)``;
+        masks, old_logp ``(N, G, F, T)``; rewards ``(N, G)``; terms: each ``(N, G)``;
+        waveforms ``(N, G, samples)``; timings: seconds of ``policy``, ``rollout``
+        (sampling, log-probs, reconstruction) and ``reward``.
+    """
+
+    features: torch.Tensor
+    queries: torch.Tensor
+    P_old: torch.Tensor
+    masks: torch.Tensor
+    old_logp: torch.Tensor
+    rewards: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    waveforms: torch.Tensor
+    kappa: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def group_size(self) -> int:
+        return int(self.masks.shape[1])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel, kappa: float,
+            group_size: int, seed: int | None = None) -> Rollout:
+    """Sample ``group_size`` masks per item from ``old_policy``, rebuild and reward them.
+
+    ``seed``: the torch generator is seeded with it for the sampling (and restored after), so
+    equal seeds give equal masks; ``None`` uses the global generator as it is.
+    """
+    dev = batch.features.device
+    t0 = time.perf_counter()
+    P_old = policy_proposal(old_policy, batch.features, batch.queries).float()
+    _sync(dev)
+    t1 = time.perf_counter()
+    if seed is None:
+        masks = policy.sample_masks(P_old, kappa, group_size)
+    else:
+        cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            masks = policy.sample_masks(P_old, kappa, group_size)
+    old_logp = beta_log_prob(P_old.unsqueeze(1), masks, kappa)
+    b, n, g = batch.n_mixtures, batch.n_items, group_size
+    wav = reconstruct_group(fe, masks.reshape(b, n // b, g, *masks.shape[-2:]), batch.mixtures).reshape(n, g, -1)
+    _sync(dev)
+    t2 = time.perf_counter()
+    rep = lambda x: x.repeat_interleave(g, dim=0)  # noqa: E731  item-major: row n G + i is sample i of item n
+    z_neg = rep(batch.z_neg) if reward_model.lambda_neg and batch.z_neg.shape[1] else None
+    refs = rep(batch.sources.reshape(n, -1)) if reward_model.lambda_sig else None
+    rewards, terms = reward_model(wav.reshape(n * g, -1), rep(batch.z), z_neg, refs)
+    _sync(dev)
+    t3 = time.perf_counter()
+    return Rollout(batch.features, batch.queries, P_old, masks, old_logp, rewards.reshape(n, g),
+                   {k: v.reshape(n, g) for k, v in terms.items()}, wav, float(kappa),
+                   {"policy": t1 - t0, "rollout": t2 - t1, "reward": t3 - t2})
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of a step: a stable 63-bit integer from ``(seed, step)``."""
+    return int(item_rng(seed, "rl-masks", step).integers(0, 2**63 - 1))
+

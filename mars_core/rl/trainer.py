@@ -1,0 +1,391 @@
+"""RL fine-tuning of the separator: PPO/GRPO with the Beta mask policy (method.md sections 4-6).
+
+One step (CleanRL's order):
+
+1. refresh the frozen old policy ``theta_old <- theta``;
+2. rollout (:mod:`mars_core.rl.rollout`): mixtures ``step * B ...`` of ``train``, every source an
+   item, ``G`` masks per item from ``pi_theta_old``, waveforms, rewards;
+3. advantages, once per batch: group-normalised (``advantage="group"``) or EMA baseline with
+   batch normalisation (``"ema"``); never re-normalised per minibatch;
+4. ``ppo_epochs`` passes over the batch in ``minibatches`` shuffled minibatches of mixtures:
+   per-bin :func:`~mars_core.rl.ppo.ppo_loss` (clipped surrogate, entropy bonus, KL to the old
+   policy), AdamW, gradient norm clipped;
+5. every ``eval_every`` steps: SDR and SI-SDRi of the deterministic mode ``P`` on fixed ``val``
+   mixtures (centred crops, gain 1, omni query), and the judge's semantic score when a judge is
+   given. The best val SDR -- a metric the reward never sees -- selects the returned weights
+   (step 0, the supervised start, is logged but not eligible).
+
+Project decision: the policy runs with BatchNorm in **eval mode** (the running statistics of
+the supervised stage; affine parameters still train). The old and the new policy then give the
+same ``P`` for an input whatever the minibatch, so the ratio is exactly 1 before the first update
+(with one epoch of one minibatch, ``approx_kl`` and ``clipfrac`` are 0: the paper's REINFORCE).
+
+``last.pt`` (model, optimiser, EMA baseline, step, history, best weights, RNG state, run
+config) is written atomically every ``ckpt_every`` steps; each step's data, Query-Mixup weights,
+masks and minibatch order are pure functions of ``(seed, step)``, so a killed run resumes to the
+same weights as an uninterrupted one (bit-exact on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import FrontEnd
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..config import Profile, RLConfig, get_profile, rl_preset
+from ..data.manifest import data_root
+from ..data.mixing import MixtureDataset
+from ..encoders.stack import load_reward_stack
+from ..queries import (TRAIN_QUERIES, QueryBank, compose, encoder_fingerprint, load_or_build_query_bank,
+                       load_query_encoder, modality_embeddings)
+from ..seeding import item_rng
+from ..supervised import ValidationSet, config_hash, load_or_train, load_separator, save_separator, validate
+from . import policy
+from .advantages import EMABaseline, group_advantages
+from .ppo import ppo_loss
+from .rewards import RewardModel, reward_bank as build_reward_bank
+from .rollout import Rollout, beta_entropy, beta_kl, beta_log_prob, policy_proposal, rl_batch, rollout, step_seed
+
+STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
+             "reward_signal", "reward_contamination", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
+             "entropy", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm", "t_policy", "t_rollout",
+             "t_reward", "t_update")
+"""Per-step entries of ``history`` (PPO statistics are means over the step's updates)."""
+VAL_KEYS = ("val_step", "val_sdr", "val_si_sdri", "val_semantic")
+"""Per-validation entries of ``history`` (``val_semantic`` is NaN without a judge)."""
+
+
+# --------------------------------------------------------------------------- config
+def check_config(cfg: RLConfig) -> None:
+    """Raise ``ValueError`` naming the first invalid field of an :class:`RLConfig`."""
+    for name in ("steps", "batch_mixtures", "group_size", "ppo_epochs", "minibatches", "eval_every", "ckpt_every",
+                 "val_mixtures"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.advantage not in ("group", "ema"):
+        raise ValueError(f"advantage must be 'group' or 'ema', got {cfg.advantage!r}")
+    if cfg.advantage == "group" and cfg.group_size == 1:
+        raise ValueError("group_size=1 with advantage='group': a group of one sample has std 0, so every "
+                         "advantage would be 0 and nothing would be learned; use group_size >= 2 or "
+                         "advantage='ema' (the paper's batch-as-group reading)")
+    if cfg.minibatches > cfg.batch_mixtures:
+        raise ValueError(f"minibatches ({cfg.minibatches}) cannot exceed batch_mixtures ({cfg.batch_mixtures}): "
+                         "minibatches split the batch's mixtures")
+    if cfg.kappa <= 0 or cfg.kappa_end <= 0:
+        raise ValueError(f"kappa and kappa_end must be > 0, got {cfg.kappa}, {cfg.kappa_end}")
+    if cfg.kappa_schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"kappa_schedule must be constant, linear or cosine, got {cfg.kappa_schedule!r}")
+    if cfg.query not in TRAIN_QUERIES:
+        raise ValueError(f"query must be one of {TRAIN_QUERIES}, got {cfg.query!r}")
+    if cfg.clip_eps <= 0 or cfg.lr <= 0 or cfg.grad_clip <= 0:
+        raise ValueError("clip_eps, lr and grad_clip must be > 0")
+    for name in ("ent_coef", "kl_coef", "lambda_sig", "lambda_neg", "weight_decay", "reward_batch_size"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 < cfg.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
+
+
+def separator_key(model: torch.nn.Module) -> str:
+    """16 hex digits of the sha256 of a separator's weights (the start of an RL run)."""
+    return encoder_fingerprint(model)[:16]
+
+
+def run_config(profile: Profile, cfg: RLConfig, start_key: str, bank_key: str, stack) -> dict[str, Any]:
+    """What an RL run depends on: sizes, the RL config, the starting separator, the query bank and the reward stack."""
+    return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
+            "separator": asdict(profile.separator), "rl": asdict(cfg), "start": start_key, "queries": bank_key,
+            "reward": stack.key, "aligned": bool(stack.aligned)}
+
+
+def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) -> tuple[torch.Tensor, float]:
+    """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``."""
+    if cfg.advantage == "group":
+        return group_advantages(rewards)
+    return ema(rewards)
+
+
+# --------------------------------------------------------------------------- the update
+def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, adv: torch.Tensor, cfg: RLConfig,
+               step: int) -> dict[str, float]:
+    """``ppo_epochs x minibatches`` clipped updates on one rollout; the mean of each statistic.
+
+    Minibatches split the mixtures (all ``K`` items of a mixture share its U-Net pass), in an
+    order drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``.
+    """
+    b, k = ro.queries.shape[:2]
+    adv = adv.to(ro.rewards.device)
+    sums: dict[str, float] = {}
+    n = 0
+    for epoch in range(cfg.ppo_epochs):
+        order = torch.as_tensor(item_rng(cfg.seed, "rl-minibatch", step, epoch).permutation(b))
+        for mb in order.tensor_split(cfg.minibatches):
+            mb = mb.to(ro.features.device)
+            items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
+            P = policy_proposal(model, ro.features[mb], ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+            new_logp = beta_log_prob(P, ro.masks[items], ro.kappa)
+            ent = beta_entropy(P, ro.kappa)
+            kl_t = beta_kl(P, ro.P_old[items].unsqueeze(1), ro.kappa) if cfg.kl_coef > 0 else None
+            loss, stats = ppo_loss(new_logp, ro.old_logp[items], adv[items], ent, kl_t, clip_eps=cfg.clip_eps,
+                                   ent_coef=cfg.ent_coef, kl_coef=cfg.kl_coef)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            for key, v in stats.items():
+                sums[key] = sums.get(key, 0.0) + v
+            n += 1
+    return {key: v / n for key, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- validation
+@dataclass
+class RLValidation:
+    """Fixed validation mixtures: the SDR set and, for the judge, the same items as an EvalSet."""
+
+    val: ValidationSet
+    eval_set: Any
+    scorer: Any = None
+
+
+def validation(profile: Profile, bank: QueryBank, n: int, *, judge=None, build_dir=None,
+               device: str | torch.device = "cpu") -> RLValidation:
+    """The first ``n`` ``val`` mixtures under the evaluation protocol (centred crops, gain 1) with
+    the target's omni query; a :class:`~mars_core.evaluate.JudgeScorer` when ``judge`` is given."""
+    from ..evaluate import JudgeScorer, load_eval_set
+
+    es = load_eval_set(profile, "val", n, build_dir=build_dir)
+    q = compose(modality_embeddings(bank, es.refs), "omni")
+    mix = es.mixtures.to(device)
+    val = ValidationSet(FrontEnd(profile.audio).features(mix), q.float().to(device), mix, es.sources[:, 0].to(device))
+    scorer = JudgeScorer(judge, es, profile.audio.sample_rate) if judge is not None else None
+    return RLValidation(val, es, scorer)
+
+
+@torch.no_grad()
+def validate_rl(model: torch.nn.Module, rv: RLValidation, fe: FrontEnd) -> dict[str, float]:
+    """``sdr``, ``si_sdri`` (:func:`mars_core.supervised.validate`) and the judge's ``semantic`` (NaN without one)."""
+    out = dict(validate(model, rv.val, fe))
+    out["semantic"] = float("nan")
+    if rv.scorer is not None:
+        was = model.training
+        model.eval()
+        est = torch.cat([fe.reconstruct(model(rv.val.features[i:i + 16], rv.val.queries[i:i + 16]),
+                                        rv.val.mixtures[i:i + 16]) for i in range(0, len(rv.val.queries), 16)])
+        model.train(was)
+        sem = rv.scorer(est.float().cpu())["semantic"]
+        out["semantic"] = float(np.nanmean(sem)) if np.isfinite(sem).any() else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- run bookkeeping
+def _empty_history() -> dict[str, list]:
+    return {k: [] for k in STEP_KEYS + VAL_KEYS}
+
+
+@dataclass
+class _State:
+    history: dict = field(default_factory=_empty_history)
+    best_sdr: float = -math.inf
+    best_step: int = -1
+    best_state: dict | None = None
+    wall_s: float = 0.0
+
+
+def _save_last(path: Path, run_cfg: dict, step: int, model, opt, ema: EMABaseline, st: _State) -> None:
+    save_checkpoint(path, config=run_cfg, step=step, model=model.state_dict(), optimizer=opt.state_dict(),
+                    ema=ema.state_dict(), history=st.history, best_sdr=st.best_sdr, best_step=st.best_step,
+                    best_state=st.best_state, wall_s=st.wall_s)
+
+
+def _resume(path: Path, run_cfg: dict, model, opt, ema: EMABaseline) -> tuple[int, _State]:
+    blob = load_checkpoint(path, restore_rng=True)
+    if blob["config"] != run_cfg:
+        raise ValueError(f"{path} belongs to an RL run with another configuration, start, encoder or data; "
+                         "use another run directory or resume=False")
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    ema.load_state_dict(blob["ema"])
+    return blob["step"], _State(blob["history"], blob["best_sdr"], blob["best_step"], blob["best_state"],
+                                blob["wall_s"])
+
+
+def _log_val(st: _State, step: int, v: dict[str, float]) -> None:
+    h = st.history
+    h["val_step"].append(step), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
+    h["val_semantic"].append(v["semantic"])
+
+
+# --------------------------------------------------------------------------- the loop
+def train_rl(
+    profile: str | Profile | None,
+    cfg: RLConfig | None = None,
+    *,
+    separator: torch.nn.Module,
+    bank: QueryBank,
+    stack,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    build_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    judge: Any = "auto",
+    reward_bank: QueryBank | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Fine-tune ``separator`` (not modified: a copy is trained) with PPO/GRPO; return the best model.
+
+    Args:
+        profile: sizes; ``cfg`` defaults to ``profile.rl`` (the ``plus`` preset).
+        separator: the supervised starting point; bank: its query embeddings.
+        stack: the reward stack (:func:`mars_core.encoders.stack.load_reward_stack`); moved to ``device``.
+        run_dir: where ``last.pt`` goes; one holding the same run is resumed (unless ``resume=False``),
+            one holding another run raises ``ValueError``.
+        stop_after: stop (checkpointed) after this many steps, as a killed run would.
+        judge: ``"auto"`` (:func:`mars_core.evaluate.load_judge`), an encoder, or ``None`` (no semantic score).
+        reward_bank: the reward encoder's embeddings of the build (default :func:`~mars_core.rl.rewards.reward_bank`).
+
+    Returns:
+        ``(model, history)``: eval-mode model with the best validation step's weights (the last
+        ones if stopped early); ``history`` holds :data:`STEP_KEYS` per step, :data:`VAL_KEYS`
+        per validation (step 0 = the start), and ``best_step``, ``best_sdr``, ``wall_s``,
+        ``steps_done``, ``preset``.
+    """
+    prof = get_profile(profile)
+    cfg = cfg or prof.rl
+    check_config(cfg)
+    if bank.dim != prof.separator.query_dim:
+        raise ValueError(f"query embeddings are {bank.dim}-d but the separator expects query_dim="
+                         f"{prof.separator.query_dim}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    build_dir = Path(build_dir) if build_dir is not None else None
+    run_cfg = run_config(prof, cfg, separator_key(separator), bank.key, stack)
+    fe = FrontEnd(prof.audio)
+    stack.encoder.to(device), stack.anchor.to(device)
+    rbank = reward_bank if reward_bank is not None else build_reward_bank(stack, prof, build_dir=build_dir,
+                                                                            progress=progress)
+    reward_model = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
+    model = copy.deepcopy(separator).to(device).eval()  # BatchNorm in eval mode throughout (module docstring)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    old_policy = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMABaseline(decay=cfg.ema_decay)
+    ds = MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
+    if isinstance(judge, str):
+        from ..evaluate import load_judge
+
+        judge = load_judge(prof)
+    rv = validation(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), judge=judge, build_dir=build_dir,
+                    device=device)
+    last = Path(run_dir) / "last.pt" if run_dir is not None else None
+    start, st = 0, _State()
+    if last is not None and resume and last.exists():
+        start, st = _resume(last, run_cfg, model, opt, ema)
+    if start == 0:
+        _log_val(st, 0, validate_rl(model, rv, fe))
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    quiet = {} if progress else {"disable": True}
+    bar = tqdm(range(start, end), desc=f"RL {cfg.preset} {prof.name}", initial=start, total=cfg.steps, **quiet)
+    t0 = time.perf_counter()
+    for step in bar:
+        kappa = policy.kappa_schedule(step, cfg.steps, cfg.kappa, cfg.kappa_end, cfg.kappa_schedule)
+        old_policy.load_state_dict(model.state_dict())
+        batch = rl_batch(ds, bank, rbank, stack, fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, device)
+        ro = rollout(old_policy, batch, fe, reward_model, kappa, cfg.group_size, seed=step_seed(cfg.seed, step))
+        adv, frac_zero = advantages(ro.rewards.cpu(), cfg, ema)
+        tu = time.perf_counter()
+        stats = ppo_update(model, opt, ro, adv, cfg, step)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_update = time.perf_counter() - tu
+        r = ro.rewards.cpu()
+        row = {"step": step, "kappa": kappa, "lr": opt.param_groups[0]["lr"], "reward_mean": r.mean().item(),
+               "reward_std": r.std(unbiased=False).item(), "reward_group_std": r.std(1, unbiased=False).mean().item(),
+               "reward_semantic": ro.terms["semantic"].mean().item(), "reward_signal": ro.terms["signal"].mean().item(),
+               "reward_contamination": ro.terms["contamination"].mean().item(), "adv_mean": adv.mean().item(),
+               "adv_std": adv.std(unbiased=False).item(), "frac_zero_std": frac_zero, "entropy": stats["entropy_loss"],
+               "t_policy": ro.timings["policy"], "t_rollout": ro.timings["rollout"], "t_reward": ro.timings["reward"],
+               "t_update": t_update, **{k: stats[k] for k in ("loss", "pg_loss", "kl_loss", "approx_kl", "clipfrac",
+                                                            "ratio_mean", "grad_norm")}}
+        for key in STEP_KEYS:
+            st.history[key].append(row[key])
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            v = validate_rl(model, rv, fe)
+            _log_val(st, done, v)
+            if v["sdr"] > st.best_sdr:
+                st.best_sdr, st.best_step = v["sdr"], done
+                st.best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", val_sdr=f"{v['sdr']:.2f}")
+        if last is not None and (done % cfg.ckpt_every == 0 or done == end):
+            st.wall_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _save_last(last, run_cfg, done, model, opt, ema, st)
+    st.wall_s += time.perf_counter() - t0
+    history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end,
+                   preset=cfg.preset)
+    if end == cfg.steps and st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    return model.cpu().eval(), history
+
+
+# --------------------------------------------------------------------------- load or train
+def runs_dir() -> Path:
+    """``$MARS_DATA/runs/rl``: where :func:`load_or_train_rl` keeps its runs."""
+    return data_root() / "runs" / "rl"
+
+
+def load_or_train_rl(
+    profile: str | Profile | None = None,
+    preset: str = "plus",
+    *,
+    aligned: bool = True,
+    run_root: str | os.PathLike | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+    config: RLConfig | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """An RL-fine-tuned separator for ``(profile, preset, aligned)``, trained only if none exists.
+
+    Loads the profile's query encoder and bank, the supervised separator
+    (:func:`mars_core.supervised.load_or_train`) and the reward stack
+    (:func:`mars_core.encoders.stack.load_reward_stack`), then looks for
+    ``<run_root or $MARS_DATA/runs/rl>/<profile>-<preset>-<hash>/final.pt`` whose run config
+    (:func:`run_config`: RL config, starting separator's weights, query bank key, reward stack
+    key) matches; otherwise trains there (resuming a killed run) and writes ``final.pt``.
+
+    Args:
+        config: overrides ``rl_preset(profile, preset)`` (e.g. fewer steps).
+
+    Returns:
+        ``(model, history)``; ``history["source"]`` names the file, ``history["supervised_source"]``
+        the starting separator.
+    """
+    prof = get_profile(profile)
+    cfg = config or rl_preset(prof, preset)
+    check_config(cfg)
+    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress)
+    separator, sup_hist = load_or_train(prof, bank=bank, progress=progress)
+    stack = load_reward_stack(prof, aligned=aligned, progress=progress)
+    run_cfg = run_config(prof, cfg, separator_key(separator), bank.key, stack)
+    run_dir = Path(run_root or runs_dir()) / f"{prof.name}-{cfg.preset}-{config_hash(run_cfg)}"
+    final = run_dir / "final.pt"
+    if not retrain and final.exists():
+        model, blob = load_separator(final)
+        if blob["config"] == run_cfg:
+            return model, dict(blob["history"], source=str(final), supervised_source=sup_hist.get("source"))
+    model, history = train_rl(prof, cfg, separator=separator, bank=bank, stack=stack, run_dir=run_dir,
+                              resume=not retrain, progress=progress)
+    save_separator(final, model, run_cfg=run_cfg, history=history)
+    return model, dict(history, source=str(final), supervised_source=sup_hist.get("source"))

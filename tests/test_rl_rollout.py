@@ -1,0 +1,182 @@
+"""Rollout: closed-form Beta terms, batch layout, reconstruction, item order, determinism under a seed."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+import torch
+
+from mars_core.audio import FrontEnd
+from mars_core.config import get_profile
+from mars_core.data.mixing import MixtureDataset
+from mars_core.encoders.anchor import MLBPAnchor
+from mars_core.encoders.minibind import MiniBind
+from mars_core.encoders.stack import RewardStack
+from mars_core.queries import build_query_bank, item_queries
+from mars_core.rl import policy
+from mars_core.rl.rewards import RewardModel, anchors
+from mars_core.rl.rollout import (beta_entropy, beta_kl, beta_log_prob, policy_proposal, reconstruct_group, rl_batch,
+                                  rollout, step_seed)
+from mars_core.supervised import new_separator
+from tests.test_queries import fake_bank
+
+SMOKE = get_profile("smoke")
+
+
+# --------------------------------------------------------------------------- shared helpers (also used by test_rl_trainer)
+@lru_cache(maxsize=None)
+def smoke_stack(build_dir: str):
+    """A reward stack of the smoke size (seeded MiniBind, MLBP of rank 16) and its bank on ``build_dir``."""
+    torch.manual_seed(0)
+    enc = MiniBind.from_profile(SMOKE, seed=0).eval().requires_grad_(False)
+    stack = RewardStack(enc, MLBPAnchor(enc.embed_dim, 16).eval().requires_grad_(False), aligned=True, key="test-stack")
+    return stack, build_query_bank(enc, Path(build_dir), SMOKE.audio.sample_rate, progress=False)
+
+
+def trained_looking_separator(seed: int = 0):
+    """A smoke separator whose maps matter (the reference init is nearly zero, so P would be 0.5 everywhere)."""
+    model = new_separator(SMOKE, seed, query_init_std=1.0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def parts(fake_build):
+    stack, rbank = smoke_stack(str(fake_build))
+    bank = fake_bank(fake_build, SMOKE.separator.query_dim)
+    ds = MixtureDataset("train", SMOKE, n_items=8, build_dir=fake_build, load_images=False)
+    return {"stack": stack, "rbank": rbank, "bank": bank, "ds": ds, "fe": FrontEnd(SMOKE.audio)}
+
+
+def _batch(parts, step=0, b=2):
+    return rl_batch(parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], step, b, "mixup", 0)
+
+
+# --------------------------------------------------------------------------- Beta terms in closed form
+@pytest.mark.parametrize("kappa", [1.0, 9.0, 30.0])
+def test_closed_form_beta_terms_match_scipy_and_the_policy(kappa):
+    P = torch.tensor([0.0, 1e-7, 0.1, 0.5, 0.83, 1.0 - 1e-7, 1.0]).reshape(7, 1, 1, 1)
+    masks = torch.tensor([[0.05, 0.3], [0.5, 0.0], [0.7, 0.95], [0.2, 1.0], [0.6, 0.01], [0.99, 0.4], [0.5, 1e-9]])
+    masks = masks.reshape(7, 2, 1, 1)
+    a, b = (1 + kappa * P).double().numpy(), (1 + kappa * (1 - P)).double().numpy()
+    m = masks.float().clamp(1e-6, 1 - 1e-6).double().numpy()  # clamped in float32, as the policy does
+    np.testing.assert_allclose(beta_log_prob(P, masks, kappa).double().numpy(), scipy.stats.beta.logpdf(m, a, b),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(beta_log_prob(P, masks, kappa), policy.log_prob(P, masks, kappa), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(beta_entropy(P, kappa).double().numpy(), scipy.stats.beta.entropy(a, b),
+                               rtol=1e-4, atol=1e-5)
+    P_old = P.flip(0)
+    a0, b0 = (1 + kappa * P_old).double().numpy(), (1 + kappa * (1 - P_old)).double().numpy()
+    lbeta = lambda x, y: scipy.special.betaln(x, y)  # noqa: E731
+    psi = scipy.special.digamma
+    kl_ref = lbeta(a0, b0) - lbeta(a, b) + (a - a0) * psi(a) + (b - b0) * psi(b) + (a0 - a + b0 - b) * psi(a + b)
+    np.testing.assert_allclose(beta_kl(P, P_old, kappa).double().numpy(), kl_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(beta_kl(P, P_old, kappa), policy.kl(P, P_old, kappa), rtol=1e-4, atol=1e-5)
+    assert torch.all(beta_kl(P, P, kappa).abs() < 1e-5)
+
+
+def test_closed_form_beta_gradients_match_the_policy():
+    P = torch.rand(3, 1, 4, 5, generator=torch.Generator().manual_seed(0)).clamp(0.01, 0.99)
+    masks = policy.sample_masks(P[:, 0], 9.0, 4)
+    grads = []
+    for fns in ((beta_log_prob, beta_entropy, beta_kl), (policy.log_prob, policy.entropy, policy.kl)):
+        x = P.clone().requires_grad_()
+        (fns[0](x, masks, 9.0).sum() + fns[1](x, 9.0).sum() + fns[2](x, P.flip(0), 9.0).sum()).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- batch
+def test_rl_batch_layout_queries_and_anchors(parts):
+    b, step = 2, 1
+    batch = _batch(parts, step, b)
+    k, f, t = SMOKE.data.n_sources, SMOKE.audio.n_freq_warped, SMOKE.audio.n_frames
+    assert batch.features.shape == (b, 1, f, t) and batch.queries.shape == (b, k, 128)
+    assert batch.mixtures.shape == (b, SMOKE.audio.segment_samples) and batch.sources.shape == (b, k, batch.mixtures.shape[1])
+    assert batch.z.shape == (b * k, 128) and batch.z_neg.shape == (b * k, k - 1, 128) and batch.n_items == b * k
+    items = [parts["ds"][step * b + j] for j in range(b)]
+    torch.testing.assert_close(batch.mixtures, torch.from_numpy(np.stack([it["mixture"] for it in items])))
+    refs = [r for it in items for r in item_queries(parts["ds"], it)]
+    z = anchors(parts["stack"], parts["rbank"], refs)
+    torch.testing.assert_close(batch.z, z)
+    # the interferer of item (b, 0) is item (b, 1) and vice versa
+    torch.testing.assert_close(batch.z_neg[:, 0], z.reshape(b, k, -1).flip(1).reshape(b * k, -1))
+    again = _batch(parts, step, b)
+    assert torch.equal(again.queries, batch.queries) and torch.equal(again.z, batch.z)
+
+
+# --------------------------------------------------------------------------- reconstruction
+def test_reconstruct_with_the_oracle_mask_is_the_oracle_separation(parts):
+    fe = parts["fe"]
+    items = [parts["ds"][j] for j in range(2)]
+    src = torch.from_numpy(np.stack([it["sources"] for it in items])).double()
+    mix = src.sum(1)
+    oracle = fe.oracle_masks(src, mix, "ibm")  # (B, K, F, T)
+    group = oracle.unsqueeze(2).expand(-1, -1, 3, -1, -1)  # G = 3 copies
+    wav = reconstruct_group(fe, group, mix)
+    assert wav.shape == (2, 2, 3, mix.shape[-1])
+    ref = fe.oracle_separate(src, mix, "ibm", "warped")  # (B, K, samples)
+    for g in range(3):
+        torch.testing.assert_close(wav[:, :, g], ref, rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- the rollout
+def test_rollout_shapes_order_and_values(parts):
+    model = trained_looking_separator()
+    batch = _batch(parts)
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate, lambda_sig=0.5, lambda_neg=0.5)
+    G = 3
+    ro = rollout(model, batch, parts["fe"], rm, 9.0, G, seed=7)
+    n, f, t = batch.n_items, SMOKE.audio.n_freq_warped, SMOKE.audio.n_frames
+    assert ro.P_old.shape == (n, f, t) and ro.masks.shape == (n, G, f, t) and ro.old_logp.shape == (n, G, f, t)
+    assert ro.rewards.shape == (n, G) and ro.waveforms.shape == (n, G, SMOKE.audio.segment_samples)
+    assert set(ro.terms) == {"semantic", "signal", "contamination"} and all(v.shape == (n, G) for v in ro.terms.values())
+    assert set(ro.timings) == {"policy", "rollout", "reward"} and all(v >= 0 for v in ro.timings.values())
+    assert not ro.masks.requires_grad and not ro.old_logp.requires_grad and ro.group_size == G
+    assert torch.all(torch.isfinite(ro.rewards)) and ro.P_old.std() > 0.01
+    # item n = b K + k: P of (features[b], queries[b, k]) through the plain forward
+    with torch.no_grad():
+        for item in range(n):
+            b, k = divmod(item, 2)
+            p = model(batch.features[b : b + 1], batch.queries[b, k][None])[0]
+            torch.testing.assert_close(ro.P_old[item], p, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ro.old_logp, policy.log_prob(ro.P_old.unsqueeze(1), ro.masks, 9.0), rtol=1e-5, atol=1e-4)
+    # one waveform and its reward, rebuilt by hand: mask (item 3, sample 2) on mixture 1
+    wav = parts["fe"].reconstruct(ro.masks[3, 2], batch.mixtures[1])
+    torch.testing.assert_close(ro.waveforms[3, 2], wav, rtol=0, atol=1e-6)
+    r, terms = rm(wav[None], batch.z[3:4], batch.z_neg[3:4], batch.sources[1, 1][None])
+    assert math.isclose(ro.rewards[3, 2].item(), r.item(), abs_tol=1e-5)
+    assert math.isclose(ro.terms["contamination"][3, 2].item(), terms["contamination"].item(), abs_tol=1e-5)
+
+
+def test_rollout_is_deterministic_under_a_seed(parts):
+    model = trained_looking_separator()
+    batch = _batch(parts)
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate)
+    state = torch.get_rng_state()
+    a = rollout(model, batch, parts["fe"], rm, 9.0, 2, seed=step_seed(0, 3))
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
+    torch.manual_seed(123)
+    b = rollout(model, batch, parts["fe"], rm, 9.0, 2, seed=step_seed(0, 3))
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.rewards, b.rewards) and torch.equal(a.waveforms, b.waveforms)
+    c = rollout(model, batch, parts["fe"], rm, 9.0, 2, seed=step_seed(0, 4))
+    assert not torch.equal(a.masks, c.masks)
+    assert step_seed(0, 3) == step_seed(0, 3) != step_seed(1, 3)
+
+
+def test_policy_proposal_is_the_per_item_forward():
+    model = trained_looking_separator(1)
+    x, q = torch.randn(2, 1, 128, 128), torch.randn(2, 2, 128)
+    with torch.no_grad():
+        P = policy_proposal(model, x, q)
+        ref = model(x.repeat_interleave(2, 0), q.reshape(4, 128))
+    torch.testing.assert_close(P, ref, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,222 @@
+"""RL trainer: presets, config errors, history, exact resume, best-by-val-SDR, the paper preset, load_or_train_rl."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mars_core.checkpoints import load_checkpoint
+from mars_core.config import RLConfig, field_docs, get_profile, rl_preset
+from mars_core.rl import trainer as tr
+from mars_core.rl.trainer import STEP_KEYS, VAL_KEYS, check_config, train_rl
+from mars_core.supervised import load_separator
+from tests.test_queries import fake_bank
+from tests.test_rl_rollout import smoke_stack, trained_looking_separator
+
+SMOKE = get_profile("smoke")
+TINY = RLConfig(steps=4, batch_mixtures=2, group_size=2, ppo_epochs=2, minibatches=2, lambda_sig=0.5, lambda_neg=0.5,
+                eval_every=2, val_mixtures=2, ckpt_every=1)
+TIME_KEYS = ("t_policy", "t_rollout", "t_reward", "t_update")
+
+
+@pytest.fixture(scope="module")
+def env(fake_build):
+    stack, rbank = smoke_stack(str(fake_build))
+    return {"stack": stack, "reward_bank": rbank, "bank": fake_bank(fake_build, SMOKE.separator.query_dim),
+            "build_dir": fake_build}
+
+
+def _train(env, cfg=TINY, separator=None, **kw):
+    kw = dict(dict(stack=env["stack"], bank=env["bank"], reward_bank=env["reward_bank"], build_dir=env["build_dir"],
+                   judge=None, progress=False), **kw)
+    return train_rl(SMOKE, cfg, separator=separator or trained_looking_separator(), **kw)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _strip_times(h: dict) -> dict:
+    """History without wall-clock entries, and without the judge score (NaN here: NaN != NaN)."""
+    return {k: v for k, v in h.items() if k not in TIME_KEYS + ("wall_s", "val_semantic")}
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-exact reductions in both runs
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- config and presets
+def test_every_rl_field_has_a_docstring_and_the_presets():
+    docs = field_docs(RLConfig)
+    assert all(docs.get(f.name) for f in dataclasses.fields(RLConfig))
+    d = RLConfig()
+    assert (d.kappa, d.clip_eps, d.ent_coef, d.kl_coef, d.ppo_epochs, d.ema_decay, d.lr, d.weight_decay) == \
+        (9.0, 0.2, 0.1, 0.01, 2, 0.92, 2e-4, 0.01)  # method.md sections 4-6
+    for name, g in (("smoke", 4), ("cpu", 4), ("full", 8)):
+        plus = rl_preset(name, "plus")
+        assert (plus.preset, plus.group_size, plus.ppo_epochs, plus.advantage) == ("plus", g, 2, "group")
+        assert plus.lambda_sig == 0.0  # the reward never sees the ground truth that val SDR measures
+        paper = rl_preset(name, "paper")
+        assert (paper.group_size, paper.ppo_epochs, paper.minibatches, paper.advantage) == (1, 1, 1, "ema")
+        assert (paper.lambda_sig, paper.lambda_neg, paper.ent_coef) == (0.0, 0.0, 0.1)
+        assert paper.steps == plus.steps and paper.batch_mixtures == plus.batch_mixtures
+        check_config(plus), check_config(paper)
+    assert 2 * rl_preset("full").batch_mixtures == 128  # the paper's batch of 128 items
+    with pytest.raises(ValueError, match="unknown RL preset"):
+        rl_preset("smoke", "grpo")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("advantage", "gae", "advantage must be"), ("steps", 0, "steps"), ("group_size", 0, "group_size"),
+    ("minibatches", 3, "cannot exceed batch_mixtures"), ("kappa", 0.0, "kappa"), ("kappa_schedule", "exp", "kappa_schedule"),
+    ("query", "video", "query"), ("ema_decay", 1.0, "ema_decay"), ("lambda_neg", -1.0, "lambda_neg"), ("clip_eps", 0.0, "clip_eps"),
+])
+def test_bad_config_is_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        check_config(replace(TINY, **{field: value}))
+
+
+def test_group_of_one_with_group_advantages_is_refused_with_the_reason(env):
+    with pytest.raises(ValueError, match="every advantage would be 0"):
+        check_config(replace(TINY, group_size=1))
+    with pytest.raises(ValueError, match="advantage='ema'"):
+        _train(env, replace(TINY, group_size=1))
+
+
+def test_bank_dimension_must_match_separator(env, fake_build):
+    with pytest.raises(ValueError, match="query_dim=128"):
+        _train(env, bank=fake_bank(fake_build, 64))
+
+
+# --------------------------------------------------------------------------- the loop
+def test_resumed_run_reaches_the_same_weights_and_history(env, tmp_path, monkeypatch, one_thread):
+    start = trained_looking_separator()
+    before = _weights(start)
+    straight, h1 = _train(env, separator=start, run_dir=tmp_path / "a")
+    _assert_same(before, _weights(start))  # the caller's separator is not trained in place
+    assert set(STEP_KEYS + VAL_KEYS) <= set(h1) and all(len(h1[k]) == 4 for k in STEP_KEYS)
+    assert h1["val_step"] == [0, 2, 4] and h1["steps_done"] == 4 and h1["preset"] == "plus"
+    assert h1["step"] == [0, 1, 2, 3] and all(math.isnan(v) for v in h1["val_semantic"])  # no judge
+    assert all(g > 0 for g in h1["grad_norm"]) and all(0 <= c <= 1 for c in h1["clipfrac"])
+    assert all(v >= 0 for k in TIME_KEYS for v in h1[k])
+    assert any(r != 0 for r in h1["reward_signal"]) and any(r != 0 for r in h1["reward_contamination"])
+    assert not _weights(straight).keys() - before.keys()
+    assert any(not torch.equal(before[k], v) for k, v in _weights(straight).items())  # it trained
+    last_a = load_checkpoint(tmp_path / "a" / "last.pt")
+
+    # run 2: killed while building step 2's batch (last.pt holds step 2), then started again
+    real = tr.rl_batch
+    state = {"killed": False}
+
+    def dying(ds, bank, rbank, stack, fe, step, *args, **kw):
+        if step == 2 and not state["killed"]:
+            state["killed"] = True
+            raise KeyboardInterrupt("killed")
+        return real(ds, bank, rbank, stack, fe, step, *args, **kw)
+
+    monkeypatch.setattr(tr, "rl_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _train(env, separator=start, run_dir=tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 2
+    torch.manual_seed(999)  # another process: other global RNG state
+    resumed, h2 = _train(env, separator=start, run_dir=tmp_path / "b")
+    _assert_same(_weights(straight), _weights(resumed))
+    last_b = load_checkpoint(tmp_path / "b" / "last.pt")
+    _assert_same(last_a["model"], last_b["model"])
+    _assert_same(last_a["optimizer"]["state"][0], last_b["optimizer"]["state"][0])
+    assert _strip_times(h1) == _strip_times(h2)
+
+    # run 3: a clean stop after 1 step, then resume
+    _train(env, separator=start, run_dir=tmp_path / "c", stop_after=1)
+    third, h3 = _train(env, separator=start, run_dir=tmp_path / "c")
+    _assert_same(_weights(straight), _weights(third))
+    with pytest.raises(ValueError, match="another configuration"):
+        _train(env, replace(TINY, lr=1e-3), separator=start, run_dir=tmp_path / "a")
+
+
+def test_best_weights_are_the_best_validation_step(env, monkeypatch):
+    scores = iter([50.0, 1.0, 5.0, 2.0])  # step 0 (the supervised start) is logged but never selected
+    snapshots = {}
+
+    def fake_validate(model, rv, fe):
+        s = next(scores)
+        snapshots[s] = _weights(model)
+        return {"sdr": s, "si_sdri": 0.0, "semantic": float("nan")}
+
+    monkeypatch.setattr(tr, "validate_rl", fake_validate)
+    model, h = _train(env, replace(TINY, steps=6, eval_every=2, lambda_sig=0.0))
+    assert h["val_step"] == [0, 2, 4, 6] and h["val_sdr"] == [50.0, 1.0, 5.0, 2.0]
+    assert h["best_step"] == 4 and h["best_sdr"] == 5.0
+    _assert_same(_weights(model), snapshots[5.0])
+
+
+def test_paper_preset_runs_with_one_sample_and_the_ema_baseline(env, tmp_path):
+    cfg = replace(rl_preset(SMOKE, "paper"), steps=3, batch_mixtures=2, eval_every=3, val_mixtures=2, ckpt_every=3)
+    model, h = _train(env, cfg, run_dir=tmp_path)
+    assert h["preset"] == "paper" and h["reward_group_std"] == [0.0] * 3  # groups of one
+    # one epoch of one minibatch: old policy = current policy at the gradient, ratio exactly 1
+    assert max(h["approx_kl"]) < 1e-7 and h["clipfrac"] == [0.0] * 3
+    assert h["frac_zero_std"] == [0.0] * 3 and all(abs(s - 1.0) < 1e-3 for s in h["adv_std"])  # batch-normalised
+    # the EMA baseline in last.pt, recomputed from the logged batch means (decay 0.92)
+    b = h["reward_mean"][0]
+    for r in h["reward_mean"][1:]:
+        b = 0.92 * b + 0.08 * r
+    assert load_checkpoint(tmp_path / "last.pt")["ema"]["value"] == pytest.approx(b, rel=1e-5)
+
+
+def test_group_advantages_have_zero_mean_per_step(env):
+    _, h = _train(env, replace(TINY, steps=2, eval_every=2, lambda_sig=0.0, lambda_neg=0.0))
+    assert all(abs(m) < 1e-5 for m in h["adv_mean"])  # GRPO: zero mean within every group
+    assert h["reward_contamination"] == [0.0, 0.0] and h["reward_signal"] == [0.0, 0.0]
+
+
+# --------------------------------------------------------------------------- load_or_train_rl
+def test_load_or_train_rl_trains_once_per_config(env, tmp_path, monkeypatch):
+    """The caching logic, with the profile's encoder, bank, supervised model and stack replaced by small ones."""
+    start = trained_looking_separator()
+    monkeypatch.setattr(tr, "load_query_encoder", lambda prof: None)
+    monkeypatch.setattr(tr, "load_or_build_query_bank", lambda enc, prof, progress=True: env["bank"])
+    monkeypatch.setattr(tr, "load_or_train", lambda prof, bank, progress=True: (start, {"source": "sup.pt"}))
+    stacks = {True: env["stack"], False: dataclasses.replace(env["stack"], aligned=False, key="base")}
+    monkeypatch.setattr(tr, "load_reward_stack", lambda prof, aligned=True, progress=True: stacks[aligned])
+    calls = []
+    real = tr.train_rl
+
+    def counted(*args, **kw):
+        calls.append(kw["run_dir"])
+        return real(*args, **dict(kw, reward_bank=env["reward_bank"], build_dir=env["build_dir"], judge=None))
+
+    monkeypatch.setattr(tr, "train_rl", counted)
+    cfg = replace(TINY, steps=2, eval_every=2, ckpt_every=2)
+    first, h1 = tr.load_or_train_rl(SMOKE, "plus", run_root=tmp_path, progress=False, config=cfg)
+    second, h2 = tr.load_or_train_rl(SMOKE, "plus", run_root=tmp_path, progress=False, config=cfg)
+    assert len(calls) == 1 and h1["source"] == h2["source"] and h2["supervised_source"] == "sup.pt"
+    assert calls[0].name.startswith("smoke-plus-") and h1["source"] == str(calls[0] / "final.pt")
+    _assert_same(_weights(first), _weights(second))
+    model, blob = load_separator(h1["source"])
+    assert blob["config"]["rl"]["steps"] == 2 and blob["config"]["aligned"] is True
+    tr.load_or_train_rl(SMOKE, "plus", aligned=False, run_root=tmp_path, progress=False, config=cfg)
+    assert len(calls) == 2 and calls[1] != calls[0]  # another reward stack: another run
+
+
+def test_cli_parser():
+    from mars_core.rl.__main__ import _parser
+
+    args = _parser().parse_args(["--profile", "cpu", "--preset", "paper", "--unaligned", "--steps", "5"])
+    assert (args.profile, args.preset, args.unaligned, args.steps) == ("cpu", "paper", True, 5)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--preset", "grpo"])
