@@ -29,8 +29,11 @@ def _nb_of(nodeid: str) -> str | None:
 
 def pytest_collection_modifyitems(session, config, items):
     args = [Path(a.split("::")[0]).resolve() for a in config.args]
-    if any(a == NB_DIR or NB_DIR in a.parents for a in args):
-        _expected.update(p.name for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    for a in args:  # the whole folder: every numbered notebook; a single notebook: that one
+        if a == NB_DIR:
+            _expected.update(p.name for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+        elif a.suffix == ".ipynb" and NB_DIR in a.parents:
+            _expected.add(a.name)
     for item in items:
         nb = _nb_of(item.nodeid)
         if nb:

@@ -36,6 +36,15 @@ A signal is *silent* when ``sum(|x|) <= SILENCE_L1`` (1e-5), the validity test o
 CLIPSep/OmniSep's evaluation. BSS Eval returns NaN for items whose target
 reference, any interferer, or estimate is silent; :func:`evaluate_batch` marks them
 ``skipped`` with a reason and :func:`summarize` counts them.
+
+Many estimates of the same items
+--------------------------------
+The expensive part of BSS Eval is the reference side: the sources' correlations, their
+(block-)Toeplitz systems and the factorisation of those. It depends on the item only, so
+:func:`evaluate_many` scores every estimate of an item (all systems, all queries, and the
+mixture) as columns of one right-hand side: ``K`` estimates cost about one solve instead of
+``K``, with the same values as ``K`` calls of :func:`evaluate_batch`. Silence is judged per
+estimate: a silent estimate skips its own row, not the item's other estimates.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["bss_eval", "sdr", "si_sdr", "si_sdri", "is_silent", "evaluate_batch", "summarize",
+__all__ = ["bss_eval", "sdr", "si_sdr", "si_sdri", "is_silent", "evaluate_batch", "evaluate_many", "summarize",
            "semantic_score", "contamination_score"]
 
 FILTER_LENGTH = 512
@@ -58,7 +67,8 @@ SI_SDR_EPS = 1e-8
 BSS_VERSIONS = ("v4", "v3")
 """``v4``: museval ``bss_eval(window=inf)`` (paper); ``v3``: mir_eval ``bss_eval_sources``."""
 DEFAULT_CHUNK = 4
-"""Items per batched solve in :func:`bss_eval` (a 2-source chunk of 4 holds about 32 MB)."""
+"""Items per batched solve: a 2-source chunk of 4 holds about 32 MB of Toeplitz systems, plus
+cross-correlations that grow with the estimates per item (:func:`evaluate_many`)."""
 SINGULAR_LOAD = 1e-10
 """Diagonal loading (signals are unit-norm) used only when a Gram matrix is exactly singular,
 e.g. an interferer identical to the target; museval falls back to least squares there."""
@@ -207,7 +217,11 @@ def _ratios(est: np.ndarray, target: np.ndarray, coh_t: np.ndarray, coh_a: np.nd
 
 def _bss_core(est: np.ndarray, refs: np.ndarray, target_index: int, version: str, filter_length: int,
               chunk_size: int, silence_threshold: float) -> dict[str, np.ndarray]:
-    """BSS Eval of the target row for ``n_est`` estimates per item; NaN where silent.
+    """BSS Eval of the target row for ``n_est`` estimates per item, solved together; NaN where silent.
+
+    The ``n_est`` estimates of an item share its sources' Toeplitz systems (one factorisation,
+    ``n_est`` right-hand sides). Silence is per (item, estimate): a silent source voids the item's
+    row, a silent estimate only its own entry (it is solved as the target, then discarded).
 
     Shape:
         est: ``(n, n_est, time)``; refs: ``(n, n_src, time)``; returns ``(n, n_est)`` arrays.
@@ -216,13 +230,14 @@ def _bss_core(est: np.ndarray, refs: np.ndarray, target_index: int, version: str
         raise ValueError(f"signals have {est.shape[-1]} samples, fewer than filter_length={filter_length}")
     if not silence_threshold >= 0:
         raise ValueError(f"silence_threshold must be >= 0, got {silence_threshold}")
-    silent = is_silent(est, silence_threshold) | is_silent(refs, silence_threshold).any(-1, keepdims=True)
+    ok = ~is_silent(refs, silence_threshold).any(-1)
+    silent = is_silent(est, silence_threshold) | ~ok[:, None]
     out = {k: np.full(est.shape[:2], np.nan) for k in ("sdr", "sir", "sar")}
-    ok = ~silent.any(-1)
     if ok.any():
-        coh_t, coh_a = _coherences(est[ok], refs[ok], target_index, filter_length, chunk_size)
         target = np.broadcast_to(refs[ok][:, target_index : target_index + 1], est[ok].shape)
-        res = _ratios(est[ok], target, coh_t, coh_a, refs.shape[1], version)
+        e = np.where(silent[ok][..., None], target, est[ok])  # a placeholder keeps the unit norm defined
+        coh_t, coh_a = _coherences(e, refs[ok], target_index, filter_length, chunk_size)
+        res = _ratios(e, target, coh_t, coh_a, refs.shape[1], version)
         for k, v in res.items():
             out[k][ok] = np.where(silent[ok], np.nan, v)
     return out
@@ -355,39 +370,97 @@ def si_sdri(estimate: Any, reference: Any, mixture: Any, zero_mean: bool = True,
 
 
 # ----------------------------------------------------------------------------- evaluation table
-def _skip_reasons(est: np.ndarray, refs: np.ndarray, mix: np.ndarray, target_index: int,
-                  threshold: float) -> list[str]:
-    """One string per item: ``""`` when it is evaluated, else why it is skipped.
+SCORE_COLUMNS = ("sdr", "sir", "sar", "sdr_mix", "sdri", "si_sdr", "si_sdr_mix", "si_sdri")
+"""Metric columns of :func:`evaluate_batch` / :func:`evaluate_many`, in order."""
+
+
+def _skip_reasons(silent_est: np.ndarray, silent_ref: np.ndarray, silent_mix: np.ndarray,
+                  target_index: int) -> np.ndarray:
+    """Why each (item, estimate) is skipped: ``""`` when it is evaluated.
 
     Shape:
-        est, mix: ``(batch, time)``; refs: ``(batch, n_src, time)``.
+        silent_est: ``(batch, n_est)``; silent_ref: ``(batch, n_src)``; silent_mix: ``(batch,)``.
+        Returns an object array ``(batch, n_est)`` of strings.
     """
-    silent_ref = is_silent(refs, threshold)
-    silent_est, silent_mix = is_silent(est, threshold), is_silent(mix, threshold)
-    reasons = []
-    for i in range(est.shape[0]):
-        why = ["silent target reference"] if silent_ref[i, target_index] else []
-        why += [f"silent interferer (source {j})" for j in np.flatnonzero(silent_ref[i]) if j != target_index]
-        why += ["silent estimate"] * bool(silent_est[i]) + ["silent mixture"] * bool(silent_mix[i])
-        reasons.append("; ".join(why))
-    return reasons
+    out = np.empty(silent_est.shape, dtype=object)
+    for i in range(silent_est.shape[0]):
+        item = ["silent target reference"] if silent_ref[i, target_index] else []
+        item += [f"silent interferer (source {j})" for j in np.flatnonzero(silent_ref[i]) if j != target_index]
+        for k in range(silent_est.shape[1]):
+            why = item + ["silent estimate"] * bool(silent_est[i, k]) + ["silent mixture"] * bool(silent_mix[i])
+            out[i, k] = "; ".join(why)
+    return out
 
 
-def _batch_inputs(estimates: Any, references: Any, mixtures: Any, target_index: int) -> tuple[np.ndarray, ...]:
-    """Validated float64 ``(batch, time)``, ``(batch, n_src, time)``, ``(batch, time)``."""
-    est = _as_float64(estimates, "estimates")
-    refs = _as_float64(references, "references")
-    mix = _as_float64(mixtures, "mixtures")
-    if est.ndim != 2 or mix.ndim != 2 or refs.ndim != 3:
+def _as_array(x: Any) -> Any:
+    """Torch tensors and numpy arrays as they are (no copy); anything else as a float64 array."""
+    return x if _is_torch(x) or isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
+
+
+def _estimate_columns(estimates: Any) -> tuple[list, list]:
+    """``(names, [(batch, time) arrays])`` from a mapping or a ``(batch, n_est, time)`` array (views, no copy)."""
+    if isinstance(estimates, Mapping):
+        names, cols = list(estimates), [_as_array(v) for v in estimates.values()]
+    else:
+        arr = _as_array(estimates)
+        if arr.ndim != 3:
+            raise ValueError(f"estimates must be a mapping name -> (batch, time) or an array (batch, n_est, time); "
+                             f"got shape {tuple(arr.shape)}")
+        names, cols = list(range(arr.shape[1])), [arr[:, k] for k in range(arr.shape[1])]
+    if not names:
+        raise ValueError("no estimates given")
+    return names, cols
+
+
+def _check_table_inputs(cols: list, labels: list[str], references: Any, mixtures: Any, target_index: int) -> None:
+    """Shapes ``(batch, time)`` per estimate, ``(batch, n_src, time)``, ``(batch, time)``; finite values."""
+    shapes = [tuple(c.shape) for c in cols]
+    refs, mix = tuple(references.shape), tuple(mixtures.shape)
+    if any(len(sh) != 2 for sh in shapes) or len(mix) != 2 or len(refs) != 3:
         raise ValueError(f"expected estimates (batch, time), references (batch, n_src, time), mixtures "
-                         f"(batch, time); got {est.shape}, {refs.shape}, {mix.shape}")
-    if est.shape != mix.shape or refs.shape[0] != est.shape[0] or refs.shape[2] != est.shape[1]:
-        raise ValueError(f"shape mismatch: estimates {est.shape}, references {refs.shape}, mixtures {mix.shape}")
-    if not 0 <= target_index < refs.shape[1]:
-        raise ValueError(f"target_index {target_index} out of range for {refs.shape[1]} source(s)")
-    for x, name in ((est, "estimates"), (refs, "references"), (mix, "mixtures")):
-        _check_finite(x, name)
-    return est, refs, mix
+                         f"(batch, time); got {', '.join(map(str, shapes))}, {refs}, {mix}")
+    for sh, label in zip(shapes, labels):
+        if sh != mix or refs[0] != mix[0] or refs[2] != mix[1]:
+            raise ValueError(f"shape mismatch: {label} {sh}, references {refs}, mixtures {mix}")
+    if not 0 <= target_index < refs[1]:
+        raise ValueError(f"target_index {target_index} out of range for {refs[1]} source(s)")
+    for x, label in zip((*cols, references, mixtures), (*labels, "references", "mixtures")):
+        _check_finite(x, label)
+
+
+def _score_items(cols: list, labels: list[str], references: Any, mixtures: Any, target_index: int, version: str,
+                 filter_length: int, silence_threshold: float, chunk_size: int) -> dict[str, np.ndarray]:
+    """Every metric of every (item, estimate), item chunk by item chunk (float64 only per chunk).
+
+    Per chunk, the estimates and the mixture form one ``(chunk, n_est + 1, time)`` stack scored by
+    a single :func:`_bss_core` call. Returns :data:`SCORE_COLUMNS` plus ``skipped`` and
+    ``skip_reason``, each ``(batch, n_est)``.
+    """
+    _check_version(version)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_table_inputs(cols, labels, references, mixtures, target_index)
+    n, k = mixtures.shape[0], len(cols)
+    out = {c: np.full((n, k), np.nan) for c in SCORE_COLUMNS}
+    reasons = np.empty((n, k), dtype=object)
+    for lo in range(0, n, chunk_size):
+        sl = slice(lo, lo + chunk_size)
+        refs = _as_float64(references[sl], "references")
+        mix = _as_float64(mixtures[sl], "mixtures")
+        est = np.stack([_as_float64(c[sl], "estimates") for c in cols] + [mix], axis=1)  # (c, k + 1, time)
+        reasons[sl] = _skip_reasons(is_silent(est[:, :k], silence_threshold), is_silent(refs, silence_threshold),
+                                    is_silent(mix, silence_threshold), target_index)
+        bss = _bss_core(est, refs, target_index, version, filter_length, chunk_size, silence_threshold)
+        si = si_sdr(est, np.broadcast_to(refs[:, target_index : target_index + 1], est.shape))
+        out["sdr"][sl], out["sir"][sl], out["sar"][sl] = bss["sdr"][:, :k], bss["sir"][:, :k], bss["sar"][:, :k]
+        out["sdr_mix"][sl] = bss["sdr"][:, k:]
+        out["si_sdr"][sl], out["si_sdr_mix"][sl] = si[:, :k], si[:, k:]
+    out["sdri"] = out["sdr"] - out["sdr_mix"]
+    out["si_sdri"] = out["si_sdr"] - out["si_sdr_mix"]
+    skipped = reasons.astype(bool)
+    for c in SCORE_COLUMNS:
+        out[c][skipped] = np.nan
+    return {**out, "skipped": skipped, "skip_reason": reasons}
 
 
 def evaluate_batch(estimates: Any, references: Any, mixtures: Any, target_index: int = 0, *,
@@ -402,6 +475,7 @@ def evaluate_batch(estimates: Any, references: Any, mixtures: Any, target_index:
     columns (e.g. the query modality, for ``summarize(df, by=["modality"])``).
     Items whose estimate, mixture or any reference source is silent
     (:func:`is_silent`) are skipped: NaN metrics, ``skipped=True``, a reason.
+    To score several estimates of the same items, :func:`evaluate_many` is much faster.
 
     Raises ``ValueError`` on shape mismatch or on NaN/inf input (naming the item).
 
@@ -410,35 +484,61 @@ def evaluate_batch(estimates: Any, references: Any, mixtures: Any, target_index:
         references: ``(batch, n_src, time)`` all sources; row ``target_index`` is the target.
         mixtures: ``(batch, time)``.
     """
-    _check_version(version)
-    est, refs, mix = _batch_inputs(estimates, references, mixtures, target_index)
-    reasons = _skip_reasons(est, refs, mix, target_index, silence_threshold)
-    bss = _bss_core(np.stack([est, mix], axis=1), refs, target_index, version, filter_length,
-                    chunk_size, silence_threshold)
-    target = refs[:, target_index]
-    si, si_mix = si_sdr(est, target), si_sdr(mix, target)
-    df = pd.DataFrame({
-        "item": np.arange(est.shape[0]),
-        "sdr": bss["sdr"][:, 0], "sir": bss["sir"][:, 0], "sar": bss["sar"][:, 0],
-        "sdr_mix": bss["sdr"][:, 1], "sdri": bss["sdr"][:, 0] - bss["sdr"][:, 1],
-        "si_sdr": si, "si_sdr_mix": si_mix, "si_sdri": si - si_mix,
-    })
-    skipped = np.array([bool(r) for r in reasons])
-    df.loc[skipped, df.columns[1:]] = np.nan
-    df["skipped"], df["skip_reason"] = skipped, reasons
+    res = _score_items([_as_array(estimates)], ["estimates"], _as_array(references), _as_array(mixtures),
+                       target_index, version, filter_length, silence_threshold, chunk_size)
+    df = pd.DataFrame({"item": np.arange(res["skipped"].shape[0]), **{c: v[:, 0] for c, v in res.items()}})
     return _join_metadata(df, metadata)
 
 
-def _join_metadata(df: pd.DataFrame, metadata: Mapping[str, Sequence] | pd.DataFrame | None) -> pd.DataFrame:
-    """Append per-item metadata columns (length must equal the batch)."""
+def evaluate_many(estimates: Mapping[Any, Any] | Any, references: Any, mixtures: Any, target_index: int = 0, *,
+                  version: str = "v4", filter_length: int = FILTER_LENGTH, silence_threshold: float = SILENCE_L1,
+                  chunk_size: int = DEFAULT_CHUNK,
+                  metadata: Mapping[str, Sequence] | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Evaluate several estimates of the same items (systems x queries) in one BSS Eval pass.
+
+    Returns exactly what one :func:`evaluate_batch` call per estimate returns, concatenated in
+    the estimates' order (all items of the first estimate, then the next...), with a leading
+    column ``estimate`` (the mapping key, or the index ``0..n_est-1`` of an array). The
+    estimates of an item share its reference projections (see the module docstring), so this
+    costs about one :func:`evaluate_batch` call, not ``n_est``. Skipping is per row: a silent
+    estimate skips its own row only; a silent source or mixture skips the item's rows of every
+    estimate. ``metadata`` (one row per item) is repeated for each estimate.
+
+    Inputs are converted to float64 one chunk of ``chunk_size`` items at a time, so float32 torch
+    tensors (and views of a ``(batch, n_queries, time)`` output) can be passed as they are.
+
+    Raises ``ValueError`` on shape mismatch or NaN/inf input (naming the estimate and item), or no estimate.
+
+    Shape:
+        estimates: mapping ``name -> (batch, time)``, or an array ``(batch, n_est, time)``.
+        references: ``(batch, n_src, time)`` all sources; row ``target_index`` is the target.
+        mixtures: ``(batch, time)``.
+        Returns ``n_est * batch`` rows.
+    """
+    names, cols = _estimate_columns(estimates)
+    res = _score_items(cols, [f"estimates[{name!r}]" for name in names], _as_array(references),
+                       _as_array(mixtures), target_index, version, filter_length, silence_threshold, chunk_size)
+    n = res["skipped"].shape[0]
+    keys = np.empty(len(names), dtype=object)
+    keys[:] = names  # element-wise, so tuple names stay tuples
+    df = pd.DataFrame({"estimate": pd.Series(np.repeat(keys, n)).infer_objects(),
+                       "item": np.tile(np.arange(n), len(names)), **{c: v.T.reshape(-1) for c, v in res.items()}})
+    return _join_metadata(df, metadata, repeat=len(names))
+
+
+def _join_metadata(df: pd.DataFrame, metadata: Mapping[str, Sequence] | pd.DataFrame | None,
+                   repeat: int = 1) -> pd.DataFrame:
+    """Append per-item metadata columns (length must equal the batch), repeated ``repeat`` times."""
     if metadata is None:
         return df
     meta = pd.DataFrame(metadata).reset_index(drop=True)
-    if len(meta) != len(df):
-        raise ValueError(f"metadata has {len(meta)} rows for a batch of {len(df)}")
+    if len(meta) * repeat != len(df):
+        raise ValueError(f"metadata has {len(meta)} rows for a batch of {len(df) // repeat}")
     clash = sorted(set(meta.columns) & set(df.columns))
     if clash:
         raise ValueError(f"metadata columns {clash} clash with metric columns")
+    if repeat > 1:
+        meta = pd.concat([meta] * repeat, ignore_index=True)
     return pd.concat([df, meta], axis=1)
 
 
