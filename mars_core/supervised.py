@@ -244,6 +244,19 @@ def _resume(path: Path, run_cfg: dict, model, opt, sched) -> tuple[int, _State]:
                                 blob["wall_s"])
 
 
+def keep_if_best(st: Any, sdr: float, step: int, model: torch.nn.Module) -> bool:
+    """Make ``step`` the best so far (a CPU copy of the weights) when its val SDR beats ``st.best_sdr``.
+
+    ``st`` is a trainer state with ``best_sdr``, ``best_step`` and ``best_state`` (the supervised
+    and the RL trainers share this rule). Returns whether it did.
+    """
+    if not sdr > st.best_sdr:
+        return False
+    st.best_sdr, st.best_step = sdr, step
+    st.best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+    return True
+
+
 def new_separator(profile: Profile, seed: int, query_init_std: float = 0.0) -> QuerySeparator:
     """A freshly initialised separator whose weights depend only on ``seed``.
 
@@ -329,9 +342,7 @@ def train_supervised(
         if done % cfg.eval_every == 0 or done == cfg.steps:
             v = validate(model, val, fe)
             h["val_step"].append(done), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
-            if v["sdr"] > st.best_sdr:
-                st.best_sdr, st.best_step = v["sdr"], done
-                st.best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            keep_if_best(st, v["sdr"], done, model)
             bar.set_postfix(loss=f"{loss.item():.4f}", val_sdr=f"{v['sdr']:.2f}")
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             st.wall_s += time.perf_counter() - t0

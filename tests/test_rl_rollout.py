@@ -21,7 +21,8 @@ from mars_core.encoders.stack import RewardStack
 from mars_core.queries import build_query_bank, item_queries
 from mars_core.rl import policy
 from mars_core.rl.rewards import RewardModel, anchors
-from mars_core.rl.rollout import (beta_entropy, beta_kl, beta_log_prob, policy_proposal, reconstruct_group, rl_batch,
+from mars_core.rl.policy import beta_entropy, beta_kl, beta_log_prob
+from mars_core.rl.rollout import (policy_proposal, reconstruct_group, rl_batch,
                                   rollout, step_seed)
 from mars_core.supervised import new_separator
 from tests.test_queries import fake_bank

@@ -109,3 +109,45 @@ def kappa_schedule(step: int, total_steps: int, start: float = 9.0, end: float |
     else:
         raise ValueError(f"kind must be constant, linear or cosine, got {kind!r}")
     return float(start + (end - start) * w)
+
+
+# --------------------------------------------------------------------------- Beta terms in closed form
+# alpha + beta = 2 + kappa for every bin, so lgamma(alpha + beta) and digamma(alpha + beta) are
+# constants. These equal log_prob / entropy / kl above (tested) at a fraction of
+# the cost of torch.distributions' Dirichlet-based forms, which evaluate the Gamma functions on
+# stacked (alpha, beta) pairs, once per sampled mask, and recompute the constant terms.
+def _log_norm(a: torch.Tensor, b: torch.Tensor, kappa: float) -> torch.Tensor:
+    """``log B(alpha, beta) = lgamma(alpha) + lgamma(beta) - lgamma(2 + kappa)``."""
+    return torch.lgamma(a) + torch.lgamma(b) - math.lgamma(2.0 + kappa)
+
+
+def beta_log_prob(P: torch.Tensor, masks: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin ``log Beta(m; alpha, beta) = (alpha - 1) log m + (beta - 1) log(1 - m) - log B(alpha, beta)``,
+    ``P`` broadcast over the group axis (the Gamma functions once per bin of ``P``, not per mask).
+
+    Shape:
+        P ``(N, 1, F, T)``; masks ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
+    """
+    a, b = beta_params(P, kappa)
+    m = clamp_sample(masks)
+    return (a - 1.0) * torch.log(m) + (b - 1.0) * torch.log1p(-m) - _log_norm(a, b, kappa)
+
+
+def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin entropy ``log B(alpha, beta) - (alpha - 1) psi(alpha) - (beta - 1) psi(beta) + kappa psi(2 + kappa)``.
+
+    Shape: like ``P``.
+    """
+    a, b = beta_params(P, kappa)
+    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
+    return _log_norm(a, b, kappa) - (a - 1.0) * torch.digamma(a) - (b - 1.0) * torch.digamma(b) + kappa * psi_sum
+
+
+def beta_kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-bin ``KL(pi_new || pi_old) = log B(a0, b0) - log B(a1, b1) + (a1 - a0) psi(a1) + (b1 - b0) psi(b1)``
+    (the ``psi(a + b)`` term cancels: both sums are ``2 + kappa``). Shape: broadcast of the inputs.
+    """
+    a1, b1 = beta_params(P_new, kappa)
+    a0, b0 = beta_params(P_old, kappa)
+    return (_log_norm(a0, b0, kappa) - _log_norm(a1, b1, kappa) + (a1 - a0) * torch.digamma(a1)
+            + (b1 - b0) * torch.digamma(b1))

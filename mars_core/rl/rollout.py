@@ -15,7 +15,6 @@ its own query, as in supervised training; ``N = B K`` items, item ``n = b K + k`
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -91,48 +90,6 @@ def policy_proposal(model: torch.nn.Module, features: torch.Tensor, queries: tor
     return torch.sigmoid(logits).reshape(-1, *logits.shape[-2:])
 
 
-# --------------------------------------------------------------------------- Beta terms in closed form
-# alpha + beta = 2 + kappa for every bin, so lgamma(alpha + beta) and digamma(alpha + beta) are
-# constants. These equal mars_core.rl.policy.log_prob / entropy / kl (tested) at a fraction of
-# the cost of torch.distributions' Dirichlet-based forms, which evaluate the Gamma functions on
-# stacked (alpha, beta) pairs, once per sampled mask, and recompute the constant terms.
-def _log_norm(a: torch.Tensor, b: torch.Tensor, kappa: float) -> torch.Tensor:
-    """``log B(alpha, beta) = lgamma(alpha) + lgamma(beta) - lgamma(2 + kappa)``."""
-    return torch.lgamma(a) + torch.lgamma(b) - math.lgamma(2.0 + kappa)
-
-
-def beta_log_prob(P: torch.Tensor, masks: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin ``log Beta(m; alpha, beta) = (alpha - 1) log m + (beta - 1) log(1 - m) - log B(alpha, beta)``,
-    ``P`` broadcast over the group axis (the Gamma functions once per bin of ``P``, not per mask).
-
-    Shape:
-        P ``(N, 1, F, T)``; masks ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
-    """
-    a, b = policy.beta_params(P, kappa)
-    m = policy.clamp_sample(masks)
-    return (a - 1.0) * torch.log(m) + (b - 1.0) * torch.log1p(-m) - _log_norm(a, b, kappa)
-
-
-def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin entropy ``log B(alpha, beta) - (alpha - 1) psi(alpha) - (beta - 1) psi(beta) + kappa psi(2 + kappa)``.
-
-    Shape: like ``P``.
-    """
-    a, b = policy.beta_params(P, kappa)
-    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
-    return _log_norm(a, b, kappa) - (a - 1.0) * torch.digamma(a) - (b - 1.0) * torch.digamma(b) + kappa * psi_sum
-
-
-def beta_kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin ``KL(pi_new || pi_old) = log B(a0, b0) - log B(a1, b1) + (a1 - a0) psi(a1) + (b1 - b0) psi(b1)``
-    (the ``psi(a + b)`` term cancels: both sums are ``2 + kappa``). Shape: broadcast of the inputs.
-    """
-    a1, b1 = policy.beta_params(P_new, kappa)
-    a0, b0 = policy.beta_params(P_old, kappa)
-    return (_log_norm(a0, b0, kappa) - _log_norm(a1, b1, kappa) + (a1 - a0) * torch.digamma(a1)
-            + (b1 - b0) * torch.digamma(b1))
-
-
 def reconstruct_group(fe: FrontEnd, masks: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
     """Waveforms of many warped masks per mixture with the mixture's magnitude and phase (one batched call).
 
@@ -196,7 +153,7 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             masks = policy.sample_masks(P_old, kappa, group_size)
-    old_logp = beta_log_prob(P_old.unsqueeze(1), masks, kappa)
+    old_logp = policy.beta_log_prob(P_old.unsqueeze(1), masks, kappa)
     b, n, g = batch.n_mixtures, batch.n_items, group_size
     wav = reconstruct_group(fe, masks.reshape(b, n // b, g, *masks.shape[-2:]), batch.mixtures).reshape(n, g, -1)
     _sync(dev)

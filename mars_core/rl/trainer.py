@@ -49,12 +49,14 @@ from ..encoders.stack import load_reward_stack
 from ..queries import (TRAIN_QUERIES, QueryBank, compose, encoder_fingerprint, load_or_build_query_bank,
                        load_query_encoder, modality_embeddings)
 from ..seeding import item_rng
-from ..supervised import ValidationSet, config_hash, load_or_train, load_separator, save_separator, validate
+from ..supervised import (ValidationSet, config_hash, keep_if_best, load_or_train, load_separator, save_separator,
+                          validate)
 from . import policy
 from .advantages import EMABaseline, group_advantages
 from .ppo import ppo_loss
 from .rewards import RewardModel, reward_bank as build_reward_bank
-from .rollout import Rollout, beta_entropy, beta_kl, beta_log_prob, policy_proposal, rl_batch, rollout, step_seed
+from .policy import beta_entropy, beta_kl, beta_log_prob
+from .rollout import Rollout, policy_proposal, rl_batch, rollout, step_seed
 
 STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
              "reward_signal", "reward_contamination", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
@@ -324,9 +326,7 @@ def train_rl(
         if done % cfg.eval_every == 0 or done == cfg.steps:
             v = validate_rl(model, rv, fe)
             _log_val(st, done, v)
-            if v["sdr"] > st.best_sdr:
-                st.best_sdr, st.best_step = v["sdr"], done
-                st.best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            keep_if_best(st, v["sdr"], done, model)
             bar.set_postfix(reward=f"{row['reward_mean']:.3f}", val_sdr=f"{v['sdr']:.2f}")
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             st.wall_s += time.perf_counter() - t0
