@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 PROFILE=${1:-${MARS_PROFILE:-smoke}}
 case "$PROFILE" in smoke|cpu|full) ;; *) echo "usage: $0 [smoke|cpu|full]" >&2; exit 2;; esac
 bash scripts/setup.sh
-export MARS_PROFILE=$PROFILE MPLBACKEND=Agg PYTHONUNBUFFERED=1
+# MARS_STATIC=1: the executed copies are read as files, so notebook 05 shows its listening view as static
+# HTML (players, table) instead of live ipywidgets controls (under papermill, which has no frontend, the live
+# widget cell did not return). Open the notebook in JupyterLab for the interactive widget.
+export MARS_PROFILE=$PROFILE MPLBACKEND=Agg PYTHONUNBUFFERED=1 MARS_STATIC=1
 PY=.venv/bin/python
 "$PY" -m mars_core.data build --profile "$PROFILE"
 mkdir -p "runs/$PROFILE"
