@@ -62,7 +62,7 @@ from .atomic import write_bytes_atomic
 from .audio import FrontEnd
 from .config import Profile, get_profile
 from .evaluate import EvalSet, JudgeScorer, eval_queries, evaluate_systems, load_eval_set, load_judge, separate
-from .metrics import contamination_score, is_silent, semantic_score, summarize
+from .metrics import contamination_score, summarize
 from .queries import EVAL_MODALITIES, QueryBank, encoder_fingerprint, item_queries
 
 SPLITS = ("test", "test_timbre")
@@ -211,7 +211,7 @@ def load_aligned_no_rl(ctx: BenchmarkContext) -> SystemModel:
         raise SystemUnavailable(f"mars_core.encoders.stack.load_reward_stack is not available ({exc})") from exc
     from .queries import load_or_build_query_bank
 
-    stack = load_reward_stack(ctx.profile, aligned=True, build_dir=ctx.build_dir, progress=ctx.progress)
+    stack = load_reward_stack(ctx.profile, aligned=True, build_dir=ctx.build_dir)
     bank = load_or_build_query_bank(stack.encoder, ctx.profile, build_dir=ctx.build_dir, progress=ctx.progress)
     sup = ctx.supervised()
     return SystemModel(sup.model, bank, sup.history, f"{sup.source}, queried by the aligned encoder {stack.key}")
@@ -325,16 +325,18 @@ class BenchmarkScorer(JudgeScorer):
         with torch.no_grad(), judge.eval_mode():
             self.interferer = judge.embed_text(list(eval_set.meta["interferer_text"]))
 
-    @torch.no_grad()
-    def __call__(self, waveforms: torch.Tensor) -> dict[str, np.ndarray]:
-        wav = torch.as_tensor(waveforms).float()
-        silent = is_silent(wav)
-        with self.judge.eval_mode():
-            a = self.judge.embed_audio(wav, self.sample_rate, resample=self.sample_rate != self.judge.sample_rate)
+    def scores(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
         c = contamination_score(a, self.text, self.interferer)
-        out = {"semantic": semantic_score(a, self.text), "semantic_image": semantic_score(a, self.image),
-               "contamination": c["contamination"], "semantic_margin": 100.0 * c["margin"]}
-        return {k: np.where(silent, np.nan, v.cpu().numpy().astype(np.float64)) for k, v in out.items()}
+        return {**super().scores(a), "contamination": c["contamination"], "semantic_margin": 100.0 * c["margin"]}
+
+
+def portable_path(text: str) -> str:
+    """``text`` with this machine's repository root written as ``.`` and ``$MARS_DATA`` as itself,
+    so a committed ``run.json`` names checkpoints the same way on every machine."""
+    from .data.manifest import data_root
+
+    root = Path(__file__).resolve().parents[1]
+    return text.replace(str(data_root()), "$MARS_DATA").replace(str(root) + os.sep, "").replace(str(root), ".")
 
 
 def evaluate_test_set(ctx: BenchmarkContext, ts: TestSet, systems: Mapping[str, SystemModel], *,
@@ -590,7 +592,7 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
         "machine": machine_info(), "git": git_commit(), "seed": seed, "wall_s": round(time.perf_counter() - t0, 2),
         "n_items": n_items if n_items is not None else ctx.profile.data.n_test_mixtures,
         "test_sets": list(test_sets), "skipped_test_sets": skipped_sets, "modalities": list(modalities),
-        "systems": {k: v.source for k, v in loaded.items()}, "missing_systems": missing,
+        "systems": {k: portable_path(v.source) for k, v in loaded.items()}, "missing_systems": missing,
         "baseline": BASELINE, "bootstrap": {"n_resamples": n_resamples, "level": level},
         "judge": None if ctx.judge_encoder() is None else type(ctx.judge_encoder()).__name__,
     }

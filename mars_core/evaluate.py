@@ -160,17 +160,21 @@ class JudgeScorer:
             self.text = judge.embed_text(list(eval_set.meta["query_text"]))
             self.image = judge.embed_image(list(eval_set.images))
 
+    def scores(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scores of the judge's audio embeddings ``a (N, D)``; subclasses add their own."""
+        from .metrics import semantic_score
+
+        return {"semantic": semantic_score(a, self.text), "semantic_image": semantic_score(a, self.image)}
+
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, np.ndarray]:
-        from .metrics import is_silent, semantic_score
+        from .metrics import is_silent
 
         wav = torch.as_tensor(waveforms).float()
         silent = is_silent(wav)
         with self.judge.eval_mode():
             a = self.judge.embed_audio(wav, self.sample_rate, resample=self.sample_rate != self.judge.sample_rate)
-        out = {"semantic": semantic_score(a, self.text).cpu().numpy(),
-               "semantic_image": semantic_score(a, self.image).cpu().numpy()}
-        return {k: np.where(silent, np.nan, v.astype(np.float64)) for k, v in out.items()}
+        return {k: np.where(silent, np.nan, v.cpu().numpy().astype(np.float64)) for k, v in self.scores(a).items()}
 
 
 # --------------------------------------------------------------------------- tables

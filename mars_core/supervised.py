@@ -226,22 +226,33 @@ class _State:
     wall_s: float = 0.0
 
 
-def _save_last(path: Path, run_cfg: dict, step: int, model, opt, sched, st: _State) -> None:
+def save_last(path: Path, run_cfg: dict, step: int, model, opt, st: Any, **stateful: Any) -> None:
+    """Write the resumable ``last.pt`` atomically: weights, optimiser, ``stateful`` objects (anything with
+    ``state_dict``: a scheduler, an EMA baseline), the trainer state ``st`` and the RNG streams.
+    Shared by the supervised and the RL trainers."""
     save_checkpoint(path, config=run_cfg, step=step, model=model.state_dict(), optimizer=opt.state_dict(),
-                    scheduler=sched.state_dict(), history=st.history, best_sdr=st.best_sdr,
+                    **{k: v.state_dict() for k, v in stateful.items()}, history=st.history, best_sdr=st.best_sdr,
                     best_step=st.best_step, best_state=st.best_state, wall_s=st.wall_s)
 
 
-def _resume(path: Path, run_cfg: dict, model, opt, sched) -> tuple[int, _State]:
+def resume_last(path: Path, run_cfg: dict, model, opt, state_cls: type, what: str = "a run",
+                **stateful: Any) -> tuple[int, Any]:
+    """Load :func:`save_last`'s file into ``model``, ``opt`` and ``stateful`` (RNG streams restored):
+    ``(step, state_cls(history, best_sdr, best_step, best_state, wall_s))``.
+
+    Raises:
+        ValueError: the file belongs to ``what`` with another run configuration.
+    """
     blob = load_checkpoint(path, restore_rng=True)  # CPU tensors; load_state_dict copies them to the device
     if blob["config"] != run_cfg:
-        raise ValueError(f"{path} belongs to a run with another configuration, encoder or data; "
+        raise ValueError(f"{path} belongs to {what} with another configuration, encoder or data; "
                          "use another run directory or resume=False")
     model.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
-    sched.load_state_dict(blob["scheduler"])
-    return blob["step"], _State(blob["history"], blob["best_sdr"], blob["best_step"], blob["best_state"],
-                                blob["wall_s"])
+    for k, v in stateful.items():
+        v.load_state_dict(blob[k])
+    return blob["step"], state_cls(blob["history"], blob["best_sdr"], blob["best_step"], blob["best_state"],
+                                   blob["wall_s"])
 
 
 def keep_if_best(st: Any, sdr: float, step: int, model: torch.nn.Module) -> bool:
@@ -322,7 +333,7 @@ def train_supervised(
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, st = 0, _State()
     if last is not None and resume and last.exists():
-        start, st = _resume(last, run_cfg, model, opt, sched)
+        start, st = resume_last(last, run_cfg, model, opt, _State, scheduler=sched)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     quiet = {} if progress else {"disable": True}
     bar = tqdm(range(start, end), desc=f"supervised {prof.name}", initial=start, total=cfg.steps, **quiet)
@@ -347,7 +358,7 @@ def train_supervised(
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             st.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            _save_last(last, run_cfg, done, model, opt, sched, st)
+            save_last(last, run_cfg, done, model, opt, st, scheduler=sched)
     st.wall_s += time.perf_counter() - t0
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end)
     if end == cfg.steps and st.best_state is not None:

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -432,3 +433,13 @@ def test_cli_run_passes_its_options(monkeypatch, tmp_path, capsys):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="differs from the context"):
         B.run_benchmark("cpu", context=B.BenchmarkContext("smoke", judge=None), loaded={})
+
+
+def test_portable_path_hides_this_machines_directories(monkeypatch, tmp_path):
+    monkeypatch.setenv("MARS_DATA", str(tmp_path / "data"))
+    root = Path(B.__file__).resolve().parents[1]
+    assert B.portable_path(f"{root}/checkpoints/separator_cpu.pt") == "checkpoints/separator_cpu.pt"
+    assert B.portable_path(f"{tmp_path}/data/runs/rl/cpu-plus-1/final.pt") == "$MARS_DATA/runs/rl/cpu-plus-1/final.pt"
+    assert B.portable_path(f"{root}/checkpoints/s.pt, queried by the aligned encoder ab12") == \
+        "checkpoints/s.pt, queried by the aligned encoder ab12"
+    assert B.portable_path("/elsewhere/x.pt") == "/elsewhere/x.pt"

@@ -123,7 +123,6 @@ def load_reward_stack(
     build_dir: str | os.PathLike | None = None,
     run_root: str | os.PathLike | None = None,
     retrain: bool = False,
-    progress: bool = True,
 ) -> RewardStack:
     """The profile's reward encoder (aligned or not) and MLBP anchor, trained only if needed.
 

@@ -41,7 +41,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import FrontEnd
-from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import Profile, RLConfig, get_profile, rl_preset
 from ..data.manifest import data_root
 from ..data.mixing import MixtureDataset
@@ -49,8 +48,8 @@ from ..encoders.stack import load_reward_stack
 from ..queries import (TRAIN_QUERIES, QueryBank, compose, encoder_fingerprint, load_or_build_query_bank,
                        load_query_encoder, modality_embeddings)
 from ..seeding import item_rng
-from ..supervised import (ValidationSet, config_hash, keep_if_best, load_or_train, load_separator, save_separator,
-                          validate)
+from ..supervised import (ValidationSet, config_hash, keep_if_best, load_or_train, load_separator, resume_last,
+                          save_last, save_separator, validate)
 from . import policy
 from .advantages import EMABaseline, group_advantages
 from .ppo import ppo_loss
@@ -204,24 +203,6 @@ class _State:
     wall_s: float = 0.0
 
 
-def _save_last(path: Path, run_cfg: dict, step: int, model, opt, ema: EMABaseline, st: _State) -> None:
-    save_checkpoint(path, config=run_cfg, step=step, model=model.state_dict(), optimizer=opt.state_dict(),
-                    ema=ema.state_dict(), history=st.history, best_sdr=st.best_sdr, best_step=st.best_step,
-                    best_state=st.best_state, wall_s=st.wall_s)
-
-
-def _resume(path: Path, run_cfg: dict, model, opt, ema: EMABaseline) -> tuple[int, _State]:
-    blob = load_checkpoint(path, restore_rng=True)
-    if blob["config"] != run_cfg:
-        raise ValueError(f"{path} belongs to an RL run with another configuration, start, encoder or data; "
-                         "use another run directory or resume=False")
-    model.load_state_dict(blob["model"])
-    opt.load_state_dict(blob["optimizer"])
-    ema.load_state_dict(blob["ema"])
-    return blob["step"], _State(blob["history"], blob["best_sdr"], blob["best_step"], blob["best_state"],
-                                blob["wall_s"])
-
-
 def _log_val(st: _State, step: int, v: dict[str, float]) -> None:
     h = st.history
     h["val_step"].append(step), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
@@ -293,7 +274,7 @@ def train_rl(
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, st = 0, _State()
     if last is not None and resume and last.exists():
-        start, st = _resume(last, run_cfg, model, opt, ema)
+        start, st = resume_last(last, run_cfg, model, opt, _State, "an RL run", ema=ema)
     if start == 0:
         _log_val(st, 0, validate_rl(model, rv, fe))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -331,7 +312,7 @@ def train_rl(
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             st.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            _save_last(last, run_cfg, done, model, opt, ema, st)
+            save_last(last, run_cfg, done, model, opt, st, ema=ema)
     st.wall_s += time.perf_counter() - t0
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end,
                    preset=cfg.preset)
@@ -377,7 +358,7 @@ def load_or_train_rl(
     check_config(cfg)
     bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress)
     separator, sup_hist = load_or_train(prof, bank=bank, progress=progress)
-    stack = load_reward_stack(prof, aligned=aligned, progress=progress)
+    stack = load_reward_stack(prof, aligned=aligned)
     run_cfg = run_config(prof, cfg, separator_key(separator), bank.key, stack)
     run_dir = Path(run_root or runs_dir()) / f"{prof.name}-{cfg.preset}-{config_hash(run_cfg)}"
     final = run_dir / "final.pt"
