@@ -43,22 +43,23 @@ from mars_core.encoders.stack import RewardStack  # noqa: E402
 from mars_core.rl.advantages import EMABaseline  # noqa: E402
 from mars_core.rl.rewards import RewardModel  # noqa: E402
 from mars_core.rl.rollout import RLBatch, rollout  # noqa: E402
-from mars_core.rl.trainer import advantages, ppo_update  # noqa: E402
+from mars_core.rl.trainer import advantages, ppo_update, trainable_parameters  # noqa: E402
 from mars_core.supervised import new_separator  # noqa: E402
 
 TIMINGS: list[dict[str, float]] = []
 """Per-call timings of the RL step (policy, rollout, reward, update) of the current process."""
 
 
-def rl_step(profile, batch_mixtures: int, device, preset: str = "plus") -> tuple[Callable[[], float], int]:
-    """One RL step (mars_core.rl) of a preset: the factory :func:`bench_train_step.measure` times."""
+def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", **overrides) -> tuple[Callable[[], float], int]:
+    """One RL step (mars_core.rl) of a preset (``overrides``: RLConfig fields): the factory
+    :func:`bench_train_step.measure` times."""
     import time
 
-    cfg = rl_preset(profile, preset)
+    cfg = replace(rl_preset(profile, preset), **overrides)
     cfg = replace(cfg, batch_mixtures=batch_mixtures, minibatches=min(cfg.minibatches, batch_mixtures))
     model = new_separator(profile, 0).to(device).eval()
     old = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
     enc = MiniBind.from_profile(profile, seed=0).to(device).eval().requires_grad_(False)
     stack = RewardStack(enc, MLBPAnchor(enc.embed_dim, 64).to(device).eval(), aligned=False, key="bench")
     reward_model = RewardModel(stack, profile.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
@@ -91,8 +92,9 @@ def rl_step(profile, batch_mixtures: int, device, preset: str = "plus") -> tuple
 
 bts.STEPS.setdefault("rl", rl_step)
 bts.STEPS.setdefault("rl_paper", partial(rl_step, preset="paper"))
-RL_KINDS = {"rl": "plus", "rl_paper": "paper"}
-"""Timed RL steps and their preset."""
+bts.STEPS.setdefault("rl_all", partial(rl_step, trainable="all"))
+RL_KINDS = {"rl": ("plus", {}), "rl_paper": ("paper", {}), "rl_all": ("plus", {"trainable": "all"})}
+"""Timed RL steps: their preset and overrides (``rl_all``: ``plus`` training every weight, for comparison)."""
 
 
 def measure(kind: str, profile_name: str, batch_mixtures: int | None, device: str, warmup: int, repeats: int) -> dict:
@@ -104,15 +106,17 @@ def measure(kind: str, profile_name: str, batch_mixtures: int | None, device: st
         med = lambda key: sorted(t[key] for t in timed)[len(timed) // 2]  # noqa: E731
         row.update({f"t_{key}": med(key) for key in ("policy", "rollout", "reward", "update")})
         row["reward_share"] = sorted(t["reward"] / t["total"] for t in timed)[len(timed) // 2]
-        cfg = rl_preset(profile_name, RL_KINDS[kind])
-        row.update(group_size=cfg.group_size, ppo_epochs=cfg.ppo_epochs, minibatches=cfg.minibatches)
+        preset, overrides = RL_KINDS[kind]
+        cfg = replace(rl_preset(profile_name, preset), **overrides)
+        row.update(group_size=cfg.group_size, ppo_epochs=cfg.ppo_epochs, minibatches=cfg.minibatches,
+                   trainable=cfg.trainable)
     return row
 
 
 def table(rows: list[dict]):
     """:func:`bench_train_step.table` (``x_supervised``) with the RL columns."""
     df = bts.table(rows)
-    cols = ["step", "profile", "device", "threads", "items", "group_size", "ppo_epochs", "minibatches", "s_per_step", "x_supervised", "reward_share",
+    cols = ["step", "profile", "device", "threads", "items", "group_size", "ppo_epochs", "minibatches", "trainable", "s_per_step", "x_supervised", "reward_share",
             "t_policy", "t_rollout", "t_reward", "t_update", "peak_MB", "step_MB"]
     return df[[c for c in cols if c in df.columns]]
 
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows).round(3).to_string(index=False))
     for r in table(rows).itertuples():
         if r.step in RL_KINDS:
-            print(f"{r.profile}: RL ({RL_KINDS[r.step]}) / supervised time {r.x_supervised:.2f} (target <= 2.0), "
+            print(f"{r.profile}: RL ({r.step}: {RL_KINDS[r.step][0]}, trains {r.trainable}) / supervised time {r.x_supervised:.2f} (target <= 2.0), "
                   f"reward encoder {100 * r.reward_share:.0f}% of the RL step")
     return 0
 

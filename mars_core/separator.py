@@ -77,11 +77,30 @@ class UNet(nn.Module):
         self.net = UNetBlock(n_maps, ch[0], in_ch=1, submodule=block, position="outermost")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last up-path layer: the outermost level's concatenated skip and
+        inner output, ``(B, 2 ch_0, F/2, T/2)``.
+
+        RL with ``trainable="head"`` freezes this part and computes it once per rollout.
+        """
         f, t = x.shape[-2:]
         m = 2**self.n_levels
         if f % m or t % m:
             raise ValueError(f"spectrogram {f}x{t} must be divisible by {m} for a {self.n_levels}-level U-Net")
-        return self.net(self.input_norm(x))
+        down_conv, inner = self.net.model[:2]
+        return inner(down_conv(self.input_norm(x)))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """The last up-path layer (ReLU, 2x upsampling, 3x3 convolution): trunk output -> ``(B, K, F, T)`` maps."""
+        for layer in self.net.model[2:]:
+            h = layer(h)
+        return h
+
+    def head_modules(self) -> list[nn.Module]:
+        """The modules :meth:`head` runs (their parameters are the U-Net part of the RL 'head')."""
+        return list(self.net.model[2:])
 
 
 class QuerySeparator(nn.Module):
@@ -137,6 +156,13 @@ class QuerySeparator(nn.Module):
         gamma, beta = qv.chunk(2, dim=1)
         modulated = (1 + gamma)[:, :, None, None] * maps + beta[:, :, None, None]
         return torch.einsum("bkft,k->bft", modulated, self.scale) + self.bias
+
+    def head_parameter_names(self) -> list[str]:
+        """Names of the parameters after the U-Net trunk: the last up-convolution and the query
+        conditioning (``query_proj``, ``scale``, ``bias``) -- what RL trains with ``trainable="head"``."""
+        head = {id(p) for m in self.unet.head_modules() for p in m.parameters()}
+        return [n for n, p in self.named_parameters()
+                if id(p) in head or n.split(".")[0] in ("query_proj", "scale", "bias")]
 
     def forward(self, features: torch.Tensor, query: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
         if features.dim() != 4 or features.shape[1] != 1:

@@ -107,8 +107,17 @@ def multi_query_logits(model: QuerySeparator, features: torch.Tensor, queries: t
     """
     if queries.dim() != 3 or queries.shape[0] != features.shape[0]:
         raise ValueError(f"queries must be (batch={features.shape[0]}, K, D), got {tuple(queries.shape)}")
+    return logits_from_trunk(model, model.unet.trunk(features), queries)
+
+
+def logits_from_trunk(model: QuerySeparator, trunk: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """:func:`multi_query_logits` from the U-Net's trunk output (``model.unet.trunk(features)``).
+
+    Shape:
+        trunk: ``(B, 2 ch_0, F/2, T/2)``; queries: ``(B, K, D)``; returns ``(B, K, F, T)``.
+    """
     b, k, d = queries.shape
-    maps = model.unet(features)  # (B, C, F, T)
+    maps = model.unet.head(trunk)  # (B, C, F, T)
     qv = model.query_vector(queries.reshape(b * k, d)).reshape(b, k, -1)
     if model.cfg.conditioning == "inner":  # z = sum_c s_c q~_c A_c + b, without copying the maps K times
         return torch.einsum("bcft,bkc,c->bkft", maps, qv, model.scale) + model.bias

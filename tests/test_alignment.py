@@ -249,7 +249,16 @@ def test_head_parameter_names_by_autograd():
     assert names == {m: [f"heads.{m}.weight", f"heads.{m}.bias"] for m in ("audio", "text", "vision")}
 
 
-CFG = AlignmentConfig.for_profile("smoke", steps_per_stage=8, batch_size=6, eval_every=4, n_val_items=8, lr=3e-3)
+CFG = AlignmentConfig.for_profile("smoke", steps_per_stage=8, batch_size=6, eval_every=4, n_val_items=8, lr=3e-3,
+                                  s2_nce_weight=1.0, s3_nce_weight=1.0)  # every term on: the mechanics under test
+
+
+def test_minibind_profiles_lean_on_the_triplets_and_full_keeps_every_term():
+    for name in ("smoke", "cpu"):
+        c = AlignmentConfig.for_profile(name)
+        assert (c.s2_nce_weight, c.s3_nce_weight, c.s2_triplet_weight, c.s3_triplet_weight) == (0.1, 0.0, 1.0, 1.0)
+    full = AlignmentConfig.for_profile("full")
+    assert (full.s1_nce_weight, full.s2_nce_weight, full.s3_nce_weight) == (1.0, 1.0, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -504,3 +513,27 @@ def test_three_stages_on_tiny_imagebind(tmp_path):
     # cached (per-item) trunk features through ImageBind's hooks give the same objectives
     for vals in _objectives_with_and_without_cache(enc, data, cfg).values():
         assert vals[1][0] == pytest.approx(vals[0][0], abs=1e-4) and vals[2][0] == pytest.approx(vals[0][0], abs=1e-4)
+
+
+def test_objective_terms_measure_every_term_on_train_and_val(aligned, data):
+    enc, out, *_ = aligned
+    ck = out["checkpoints"]["s1_audio_text"]
+    heads = {k: v.clone() for k, v in enc.heads.state_dict().items()}
+    cfg = dataclasses.replace(CFG, s1_triplet_weight=0.0, s3_nce_weight=0.0)  # weights are set to 1 for the table
+    df = al.objective_terms(enc, data, cfg, ck, n_items=6)
+    assert _same(dict(enc.heads.state_dict()), heads)  # the encoder's heads are restored
+    terms = df.groupby("stage")["term"].apply(set).to_dict()
+    assert terms == {"s1_audio_text": {"s1_nce", "s1_triplet"}, "s2_audio_audio": {"s2_nce", "s2_triplet", "s2_consistency"},
+                     "s3_audio_visual": {"s3_nce", "s3_triplet"}}
+    assert np.isfinite(df[["train", "val"]].to_numpy()).all()
+    # S1 InfoNCE on the val items by hand: 3 random + 3 hard-pair items, one batch, the checkpoint's heads and scale
+    blob = load_checkpoint(ck)
+    fresh = SpectralToyEncoder()
+    load_heads(fresh, ck)
+    items = [data.val[i] for i in range(3)] + [data.val_hard[i] for i in range(3)]
+    b = al.make_batch(items)
+    a, t, labels = al.embed_waveforms(fresh, b.target, data.sample_rate), fresh.embed_text(b.text), b.labels
+    scale = float(torch.exp(blob["logit_scales"]["log_scale.audio_text"]).clamp(max=100.0))
+    want = symmetric_info_nce(a, t, scale, labels).item()
+    got = df.set_index(["stage", "term"]).loc[("s1_audio_text", "s1_nce"), "val"]
+    assert got == pytest.approx(want, abs=1e-5)

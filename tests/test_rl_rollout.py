@@ -151,6 +151,10 @@ def test_rollout_shapes_order_and_values(parts):
             p = model(batch.features[b : b + 1], batch.queries[b, k][None])[0]
             torch.testing.assert_close(ro.P_old[item], p, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ro.old_logp, policy.log_prob(ro.P_old.unsqueeze(1), ro.masks, 9.0), rtol=1e-5, atol=1e-4)
+    m = ro.masks.double().clamp(1e-6, 1 - 1e-6)  # the per-sample logs the updates reuse, by hand in float64
+    torch.testing.assert_close(ro.mask_logit.double(), torch.log(m / (1 - m)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ro.mask_log1m.double(), torch.log(1 - m), rtol=1e-5, atol=1e-6)
+    assert ro.trunk.shape == (batch.n_mixtures, 2 * SMOKE.separator.down_channels[0], f // 2, t // 2)
     # one waveform and its reward, rebuilt by hand: mask (item 3, sample 2) on mixture 1
     wav = parts["fe"].reconstruct(ro.masks[3, 2], batch.mixtures[1])
     torch.testing.assert_close(ro.waveforms[3, 2], wav, rtol=0, atol=1e-6)

@@ -227,9 +227,18 @@ class AlignmentConfig:
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> "AlignmentConfig":
         """Sizes for ``smoke`` (CI, seconds), ``cpu`` (minutes) or ``full`` (GPU); ``overrides`` win."""
+        # MiniBind (smoke, cpu) was pretrained on this very train split with image-anchored InfoNCE, so
+        # on train the clip-clip (S2) and audio-image (S3) InfoNCE terms start near zero (cpu, after S1:
+        # 0.12 and 0.07) while on val they are 0.41 and 3.8: their gradient only fits train items, and
+        # with weight 1 both stages' val objective rose from the first evaluation (best step 0). There,
+        # S2 and S3 lean on the hard-negative triplets (the terms that see mixtures, which pretraining
+        # never did), with wider margins and a lower lr. ImageBind (full) keeps the weights above.
+        minibind = dict(s2_nce_weight=0.1, s2_margin=0.5, s3_nce_weight=0.0, s3_margin=0.3)
         sizes = {
-            "smoke": dict(steps_per_stage=30, batch_size=8, eval_every=10, n_val_items=16, lr=1e-3, pool_items=48),
-            "cpu": dict(steps_per_stage=300, batch_size=32, eval_every=50, n_val_items=96, lr=5e-4, pool_items=384),
+            "smoke": dict(steps_per_stage=30, batch_size=8, eval_every=10, n_val_items=16, lr=1e-3, pool_items=48,
+                          **minibind),
+            "cpu": dict(steps_per_stage=300, batch_size=32, eval_every=50, n_val_items=96, lr=1e-4, pool_items=384,
+                        **minibind),
             "full": {},
         }
         name = getattr(profile, "name", profile)
@@ -893,6 +902,54 @@ def run_stage(
     return hist
 
 
+def objective_terms(
+    encoder: TriModalEncoder, data: AlignmentData, cfg: AlignmentConfig, checkpoint: str | Path,
+    stages: Sequence[str] = STAGES, n_items: int | None = None,
+):
+    """Every term of each stage's objective, weight 1, on fixed train items and on fixed val items.
+
+    The heads (and temperatures) of ``checkpoint`` are loaded for the measurement and the
+    encoder's heads are restored after. A term far lower on train than on val has nothing left
+    to learn from the train split except its items: a warning sign for a pretrained encoder that
+    already saw that split (MiniBind).
+
+    Returns:
+        DataFrame ``stage, term, train, val`` (``n_items`` of each split, default ``cfg.n_val_items``,
+        half of them hard pairs where the split has any).
+    """
+    import pandas as pd
+
+    n = n_items or cfg.n_val_items
+    ones = {f.name: 1.0 for f in dataclasses.fields(cfg) if f.name.endswith("_weight")}
+    full = dataclasses.replace(cfg, **ones, n_val_items=n)
+    train_view = AlignmentData(data.train, data.train, data.train_hard, data.train_hard)
+    names = sorted({x for ns in head_parameter_names(encoder).values() for x in ns})
+    saved = head_state(encoder, names)
+    scales = LogitScales(cfg.temperature_init, cfg.learn_temperature).to(encoder.device)
+    rows = []
+    try:
+        load_heads(encoder, checkpoint, scales)
+        ctx = StageContext(encoder, scales, full, data.sample_rate)
+        for stage in stages:
+            means = {}
+            for split, view in (("train", train_view), ("val", data)):
+                gen = torch.Generator().manual_seed(cfg.seed + 1)
+                parts: dict[str, list[float]] = {}
+                with torch.no_grad(), encoder.eval_mode():
+                    for b in _val_batches(view, full):
+                        for k, v in OBJECTIVES[stage](ctx, b, grad=False, generator=gen)[1].items():
+                            parts.setdefault(k, []).append(v)
+                means[split] = {k: float(np.mean(v)) for k, v in parts.items()}
+            rows += [{"stage": stage, "term": k, "train": means["train"][k], "val": means["val"].get(k, float("nan"))}
+                     for k in means["train"]]
+    finally:
+        params = dict(encoder.named_parameters())
+        with torch.no_grad():
+            for k, v in saved.items():
+                params[k].copy_(v.to(params[k].device))
+    return pd.DataFrame(rows)
+
+
 def history_frame(history: Mapping[str, Any]):
     """A stage history as a DataFrame: one row per step (``step, loss`` and each term), for plotting."""
     import pandas as pd
@@ -1066,6 +1123,7 @@ def alignment_table(
     n_items: int | None = None,
     anchor_train: Any = None,
     anchor_cfg: Any = None,
+    anchor_val: Any = None,
 ):
     """Measurements before and after each stage: one row per (checkpoint stage x split).
 
@@ -1074,7 +1132,8 @@ def alignment_table(
         datasets: evaluation ``MixtureDataset`` s (e.g. ``test`` and ``test_timbre``).
         anchor_train: if given (a train ``MixtureDataset``), an MLBP anchor is fitted for each
             stage's encoder (:func:`mars_core.encoders.anchor.fit_mlbp` with ``anchor_cfg``)
-            and ``gap_mlbp`` is filled in.
+            and ``gap_mlbp`` is filled in; ``anchor_val`` (a val ``MixtureDataset``) selects each
+            anchor's best validation step, as :func:`mars_core.encoders.stack.load_reward_stack` does.
 
     Returns:
         a pandas DataFrame (columns of :func:`measure_alignment`); the encoder's heads are
@@ -1092,7 +1151,7 @@ def alignment_table(
             if anchor_train is not None:
                 from .anchor import fit_mlbp
 
-                mlbp, _ = fit_mlbp(encoder, anchor_train, anchor_cfg)
+                mlbp, _ = fit_mlbp(encoder, anchor_train, anchor_cfg, val_items=anchor_val)
             rows += [measure_alignment(encoder, ds, stage=stage, n_items=n_items, mlbp=mlbp) for ds in datasets]
     finally:
         params = dict(encoder.named_parameters())

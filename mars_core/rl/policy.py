@@ -128,9 +128,29 @@ def beta_log_prob(P: torch.Tensor, masks: torch.Tensor, kappa: float) -> torch.T
     Shape:
         P ``(N, 1, F, T)``; masks ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
     """
-    a, b = beta_params(P, kappa)
+    return beta_log_prob_from_logs(P, *mask_logs(masks), kappa)
+
+
+def mask_logs(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log m - log(1 - m), log(1 - m))`` of clamped samples: all a log-prob needs from them.
+
+    They do not depend on the policy, so a rollout computes them once for every PPO update.
+    Shape: both like ``masks``.
+    """
     m = clamp_sample(masks)
-    return (a - 1.0) * torch.log(m) + (b - 1.0) * torch.log1p(-m) - _log_norm(a, b, kappa)
+    log_1m = torch.log1p(-m)
+    return torch.log(m) - log_1m, log_1m
+
+
+def beta_log_prob_from_logs(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tensor, kappa: float) -> torch.Tensor:
+    """:func:`beta_log_prob` from :func:`mask_logs`: ``kappa (P logit(m) + log(1 - m)) - log B(alpha, beta)``
+    (``(alpha - 1) log m + (beta - 1) log(1 - m)`` with ``alpha - 1 = kappa P``, ``beta - 1 = kappa (1 - P)``).
+
+    Shape:
+        P ``(N, 1, F, T)``; logit_m, log_1m ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
+    """
+    a, b = beta_params(P, kappa)
+    return kappa * (P.float() * logit_m + log_1m) - _log_norm(a, b, kappa)
 
 
 def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:

@@ -24,7 +24,10 @@ def clipped_surrogate(logratio: torch.Tensor, advantages: torch.Tensor, clip_eps
         logratio: ``(batch, G, F, T)`` (or any shape); advantages broadcastable to it,
           e.g. ``(batch, G, 1, 1)``; returns the broadcast shape.
     """
-    ratio = torch.exp(logratio)
+    return _surrogate(torch.exp(logratio), advantages, clip_eps)
+
+
+def _surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> torch.Tensor:
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     return torch.max(pg_loss1, pg_loss2)
@@ -58,12 +61,13 @@ def ppo_loss(
         raise ValueError(f"advantages must be {tuple(new_logp.shape[:2])}, got {tuple(advantages.shape)}")
     logratio = new_logp - old_logp.detach()
     adv = advantages.detach().reshape(*advantages.shape, *([1] * (new_logp.dim() - 2)))
-    pg_loss = clipped_surrogate(logratio, adv, clip_eps).mean()
+    ratio = torch.exp(logratio)
+    pg_loss = _surrogate(ratio, adv, clip_eps).mean()
     entropy_loss = entropy.mean()
     kl_loss = kl.mean() if kl is not None else torch.zeros((), device=new_logp.device)
     loss = pg_loss - ent_coef * entropy_loss + kl_coef * kl_loss
     with torch.no_grad():
-        ratio = logratio.exp()
+        ratio, logratio = ratio.detach(), logratio.detach()
         stats = {
             "loss": loss.item(),
             "pg_loss": pg_loss.item(),

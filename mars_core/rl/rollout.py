@@ -84,9 +84,18 @@ def policy_proposal(model: torch.nn.Module, features: torch.Tensor, queries: tor
     Shape:
         features ``(B, 1, F, T)``; queries ``(B, K, D)``; returns ``(B K, F, T)`` (item ``b K + k``).
     """
-    from ..supervised import multi_query_logits
+    return proposal_from_trunk(model, model.unet.trunk(features), queries)
 
-    logits = multi_query_logits(model, features, queries)
+
+def proposal_from_trunk(model: torch.nn.Module, trunk: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """:func:`policy_proposal` from the U-Net trunk's output (``model.unet.trunk(features)``).
+
+    Shape:
+        trunk ``(B, C, F/2, T/2)``; queries ``(B, K, D)``; returns ``(B K, F, T)``.
+    """
+    from ..supervised import logits_from_trunk
+
+    logits = logits_from_trunk(model, trunk, queries)
     return torch.sigmoid(logits).reshape(-1, *logits.shape[-2:])
 
 
@@ -106,17 +115,22 @@ class Rollout:
     """Everything the update needs from one rollout (items ``n = b K + k``).
 
     Shape:
-        features ``(B, 1, F, T)``; queries ``(B, K, D)``; P_old ``(N, F, T)``;
-        masks, old_logp ``(N, G, F, T)``; rewards ``(N, G)``; terms: each ``(N, G)``;
+        features ``(B, 1, F, T)``; queries ``(B, K, D)``; trunk ``(B, C, F/2, T/2)`` the old
+        policy's U-Net trunk output (reused by updates that train only the head); P_old ``(N, F, T)``;
+        masks, old_logp ``(N, G, F, T)``; mask_logit, mask_log1m ``(N, G, F, T)``: ``log m - log(1 - m)``
+        and ``log(1 - m)`` of the masks (:func:`~mars_core.rl.policy.mask_logs`); rewards ``(N, G)``; terms: each ``(N, G)``;
         waveforms ``(N, G, samples)``; timings: seconds of ``policy``, ``rollout``
         (sampling, log-probs, reconstruction) and ``reward``.
     """
 
     features: torch.Tensor
     queries: torch.Tensor
+    trunk: torch.Tensor
     P_old: torch.Tensor
     masks: torch.Tensor
     old_logp: torch.Tensor
+    mask_logit: torch.Tensor
+    mask_log1m: torch.Tensor
     rewards: torch.Tensor
     terms: dict[str, torch.Tensor]
     waveforms: torch.Tensor
@@ -143,7 +157,8 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     """
     dev = batch.features.device
     t0 = time.perf_counter()
-    P_old = policy_proposal(old_policy, batch.features, batch.queries).float()
+    trunk = old_policy.unet.trunk(batch.features)
+    P_old = proposal_from_trunk(old_policy, trunk, batch.queries).float()
     _sync(dev)
     t1 = time.perf_counter()
     if seed is None:
@@ -153,7 +168,8 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             masks = policy.sample_masks(P_old, kappa, group_size)
-    old_logp = policy.beta_log_prob(P_old.unsqueeze(1), masks, kappa)
+    logit_m, log_1m = policy.mask_logs(masks)
+    old_logp = policy.beta_log_prob_from_logs(P_old.unsqueeze(1), logit_m, log_1m, kappa)
     b, n, g = batch.n_mixtures, batch.n_items, group_size
     wav = reconstruct_group(fe, masks.reshape(b, n // b, g, *masks.shape[-2:]), batch.mixtures).reshape(n, g, -1)
     _sync(dev)
@@ -164,7 +180,7 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     rewards, terms = reward_model(wav.reshape(n * g, -1), rep(batch.z), z_neg, refs)
     _sync(dev)
     t3 = time.perf_counter()
-    return Rollout(batch.features, batch.queries, P_old, masks, old_logp, rewards.reshape(n, g),
+    return Rollout(batch.features, batch.queries, trunk, P_old, masks, old_logp, logit_m, log_1m, rewards.reshape(n, g),
                    {k: v.reshape(n, g) for k, v in terms.items()}, wav, float(kappa),
                    {"policy": t1 - t0, "rollout": t2 - t1, "reward": t3 - t2})
 

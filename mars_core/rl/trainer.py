@@ -12,7 +12,7 @@ One step (CleanRL's order):
    policy), AdamW, gradient norm clipped;
 5. every ``eval_every`` steps: SDR and SI-SDRi of the deterministic mode ``P`` on fixed ``val``
    mixtures (centred crops, gain 1, omni query), and the judge's semantic score when a judge is
-   given. The best val SDR -- a metric the reward never sees -- selects the returned weights
+   given. The best val SDR -- on mixtures no reward ever sees -- selects the returned weights
    (step 0, the supervised start, is logged but not eligible).
 
 Project decision: the policy runs with BatchNorm in **eval mode** (the running statistics of
@@ -54,8 +54,8 @@ from . import policy
 from .advantages import EMABaseline, group_advantages
 from .ppo import ppo_loss
 from .rewards import RewardModel, reward_bank as build_reward_bank
-from .policy import beta_entropy, beta_kl, beta_log_prob
-from .rollout import Rollout, policy_proposal, rl_batch, rollout, step_seed
+from .policy import beta_entropy, beta_kl, beta_log_prob_from_logs
+from .rollout import Rollout, proposal_from_trunk, rl_batch, rollout, step_seed
 
 STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
              "reward_signal", "reward_contamination", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
@@ -73,6 +73,8 @@ def check_config(cfg: RLConfig) -> None:
                  "val_mixtures"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.trainable not in ("all", "head"):
+        raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
     if cfg.advantage not in ("group", "ema"):
         raise ValueError(f"advantage must be 'group' or 'ema', got {cfg.advantage!r}")
     if cfg.advantage == "group" and cfg.group_size == 1:
@@ -109,6 +111,18 @@ def run_config(profile: Profile, cfg: RLConfig, start_key: str, bank_key: str, s
             "reward": stack.key, "aligned": bool(stack.aligned)}
 
 
+def trainable_parameters(model: torch.nn.Module, trainable: str) -> list[torch.nn.Parameter]:
+    """Set ``requires_grad`` for RL and return the trained parameters: all of them (``"all"``) or
+    the last up-path layer and the query fusion (``"head"``, :meth:`QuerySeparator.head_parameter_names`)."""
+    names = set(model.head_parameter_names()) if trainable == "head" else None
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(names is None or n in names)
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
 def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) -> tuple[torch.Tensor, float]:
     """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``."""
     if cfg.advantage == "group":
@@ -122,7 +136,9 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
     """``ppo_epochs x minibatches`` clipped updates on one rollout; the mean of each statistic.
 
     Minibatches split the mixtures (all ``K`` items of a mixture share its U-Net pass), in an
-    order drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``.
+    order drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``. With ``cfg.trainable ==
+    "head"`` the frozen trunk's output is taken from the rollout (it is the same for the old and
+    the new policy), so an update runs only the last layer and the query fusion.
     """
     b, k = ro.queries.shape[:2]
     adv = adv.to(ro.rewards.device)
@@ -133,15 +149,17 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
         for mb in order.tensor_split(cfg.minibatches):
             mb = mb.to(ro.features.device)
             items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
-            P = policy_proposal(model, ro.features[mb], ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
-            new_logp = beta_log_prob(P, ro.masks[items], ro.kappa)
+            trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
+            P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+            new_logp = beta_log_prob_from_logs(P, ro.mask_logit[items], ro.mask_log1m[items], ro.kappa)
             ent = beta_entropy(P, ro.kappa)
             kl_t = beta_kl(P, ro.P_old[items].unsqueeze(1), ro.kappa) if cfg.kl_coef > 0 else None
             loss, stats = ppo_loss(new_logp, ro.old_logp[items], adv[items], ent, kl_t, clip_eps=cfg.clip_eps,
                                    ent_coef=cfg.ent_coef, kl_coef=cfg.kl_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            params = [p for g in opt.param_groups for p in g["params"]]
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
             opt.step()
             for key, v in stats.items():
                 sums[key] = sums.get(key, 0.0) + v
@@ -259,10 +277,8 @@ def train_rl(
                                                                             progress=progress)
     reward_model = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
     model = copy.deepcopy(separator).to(device).eval()  # BatchNorm in eval mode throughout (module docstring)
-    for p in model.parameters():
-        p.requires_grad_(True)
     old_policy = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMABaseline(decay=cfg.ema_decay)
     ds = MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
     if isinstance(judge, str):
