@@ -902,6 +902,20 @@ def run_stage(
     return hist
 
 
+@contextlib.contextmanager
+def heads_restored(encoder: TriModalEncoder):
+    """Inside: load or train any heads; on exit every head tensor is what it was on entry."""
+    names = sorted({n for ns in head_parameter_names(encoder).values() for n in ns})
+    saved = head_state(encoder, names)
+    try:
+        yield
+    finally:
+        params = dict(encoder.named_parameters())
+        with torch.no_grad():
+            for n, v in saved.items():
+                params[n].copy_(v.to(params[n].device))
+
+
 def objective_terms(
     encoder: TriModalEncoder, data: AlignmentData, cfg: AlignmentConfig, checkpoint: str | Path,
     stages: Sequence[str] = STAGES, n_items: int | None = None,
@@ -923,11 +937,9 @@ def objective_terms(
     ones = {f.name: 1.0 for f in dataclasses.fields(cfg) if f.name.endswith("_weight")}
     full = dataclasses.replace(cfg, **ones, n_val_items=n)
     train_view = AlignmentData(data.train, data.train, data.train_hard, data.train_hard)
-    names = sorted({x for ns in head_parameter_names(encoder).values() for x in ns})
-    saved = head_state(encoder, names)
     scales = LogitScales(cfg.temperature_init, cfg.learn_temperature).to(encoder.device)
     rows = []
-    try:
+    with heads_restored(encoder):
         load_heads(encoder, checkpoint, scales)
         ctx = StageContext(encoder, scales, full, data.sample_rate)
         for stage in stages:
@@ -942,11 +954,6 @@ def objective_terms(
                 means[split] = {k: float(np.mean(v)) for k, v in parts.items()}
             rows += [{"stage": stage, "term": k, "train": means["train"][k], "val": means["val"].get(k, float("nan"))}
                      for k in means["train"]]
-    finally:
-        params = dict(encoder.named_parameters())
-        with torch.no_grad():
-            for k, v in saved.items():
-                params[k].copy_(v.to(params[k].device))
     return pd.DataFrame(rows)
 
 
@@ -1141,10 +1148,8 @@ def alignment_table(
     """
     import pandas as pd
 
-    names = sorted({n for ns in head_parameter_names(encoder).values() for n in ns})
-    saved = head_state(encoder, names)
     rows = []
-    try:
+    with heads_restored(encoder):
         for stage, path in checkpoints.items():
             load_heads(encoder, path)
             mlbp = None
@@ -1153,11 +1158,6 @@ def alignment_table(
 
                 mlbp, _ = fit_mlbp(encoder, anchor_train, anchor_cfg, val_items=anchor_val)
             rows += [measure_alignment(encoder, ds, stage=stage, n_items=n_items, mlbp=mlbp) for ds in datasets]
-    finally:
-        params = dict(encoder.named_parameters())
-        with torch.no_grad():
-            for n, v in saved.items():
-                params[n].copy_(v.to(params[n].device))
     return pd.DataFrame(rows)
 
 
