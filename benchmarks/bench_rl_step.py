@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from functools import partial
@@ -137,17 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(*args.worker, args.batch, args.device, args.warmup, args.repeats)))
         return 0
-    rows = []
-    for prof in args.profile:
-        for kind in ("supervised", *RL_KINDS):
-            cmd = [sys.executable, __file__, "--worker", kind, prof, "--device", args.device, "--threads",
-                   str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            cmd += ["--batch", str(args.batch)] if args.batch else []
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(f"{kind} @ {prof} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = bts.run_workers(__file__, args.profile, ["supervised", *RL_KINDS], args)
     print(f"{bts.machine()}; {args.threads} torch threads; median of {args.repeats} steps after {args.warmup} warm-up")
     print(table(rows).round(3).to_string(index=False))
     for r in table(rows).itertuples():

@@ -137,6 +137,23 @@ def table(rows: list[dict]):
     return df
 
 
+def run_workers(script: str, profiles: list[str], kinds: list[str], args: argparse.Namespace) -> list[dict]:
+    """Time each ``(profile, kind)`` in a fresh ``script --worker`` process (so peak memory is its own);
+    the rows of those that succeeded (failures are printed to stderr)."""
+    rows = []
+    for prof in profiles:
+        for kind in kinds:
+            cmd = [sys.executable, script, "--worker", kind, prof, "--device", args.device, "--threads",
+                   str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+            cmd += ["--batch", str(args.batch)] if args.batch else []
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(f"{kind} @ {prof} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     gpu = torch.cuda.is_available()
@@ -154,17 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(*args.worker, args.batch, args.device, args.warmup, args.repeats)))
         return 0
-    rows = []
-    for prof in args.profiles:
-        for kind in args.steps:
-            cmd = [sys.executable, __file__, "--worker", kind, prof, "--device", args.device, "--threads",
-                   str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            cmd += ["--batch", str(args.batch)] if args.batch else []
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(f"{kind} @ {prof} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = run_workers(__file__, args.profiles, args.steps, args)
     print(f"{machine()}; {args.threads} torch threads; median of {args.repeats} steps after {args.warmup} warm-up")
     print(table(rows).round(3).to_string(index=False))
     return 0

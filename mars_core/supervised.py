@@ -37,7 +37,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +190,12 @@ def validation_set(profile: Profile, bank: QueryBank, n: int, build_dir: Path | 
 
 
 @torch.no_grad()
-def validate(model: QuerySeparator, val: ValidationSet, fe: FrontEnd, batch_size: int = 16) -> dict[str, float]:
-    """Mean SDR (BSS Eval v4) and SI-SDRi of the deterministic-mask estimates (silent items skipped)."""
+@torch.no_grad()
+def validation_estimates(model: QuerySeparator, val: ValidationSet, fe: FrontEnd, batch_size: int = 16) -> torch.Tensor:
+    """Waveforms of the deterministic masks ``P`` for every validation item (eval mode, restored after).
+
+    Shape: returns ``(N, samples)`` on the validation set's device.
+    """
     was = model.training
     model.eval()
     est = []
@@ -199,7 +203,16 @@ def validate(model: QuerySeparator, val: ValidationSet, fe: FrontEnd, batch_size
         sl = slice(lo, lo + batch_size)
         est.append(fe.reconstruct(model(val.features[sl], val.queries[sl]), val.mixtures[sl]))
     model.train(was)
-    est = torch.cat(est).double().cpu()
+    return torch.cat(est)
+
+
+def validate(model: QuerySeparator, val: ValidationSet, fe: FrontEnd, batch_size: int = 16,
+             estimates: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean SDR (BSS Eval v4) and SI-SDRi of the deterministic-mask estimates (silent items skipped);
+    ``estimates``: :func:`validation_estimates` already computed (else they are)."""
+    if estimates is None:
+        estimates = validation_estimates(model, val, fe, batch_size)
+    est = estimates.double().cpu()
     ref, mix = val.targets.double().cpu(), val.mixtures.double().cpu()
     sdr = sdr_metric(est.numpy(), ref.numpy())
     si = (si_sdr(est, ref) - si_sdr(mix, ref)).numpy()
@@ -220,15 +233,15 @@ def config_hash(run_cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(run_cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _empty_history() -> dict[str, list]:
-    return {k: [] for k in ("step", "loss", "lr", "grad_norm", "val_step", "val_sdr", "val_si_sdri")}
+HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "val_step", "val_sdr", "val_si_sdri")
+"""Entries of the supervised trainer's ``history``."""
 
 
 @dataclass
-class _State:
-    """What a resumed run needs besides model, optimiser and scheduler."""
+class TrainState:
+    """What a resumed run needs besides model, optimiser and scheduler (supervised and RL trainers)."""
 
-    history: dict = field(default_factory=_empty_history)
+    history: dict
     best_sdr: float = -math.inf
     best_step: int = -1
     best_state: dict | None = None
@@ -244,10 +257,10 @@ def save_last(path: Path, run_cfg: dict, step: int, model, opt, st: Any, **state
                     best_step=st.best_step, best_state=st.best_state, wall_s=st.wall_s)
 
 
-def resume_last(path: Path, run_cfg: dict, model, opt, state_cls: type, what: str = "a run",
-                **stateful: Any) -> tuple[int, Any]:
+def resume_last(path: Path, run_cfg: dict, model, opt, what: str = "a run",
+                **stateful: Any) -> tuple[int, TrainState]:
     """Load :func:`save_last`'s file into ``model``, ``opt`` and ``stateful`` (RNG streams restored):
-    ``(step, state_cls(history, best_sdr, best_step, best_state, wall_s))``.
+    ``(step, TrainState(history, best_sdr, best_step, best_state, wall_s))``.
 
     Raises:
         ValueError: the file belongs to ``what`` with another run configuration.
@@ -260,8 +273,8 @@ def resume_last(path: Path, run_cfg: dict, model, opt, state_cls: type, what: st
     opt.load_state_dict(blob["optimizer"])
     for k, v in stateful.items():
         v.load_state_dict(blob[k])
-    return blob["step"], state_cls(blob["history"], blob["best_sdr"], blob["best_step"], blob["best_state"],
-                                   blob["wall_s"])
+    return blob["step"], TrainState(blob["history"], blob["best_sdr"], blob["best_step"], blob["best_state"],
+                                    blob["wall_s"])
 
 
 def keep_if_best(st: Any, sdr: float, step: int, model: torch.nn.Module) -> bool:
@@ -340,9 +353,9 @@ def train_supervised(
     ds = train_dataset(prof, cfg, build_dir)
     val = validation_set(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), build_dir, device)
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
-    start, st = 0, _State()
+    start, st = 0, TrainState({k: [] for k in HISTORY_KEYS})
     if last is not None and resume and last.exists():
-        start, st = resume_last(last, run_cfg, model, opt, _State, scheduler=sched)
+        start, st = resume_last(last, run_cfg, model, opt, scheduler=sched)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     quiet = {} if progress else {"disable": True}
     bar = tqdm(range(start, end), desc=f"supervised {prof.name}", initial=start, total=cfg.steps, **quiet)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from mars_core.rl.trainer import STEP_KEYS, VAL_KEYS, check_config, train_rl
 from mars_core.supervised import load_separator
 from tests.test_queries import fake_bank
 from tests.test_rl_rollout import smoke_stack, trained_looking_separator
+from tests.test_supervised import _assert_same, _weights
 
 SMOKE = get_profile("smoke")
 TINY = RLConfig(steps=4, batch_mixtures=2, group_size=2, ppo_epochs=2, minibatches=2, lambda_sig=0.5, lambda_neg=0.5,
@@ -34,16 +36,6 @@ def _train(env, cfg=TINY, separator=None, **kw):
     kw = dict(dict(stack=env["stack"], bank=env["bank"], reward_bank=env["reward_bank"], build_dir=env["build_dir"],
                    judge=None, progress=False), **kw)
     return train_rl(SMOKE, cfg, separator=separator or trained_looking_separator(), **kw)
-
-
-def _weights(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _assert_same(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def _strip_times(h: dict) -> dict:
@@ -266,3 +258,24 @@ def test_head_training_leaves_the_trunk_bit_identical_and_moves_the_head(env):
     assert h_head["reward_mean"] == h_all["reward_mean"]
     with pytest.raises(ValueError, match="trainable must be"):
         check_config(replace(TINY, trainable="decoder"))
+
+
+def test_validate_rl_scores_one_set_of_estimates_for_sdr_and_judge(env, fake_build):
+    from mars_core.audio import FrontEnd
+    from mars_core.metrics import sdr as sdr_metric
+    from mars_core.supervised import new_separator, validation_set
+
+    val = validation_set(SMOKE, env["bank"], 3, build_dir=fake_build)
+    seen = []
+
+    def scorer(est):  # a stand-in judge: records what it is given, scores 7 per item
+        seen.append(est.clone())
+        return {"semantic": np.full(len(est), 7.0)}
+
+    model = new_separator(SMOKE, 0)
+    with torch.no_grad():
+        model.bias.fill_(30.0)  # P = 1 - 1e-13: every estimate is its mixture
+    out = tr.validate_rl(model, tr.RLValidation(val, None, scorer), FrontEnd(SMOKE.audio))
+    torch.testing.assert_close(seen[0].double(), val.mixtures.double(), rtol=0, atol=1e-4)
+    mix_sdr = sdr_metric(val.mixtures.double().numpy(), val.targets.double().numpy())
+    assert math.isclose(out["sdr"], float(np.nanmean(mix_sdr)), abs_tol=1e-3) and out["semantic"] == 7.0

@@ -29,10 +29,9 @@ same weights as an uninterrupted one (bit-exact on CPU).
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,8 @@ from ..encoders.stack import load_reward_stack
 from ..queries import (TRAIN_QUERIES, QueryBank, compose, encoder_fingerprint, load_or_build_query_bank,
                        load_query_encoder, modality_embeddings)
 from ..seeding import item_rng
-from ..supervised import (ValidationSet, config_hash, keep_if_best, load_or_train, load_separator, resume_last,
-                          save_last, save_separator, validate)
+from ..supervised import (TrainState, ValidationSet, config_hash, keep_if_best, load_or_train, load_separator,
+                          resume_last, save_last, save_separator, validate, validation_estimates)
 from . import policy
 from .advantages import EMABaseline, group_advantages
 from .ppo import ppo_loss
@@ -193,35 +192,19 @@ def validation(profile: Profile, bank: QueryBank, n: int, *, judge=None, build_d
 
 @torch.no_grad()
 def validate_rl(model: torch.nn.Module, rv: RLValidation, fe: FrontEnd) -> dict[str, float]:
-    """``sdr``, ``si_sdri`` (:func:`mars_core.supervised.validate`) and the judge's ``semantic`` (NaN without one)."""
-    out = dict(validate(model, rv.val, fe))
+    """``sdr``, ``si_sdri`` (:func:`mars_core.supervised.validate`) and the judge's ``semantic`` (NaN without one),
+    from one set of estimates."""
+    est = validation_estimates(model, rv.val, fe)
+    out = dict(validate(model, rv.val, fe, estimates=est))
     out["semantic"] = float("nan")
     if rv.scorer is not None:
-        was = model.training
-        model.eval()
-        est = torch.cat([fe.reconstruct(model(rv.val.features[i:i + 16], rv.val.queries[i:i + 16]),
-                                        rv.val.mixtures[i:i + 16]) for i in range(0, len(rv.val.queries), 16)])
-        model.train(was)
         sem = rv.scorer(est.float().cpu())["semantic"]
         out["semantic"] = float(np.nanmean(sem)) if np.isfinite(sem).any() else float("nan")
     return out
 
 
 # --------------------------------------------------------------------------- run bookkeeping
-def _empty_history() -> dict[str, list]:
-    return {k: [] for k in STEP_KEYS + VAL_KEYS}
-
-
-@dataclass
-class _State:
-    history: dict = field(default_factory=_empty_history)
-    best_sdr: float = -math.inf
-    best_step: int = -1
-    best_state: dict | None = None
-    wall_s: float = 0.0
-
-
-def _log_val(st: _State, step: int, v: dict[str, float]) -> None:
+def _log_val(st: TrainState, step: int, v: dict[str, float]) -> None:
     h = st.history
     h["val_step"].append(step), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
     h["val_semantic"].append(v["semantic"])
@@ -288,9 +271,9 @@ def train_rl(
     rv = validation(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), judge=judge, build_dir=build_dir,
                     device=device)
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
-    start, st = 0, _State()
+    start, st = 0, TrainState({k: [] for k in STEP_KEYS + VAL_KEYS})
     if last is not None and resume and last.exists():
-        start, st = resume_last(last, run_cfg, model, opt, _State, "an RL run", ema=ema)
+        start, st = resume_last(last, run_cfg, model, opt, "an RL run", ema=ema)
     if start == 0:
         _log_val(st, 0, validate_rl(model, rv, fe))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
