@@ -42,7 +42,7 @@ from mars_core.encoders.stack import RewardStack  # noqa: E402
 from mars_core.rl.advantages import EMABaseline  # noqa: E402
 from mars_core.rl.rewards import RewardModel  # noqa: E402
 from mars_core.rl.rollout import RLBatch, rollout  # noqa: E402
-from mars_core.rl.trainer import advantages, ppo_update, trainable_parameters  # noqa: E402
+from mars_core.rl.trainer import advantages, make_optimizer, ppo_update  # noqa: E402
 from mars_core.supervised import new_separator  # noqa: E402
 
 TIMINGS: list[dict[str, float]] = []
@@ -58,7 +58,7 @@ def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", **overri
     cfg = replace(cfg, batch_mixtures=batch_mixtures, minibatches=min(cfg.minibatches, batch_mixtures))
     model = new_separator(profile, 0).to(device).eval()
     old = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     enc = MiniBind.from_profile(profile, seed=0).to(device).eval().requires_grad_(False)
     stack = RewardStack(enc, MLBPAnchor(enc.embed_dim, 64).to(device).eval(), aligned=False, key="bench")
     reward_model = RewardModel(stack, profile.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)

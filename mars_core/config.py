@@ -233,14 +233,18 @@ class RLConfig:
     """What RL trains: 'all' separator weights, or 'head' (the last up-path layer and the query
     fusion; the U-Net trunk stays at the supervised weights and is run once per rollout, not once
     per update)."""
+    optimizer: str = "adamw"
+    """'adamw' (the method's) or 'sgd' (plain SGD on the clipped gradient: no per-weight normalisation, so
+    weights whose policy gradient is mostly noise move little; see :func:`mars_core.rl.trainer.make_optimizer`)."""
     lr: float = 2e-4
-    """AdamW learning rate (constant)."""
+    """Learning rate (constant) of the optimizer."""
     weight_decay: float = 0.01
-    """AdamW decoupled weight decay."""
+    """Decoupled weight decay (AdamW; SGD applies it as L2)."""
     grad_clip: float = 1.0
     """Maximum global gradient norm per update."""
     advantage: str = "group"
-    """'group': (R - group mean) / (group std + eps) per item (GRPO); 'ema': R - EMA baseline, divided by the batch std (the paper's reading)."""
+    """'group': (R - group mean) / (group std + eps) per item (GRPO); 'ema': R - EMA baseline, divided by the batch std (the paper's reading);
+    'none': every advantage 0 (the ablation with no policy gradient: only the entropy bonus and the KL term train)."""
     ema_decay: float = 0.92
     """Decay of the EMA baseline of the batch-mean reward (advantage='ema')."""
     lambda_sig: float = 0.0
@@ -262,12 +266,13 @@ class RLConfig:
 PLUS: dict[str, Any] = dict(trainable="head", kappa=30.0, kappa_end=30.0, ent_coef=0.01, lambda_sig=1.0, lambda_neg=0.5)
 """How the ``plus`` preset (every profile's ``rl``) departs from the method.md defaults of :class:`RLConfig`.
 Measured at cpu size from the supervised checkpoint (200 steps, validation SDR and judge score on 50 val mixtures;
-commands in the RL issue's notes and ``scripts/rl_fixed_batch.py``): training every weight lowered validation SDR
-in every configuration tried, and on one fixed batch the update lowered the mode's SI-SDR (all weights) where
-training only the head raised it (60 updates: 4.28 -> 3.88 dB vs 4.28 -> 4.55 dB); on that batch the sampled masks'
-SI-SDR averaged -4.9 dB at kappa 9 and -1.7 dB at kappa 30 against +4.3 dB for their mode; the entropy bonus 0.1
-pulls every P towards 1/2 (its gradient measured 2-5x the policy gradient's norm); the semantic reward alone raised
-the judge's score but lowered SDR, the signal term keeps SDR in the objective."""
+commands in the RL issue's notes, ``scripts/rl_fixed_batch.py`` and ``scripts/rl_gradient_check.py``): training every
+weight lowered validation SDR in every full run tried (five configurations) and costs 1.3-1.5x the head-only step; the
+masks sampled at kappa 9 score far below their mode (one batch: -4.9 to -6.3 dB SI-SDR against +4.3 dB, two sample
+streams; kappa 30: -1.7 to -2.2 dB); the entropy bonus 0.1 pulls every P towards 1/2 (its gradient measured 2-5x the
+policy gradient's norm); the semantic reward alone raised the judge's score but lowered SDR, the signal term keeps SDR
+in the objective. None of this makes RL improve SDR at cpu size (README, notebook 04 section 10): one update's
+gradient is not measurably aligned with the exact gradient of the mode's SI-SDR at any kappa tried."""
 
 
 @dataclass(frozen=True)

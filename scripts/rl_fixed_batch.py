@@ -22,19 +22,15 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mars_core.audio import FrontEnd
-    from mars_core.config import RL_PRESETS, get_profile, rl_preset
+    from mars_core.config import RL_PRESETS
     from mars_core.data.mixing import MixtureDataset
-    from mars_core.encoders.stack import load_reward_stack
     from mars_core.metrics import si_sdr
-    from mars_core.queries import load_or_build_query_bank, load_query_encoder
     from mars_core.rl.__main__ import parse_overrides
     from mars_core.rl.advantages import EMABaseline
-    from mars_core.rl.rewards import RewardModel, reward_bank
+    from mars_core.rl.diagnostics import load_setup
     from mars_core.rl.rollout import policy_proposal, reconstruct_group, rl_batch, rollout
-    from mars_core.rl.trainer import advantages, ppo_update, trainable_parameters
+    from mars_core.rl.trainer import advantages, make_optimizer, ppo_update
     from mars_core.seeding import seed_everything
-    from mars_core.supervised import load_or_train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
@@ -47,19 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(0)
-    prof = get_profile(args.profile)
-    cfg = replace(rl_preset(prof, args.preset), **parse_overrides(args.set))
-    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=False)
-    separator, _ = load_or_train(prof, bank=bank, progress=False)
-    stack = load_reward_stack(prof)
-    fe = FrontEnd(prof.audio)
-    reward_model = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
-    model = copy.deepcopy(separator).eval()
+    su = load_setup(args.profile, args.preset, parse_overrides(args.set))
+    prof, cfg, fe, reward_model = su.prof, su.cfg, su.fe, su.reward_model
+    model = copy.deepcopy(su.separator).eval()
     old = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     ds = MixtureDataset("train", prof, n_items=cfg.batch_mixtures, load_images=False)
-    batch = rl_batch(ds, bank, reward_bank(stack, prof, progress=False), stack, fe, 0, cfg.batch_mixtures,
-                     cfg.query, cfg.seed)
+    batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, 0, cfg.batch_mixtures, cfg.query, cfg.seed)
     refs = batch.sources.reshape(batch.n_items, -1)
     ema = EMABaseline(cfg.ema_decay)
     print(f"profile {prof.name}, preset {cfg.preset}, trainable {cfg.trainable}, kappa {cfg.kappa}, G {cfg.group_size}, "

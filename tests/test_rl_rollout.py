@@ -96,6 +96,35 @@ def test_closed_form_beta_gradients_match_the_policy():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kappa", [9.0, 300.0])
+def test_shared_update_terms_equal_scipy_and_their_gradients_the_policy(kappa):
+    """beta_policy_terms (one lgamma / digamma evaluation for log-prob, entropy and KL) against
+    scipy's values and against torch.distributions' gradients."""
+    P = torch.tensor([0.0, 0.02, 0.5, 0.83, 1.0]).reshape(5, 1, 1, 1)
+    masks = torch.tensor([[0.05, 0.3], [0.5, 1e-3], [0.7, 0.95], [0.2, 0.99], [0.6, 0.999]]).reshape(5, 2, 1, 1)
+    P_old = torch.tensor([0.1, 0.0, 0.45, 0.9, 0.97]).reshape(5, 1, 1, 1)
+    logp, ent, kl = policy.beta_policy_terms(P, *policy.mask_logs(masks), kappa, P_old)
+    a, b = (1 + kappa * P).double().numpy(), (1 + kappa * (1 - P)).double().numpy()
+    a0, b0 = (1 + kappa * P_old).double().numpy(), (1 + kappa * (1 - P_old)).double().numpy()
+    m = masks.float().clamp(1e-6, 1 - 1e-6).double().numpy()
+    np.testing.assert_allclose(logp.double().numpy(), scipy.stats.beta.logpdf(m, a, b), rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(ent.double().numpy(), scipy.stats.beta.entropy(a, b), rtol=1e-4, atol=1e-3)
+    psi, lbeta = scipy.special.digamma, scipy.special.betaln
+    kl_ref = lbeta(a0, b0) - lbeta(a, b) + (a - a0) * psi(a) + (b - b0) * psi(b) + (a0 - a + b0 - b) * psi(a + b)
+    np.testing.assert_allclose(kl.double().numpy(), kl_ref, rtol=1e-4, atol=2e-3)
+    assert policy.beta_policy_terms(P, *policy.mask_logs(masks), kappa)[2] is None
+    grads = []
+    for shared in (True, False):
+        x = P.clamp(0.01, 0.99).clone().requires_grad_()
+        if shared:
+            lp, h, k = policy.beta_policy_terms(x, *policy.mask_logs(masks), kappa, P_old)
+        else:
+            lp, h, k = policy.log_prob(x, masks, kappa), policy.entropy(x, kappa), policy.kl(x, P_old, kappa)
+        (lp.sum() + h.sum() + k.sum()).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-3)
+
+
 # --------------------------------------------------------------------------- batch
 def test_rl_batch_layout_queries_and_anchors(parts):
     b, step = 2, 1

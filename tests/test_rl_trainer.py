@@ -78,6 +78,7 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
     ("advantage", "gae", "advantage must be"), ("steps", 0, "steps"), ("group_size", 0, "group_size"),
     ("minibatches", 3, "cannot exceed batch_mixtures"), ("kappa", 0.0, "kappa"), ("kappa_schedule", "exp", "kappa_schedule"),
     ("query", "video", "query"), ("ema_decay", 1.0, "ema_decay"), ("lambda_neg", -1.0, "lambda_neg"), ("clip_eps", 0.0, "clip_eps"),
+    ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'ema' or 'none'"),
 ])
 def test_bad_config_is_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -176,6 +177,22 @@ def test_group_advantages_have_zero_mean_per_step(env):
     _, h = _train(env, replace(TINY, steps=2, eval_every=2, lambda_sig=0.0, lambda_neg=0.0))
     assert all(abs(m) < 1e-5 for m in h["adv_mean"])  # GRPO: zero mean within every group
     assert h["reward_contamination"] == [0.0, 0.0] and h["reward_signal"] == [0.0, 0.0]
+
+
+def test_no_advantage_ablation_trains_only_the_regularisers(env):
+    """advantage='none': zero advantages, so with no entropy bonus (and no weight decay or KL) nothing moves;
+    with the entropy bonus alone the proposals move towards 1/2 (the Beta entropy is largest there)."""
+    start = trained_looking_separator()
+    cfg = replace(TINY, steps=2, eval_every=2, advantage="none", ent_coef=0.0, kl_coef=0.0, weight_decay=0.0)
+    same, h = _train(env, cfg, separator=start)
+    assert h["adv_mean"] == [0.0, 0.0] and h["adv_std"] == [0.0, 0.0] and h["frac_zero_std"] == [1.0, 1.0]
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), same.state_dict().values()))
+    moved, _ = _train(env, replace(cfg, ent_coef=1.0, trainable="head"), separator=start)
+    g = torch.Generator().manual_seed(0)
+    x, q = torch.randn(3, 1, *SMOKE_FT, generator=g), torch.randn(3, SMOKE.separator.query_dim, generator=g)
+    with torch.no_grad():
+        spread = [(m.eval()(x, q) - 0.5).abs().mean().item() for m in (start, moved)]
+    assert spread[1] < spread[0]
 
 
 # --------------------------------------------------------------------------- load_or_train_rl
@@ -279,3 +296,27 @@ def test_validate_rl_scores_one_set_of_estimates_for_sdr_and_judge(env, fake_bui
     torch.testing.assert_close(seen[0].double(), val.mixtures.double(), rtol=0, atol=1e-4)
     mix_sdr = sdr_metric(val.mixtures.double().numpy(), val.targets.double().numpy())
     assert math.isclose(out["sdr"], float(np.nanmean(mix_sdr)), abs_tol=1e-3) and out["semantic"] == 7.0
+
+
+def test_make_optimizer_sgd_steps_by_the_gradient_and_adamw_by_its_sign():
+    """One step on a loss whose gradient is (1000, 0.1) on two weights: SGD moves them by lr x gradient,
+    AdamW's first step moves both by about lr (Adam normalises each weight by its own gradient size)."""
+    from mars_core.rl.trainer import make_optimizer
+
+    model = trained_looking_separator()
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    moved = {}
+    for name in ("sgd", "adamw"):
+        model.load_state_dict({n: v.clone() for n, v in start.items()}, strict=False)
+        opt = make_optimizer(model, replace(TINY, optimizer=name, lr=1e-4, weight_decay=0.0, trainable="head"))
+        assert isinstance(opt, torch.optim.SGD if name == "sgd" else torch.optim.AdamW)
+        assert {id(p) for g in opt.param_groups for p in g["params"]} == {
+            id(p) for n, p in model.named_parameters() if n in set(model.head_parameter_names())}
+        loss = 1000.0 * model.bias.sum() + 0.1 * model.scale[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        moved[name] = ((start["bias"] - model.bias.detach()).item(), (start["scale"][0] - model.scale[0].detach()).item())
+    assert moved["sgd"] == pytest.approx((0.1, 1e-5), rel=1e-2)
+    assert moved["adamw"] == pytest.approx((1e-4, 1e-4), rel=1e-3)
+

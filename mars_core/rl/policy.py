@@ -58,8 +58,62 @@ def sample_masks(P_old: torch.Tensor, kappa: float, group_size: int) -> torch.Te
     """
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    dist = distribution(P_old.detach().unsqueeze(1).expand(-1, group_size, *P_old.shape[1:]), kappa)
-    return clamp_sample(dist.sample())
+    a, b = beta_params(P_old.detach().unsqueeze(1).expand(-1, group_size, *P_old.shape[1:]), kappa)
+    return clamp_sample(sample_beta(a, b))
+
+
+def _gamma_ge1(shape: torch.Tensor, max_rounds: int = 32) -> torch.Tensor:
+    """Gamma(shape, 1) draws for ``shape >= 1`` by Marsaglia and Tsang's squeeze-free method.
+
+    With ``d = a - 1/3``, ``c = 1 / sqrt(9 d)``, ``x ~ N(0, 1)``, ``v = (1 + c x)^3`` and
+    ``u ~ U(0, 1)``, the candidate ``d v`` is accepted when ``v > 0`` and
+    ``log u < x^2 / 2 + d - d v + d log v`` (acceptance above 95 % for every ``a >= 1``).
+    Every element is proposed at once; the few rejected ones are drawn again.
+    """
+    d = shape - 1.0 / 3.0
+    c = torch.rsqrt(9.0 * d)
+    out = torch.empty_like(shape)
+    todo = None  # None: every element; then the flat indices still rejected
+    for _ in range(max_rounds):
+        dd, cc = (d, c) if todo is None else (d.reshape(-1)[todo], c.reshape(-1)[todo])
+        x = torch.randn_like(dd)
+        v = torch.addcmul(torch.ones_like(dd), cc, x).pow_(3)
+        u = torch.rand_like(dd)
+        ok = (v > 0) & (torch.log(u) < 0.5 * x * x + dd - dd * v + dd * torch.log(v.clamp_min(1e-30)))
+        if todo is None:
+            out = torch.where(ok, dd * v, out)
+            todo = (~ok).reshape(-1).nonzero().squeeze(1)
+        else:
+            out.view(-1)[todo[ok]] = (dd * v)[ok]
+            todo = todo[~ok]
+        if todo.numel() == 0:
+            return out
+    out.view(-1)[todo] = torch._standard_gamma(shape.reshape(-1)[todo])  # practically never reached
+    return out
+
+
+@torch.no_grad()
+def sample_beta(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Independent ``Beta(alpha, beta)`` draws for ``alpha, beta >= 1`` (always true of the policy).
+
+    ``X / (X + Y)`` with ``X ~ Gamma(alpha)``, ``Y ~ Gamma(beta)`` drawn by :func:`_gamma_ge1`
+    from the global torch generator: the same distribution as ``torch.distributions.Beta(alpha,
+    beta).sample()`` (tested against scipy), faster on CPU because the gamma variates are drawn
+    in a few vectorised rounds instead of one element at a time.
+
+    Shape:
+        alpha, beta: the same shape; returns that shape, float32.
+
+    Raises:
+        ValueError: a parameter below 1 (the squeeze method needs shape >= 1) or not finite.
+    """
+    alpha, beta = alpha.float(), beta.float()
+    if alpha.shape != beta.shape:
+        raise ValueError(f"alpha and beta shapes differ: {tuple(alpha.shape)} vs {tuple(beta.shape)}")
+    if not (torch.all(alpha >= 1) and torch.all(beta >= 1) and torch.all(torch.isfinite(alpha + beta))):
+        raise ValueError("sample_beta needs finite alpha, beta >= 1")
+    x, y = _gamma_ge1(alpha), _gamma_ge1(beta)
+    return x / (x + y)
 
 
 def log_prob(P: torch.Tensor, mask: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -171,3 +225,28 @@ def beta_kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Ten
     a0, b0 = beta_params(P_old, kappa)
     return (_log_norm(a0, b0, kappa) - _log_norm(a1, b1, kappa) + (a1 - a0) * torch.digamma(a1)
             + (b1 - b0) * torch.digamma(b1))
+
+
+def beta_policy_terms(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tensor, kappa: float,
+                      P_old: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What one PPO update needs, sharing the Gamma-function values between its three terms:
+    ``(beta_log_prob_from_logs(P, ...), beta_entropy(P), beta_kl(P, P_old))`` (the KL ``None``
+    without ``P_old``). ``lgamma`` and ``digamma`` of ``alpha`` and ``beta`` are evaluated once
+    instead of once per term.
+
+    Shape:
+        P ``(N, 1, F, T)``; logit_m, log_1m ``(N, G, F, T)`` (:func:`mask_logs`); P_old like ``P``;
+        returns ``(N, G, F, T)``, ``(N, 1, F, T)``, ``(N, 1, F, T)``.
+    """
+    a, b = beta_params(P, kappa)
+    log_norm = _log_norm(a, b, kappa)
+    psi_a, psi_b = torch.digamma(a), torch.digamma(b)
+    logp = kappa * (P.float() * logit_m + log_1m) - log_norm
+    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
+    ent = log_norm - (a - 1.0) * psi_a - (b - 1.0) * psi_b + kappa * psi_sum
+    kl = None
+    if P_old is not None:
+        a0, b0 = beta_params(P_old.detach(), kappa)
+        kl = _log_norm(a0, b0, kappa) - log_norm + (a - a0) * psi_a + (b - b0) * psi_b
+    return logp, ent, kl
+

@@ -6,7 +6,7 @@ One step (CleanRL's order):
 2. rollout (:mod:`mars_core.rl.rollout`): mixtures ``step * B ...`` of ``train``, every source an
    item, ``G`` masks per item from ``pi_theta_old``, waveforms, rewards;
 3. advantages, once per batch: group-normalised (``advantage="group"``) or EMA baseline with
-   batch normalisation (``"ema"``); never re-normalised per minibatch;
+   batch normalisation (``"ema"``); never re-normalised per minibatch (``"none"``: zero, an ablation);
 4. ``ppo_epochs`` passes over the batch in ``minibatches`` shuffled minibatches of mixtures:
    per-bin :func:`~mars_core.rl.ppo.ppo_loss` (clipped surrogate, entropy bonus, KL to the old
    policy), AdamW, gradient norm clipped;
@@ -53,7 +53,7 @@ from . import policy
 from .advantages import EMABaseline, group_advantages
 from .ppo import ppo_loss
 from .rewards import RewardModel, reward_bank as build_reward_bank
-from .policy import beta_entropy, beta_kl, beta_log_prob_from_logs
+from .policy import beta_policy_terms
 from .rollout import Rollout, proposal_from_trunk, rl_batch, rollout, step_seed
 
 STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
@@ -74,8 +74,10 @@ def check_config(cfg: RLConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.trainable not in ("all", "head"):
         raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
-    if cfg.advantage not in ("group", "ema"):
-        raise ValueError(f"advantage must be 'group' or 'ema', got {cfg.advantage!r}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+    if cfg.advantage not in ("group", "ema", "none"):
+        raise ValueError(f"advantage must be 'group', 'ema' or 'none', got {cfg.advantage!r}")
     if cfg.advantage == "group" and cfg.group_size == 1:
         raise ValueError("group_size=1 with advantage='group': a group of one sample has std 0, so every "
                          "advantage would be 0 and nothing would be learned; use group_size >= 2 or "
@@ -122,10 +124,29 @@ def trainable_parameters(model: torch.nn.Module, trainable: str) -> list[torch.n
     return params
 
 
+def make_optimizer(model: torch.nn.Module, cfg: RLConfig) -> torch.optim.Optimizer:
+    """The RL optimizer over :func:`trainable_parameters`: AdamW, or SGD when ``cfg.optimizer == "sgd"``.
+
+    Why SGD is offered: Adam divides every weight's step by the running size of its own gradient,
+    so a weight whose policy gradient is almost pure sampling noise still moves by about ``lr``
+    each update; with SGD a weight moves in proportion to its (clipped) gradient.
+    """
+    params = trainable_parameters(model, cfg.trainable)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) -> tuple[torch.Tensor, float]:
-    """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``."""
+    """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``.
+
+    ``advantage="none"`` returns zeros (``frac_zero_std`` 1): the policy-gradient term vanishes and
+    what still trains is the entropy bonus and the KL term, the ablation that tells what the
+    reward teaches from what the regularisers do."""
     if cfg.advantage == "group":
         return group_advantages(rewards)
+    if cfg.advantage == "none":
+        return torch.zeros_like(rewards), 1.0
     return ema(rewards)
 
 
@@ -150,9 +171,8 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
             items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
             trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
             P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
-            new_logp = beta_log_prob_from_logs(P, ro.mask_logit[items], ro.mask_log1m[items], ro.kappa)
-            ent = beta_entropy(P, ro.kappa)
-            kl_t = beta_kl(P, ro.P_old[items].unsqueeze(1), ro.kappa) if cfg.kl_coef > 0 else None
+            new_logp, ent, kl_t = beta_policy_terms(P, ro.mask_logit[items], ro.mask_log1m[items], ro.kappa,
+                                                    ro.P_old[items].unsqueeze(1) if cfg.kl_coef > 0 else None)
             loss, stats = ppo_loss(new_logp, ro.old_logp[items], adv[items], ent, kl_t, clip_eps=cfg.clip_eps,
                                    ent_coef=cfg.ent_coef, kl_coef=cfg.kl_coef)
             opt.zero_grad(set_to_none=True)
@@ -261,7 +281,7 @@ def train_rl(
     reward_model = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
     model = copy.deepcopy(separator).to(device).eval()  # BatchNorm in eval mode throughout (module docstring)
     old_policy = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     ema = EMABaseline(decay=cfg.ema_decay)
     ds = MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
     if isinstance(judge, str):

@@ -1,0 +1,98 @@
+"""How good is the policy gradient? The exact gradient of what we evaluate, and the PPO/GRPO estimate.
+
+At test time the separator acts with its mode ``P``. On a training batch the mean SI-SDR of the
+mode's waveforms is differentiable in the weights (through the iSTFT), so its exact gradient
+``g*`` is one backward pass away. RL never computes it: its update follows a sampling estimate
+of the gradient of the *sampled* masks' expected reward. The cosine between the two says how
+much of an update moves the quantity we evaluate (``scripts/rl_gradient_check.py`` prints it
+per ``kappa``; notebook 04 discusses the numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ..audio import FrontEnd
+from ..metrics import si_sdr
+from .advantages import group_advantages
+from .policy import beta_policy_terms
+from .ppo import ppo_loss
+from .rewards import RewardModel
+from .rollout import RLBatch, proposal_from_trunk, reconstruct_group, rollout
+
+
+@dataclass
+class Setup:
+    """What the RL sanity scripts start from: the profile, the preset's config, the query bank,
+    the supervised separator, the reward stack with its bank, the front end and the reward model."""
+
+    prof: Any
+    cfg: Any
+    bank: Any
+    separator: torch.nn.Module
+    stack: Any
+    rbank: Any
+    fe: FrontEnd
+    reward_model: RewardModel
+
+
+def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None) -> Setup:
+    """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields)."""
+    from ..config import get_profile, rl_preset
+    from ..encoders.stack import load_reward_stack
+    from ..queries import load_or_build_query_bank, load_query_encoder
+    from ..supervised import load_or_train
+    from .rewards import reward_bank
+
+    prof = get_profile(profile)
+    cfg = replace(rl_preset(prof, preset), **(overrides or {}))
+    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=False)
+    separator, _ = load_or_train(prof, bank=bank, progress=False)
+    stack = load_reward_stack(prof)
+    rm = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
+    return Setup(prof, cfg, bank, separator, stack, reward_bank(stack, prof, progress=False), FrontEnd(prof.audio), rm)
+
+
+def flat(tensors) -> torch.Tensor:
+    """One flat vector of a sequence of tensors (e.g. per-parameter gradients)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two flat vectors (0 when either is zero)."""
+    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-30))
+
+
+def mode_si_sdr(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd) -> torch.Tensor:
+    """Mean SI-SDR (dB, each item clamped to [-30, 30]) of the mode ``P``'s waveforms against the
+    clean targets, differentiable in the model's weights. Shape: returns a scalar."""
+    P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+    wav = reconstruct_group(fe, P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)
+    return si_sdr(wav.reshape(batch.n_items, -1), batch.sources.reshape(batch.n_items, -1)).clamp(-30, 30).mean()
+
+
+def exact_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch,
+                   fe: FrontEnd) -> tuple[torch.Tensor, float]:
+    """``(g*, value)``: the gradient of :func:`mode_si_sdr` with respect to ``params`` (flat) and its value."""
+    value = mode_si_sdr(model, batch, fe)
+    return flat(torch.autograd.grad(value, params)), value.item()
+
+
+def first_update_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch, fe: FrontEnd,
+                          reward_model: RewardModel, kappa: float, group_size: int, seed: int,
+                          trainable: str = "head", clip_eps: float = 0.2) -> torch.Tensor:
+    """The ascent direction of the first PPO update on a fresh rollout: ``-grad pg_loss`` at ratio 1
+    with group advantages (no entropy or KL term), i.e. the GRPO policy-gradient estimate.
+
+    The rollout's policy is ``model`` itself (the old policy at the first update); ``trainable``
+    as in :class:`~mars_core.config.RLConfig` (``"head"`` reuses the rollout's trunk output)."""
+    ro = rollout(model, batch, fe, reward_model, kappa, group_size, seed=seed)
+    adv, _ = group_advantages(ro.rewards)
+    trunk = ro.trunk if trainable == "head" else model.unet.trunk(ro.features)
+    P = proposal_from_trunk(model, trunk, ro.queries).float().unsqueeze(1)
+    logp, ent, _ = beta_policy_terms(P, ro.mask_logit, ro.mask_log1m, kappa)
+    loss, _ = ppo_loss(logp, ro.old_logp, adv, ent, None, clip_eps=clip_eps, ent_coef=0.0, kl_coef=0.0)
+    return -flat(torch.autograd.grad(loss, params))
