@@ -13,37 +13,25 @@ batches. Starts from the profile's supervised separator with its reward stack.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
-from dataclasses import replace
 
 import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mars_core.config import RL_PRESETS
     from mars_core.data.mixing import MixtureDataset
     from mars_core.metrics import si_sdr
-    from mars_core.rl.__main__ import parse_overrides
     from mars_core.rl.advantages import EMABaseline
-    from mars_core.rl.diagnostics import load_setup
+    from mars_core.rl.diagnostics import script_parser, setup_from_args
     from mars_core.rl.rollout import policy_proposal, reconstruct_group, rl_batch, rollout
     from mars_core.rl.trainer import advantages, make_optimizer, ppo_update
-    from mars_core.seeding import seed_everything
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
-    ap.add_argument("--preset", default="plus", choices=RL_PRESETS)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="RLConfig override (repeatable)")
+    ap = script_parser(__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--every", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(0)
-    su = load_setup(args.profile, args.preset, parse_overrides(args.set))
+    su = setup_from_args(args)
     prof, cfg, fe, reward_model = su.prof, su.cfg, su.fe, su.reward_model
     model = copy.deepcopy(su.separator).eval()
     old = copy.deepcopy(model).requires_grad_(False)

@@ -23,37 +23,26 @@ reward (``--set`` overrides any RLConfig field, e.g. ``--set lambda_sig=10``).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
-from dataclasses import replace
 
 import numpy as np
 import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mars_core.config import RL_PRESETS
     from mars_core.data.mixing import MixtureDataset
-    from mars_core.rl.__main__ import parse_overrides
-    from mars_core.rl.diagnostics import cosine, exact_gradient, first_update_gradient, load_setup, mode_si_sdr
+    from mars_core.rl.diagnostics import (cosine, exact_gradient, first_update_gradient, mode_si_sdr, script_parser,
+                                         setup_from_args)
     from mars_core.rl.rollout import rl_batch
     from mars_core.rl.trainer import make_optimizer, trainable_parameters, validate_rl, validation
-    from mars_core.seeding import seed_everything
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
-    ap.add_argument("--preset", default="plus", choices=RL_PRESETS)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="RLConfig override (repeatable)")
+    ap = script_parser(__doc__.split("\n")[0])
     ap.add_argument("--kappa", type=float, nargs="+", default=[30.0, 300.0, 1000.0])
     ap.add_argument("--rollouts", type=int, default=16, help="rollouts per kappa (fresh mask samples each)")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(0)
-    su = load_setup(args.profile, args.preset, parse_overrides(args.set))
+    su = setup_from_args(args)
     prof, cfg, bank, fe = su.prof, su.cfg, su.bank, su.fe
     model = copy.deepcopy(su.separator).eval()
     params = trainable_parameters(model, cfg.trainable)

@@ -39,6 +39,31 @@ class Setup:
     reward_model: RewardModel
 
 
+def script_parser(description: str):
+    """The options the RL sanity scripts share: ``--profile``, ``--preset``, ``--set FIELD=VALUE``, ``--threads``."""
+    import argparse
+
+    from ..config import RL_PRESETS
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
+    ap.add_argument("--preset", default="plus", choices=RL_PRESETS)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="RLConfig override (repeatable)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return ap
+
+
+def setup_from_args(args) -> Setup:
+    """:func:`load_setup` for parsed :func:`script_parser` options, after setting the threads and seeding everything with 0."""
+    from ..seeding import seed_everything
+    from .__main__ import parse_overrides
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(0)
+    return load_setup(args.profile, args.preset, parse_overrides(args.set))
+
+
 def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None) -> Setup:
     """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields)."""
     from ..config import get_profile, rl_preset
