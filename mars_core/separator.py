@@ -149,11 +149,22 @@ class QuerySeparator(nn.Module):
         h = self.query_proj(query)
         return torch.sigmoid(h) if self.cfg.conditioning == "inner" else h
 
+    def inner_logits(self, maps: torch.Tensor, qv: torch.Tensor) -> torch.Tensor:
+        """Inner-product fusion for ``Q`` query vectors per map stack: ``z_q = sum_c s_c q~_{q,c} A_c + b``.
+
+        A batched matmul ``(B, Q, C) @ (B, C, F T)`` (on CPU about 10x faster than the equivalent
+        einsum, which permutes the maps), so the maps are never copied once per query.
+
+        Shape:
+            maps: ``(B, C, F, T)``; qv: ``(B, Q, C)``; returns ``(B, Q, F, T)``.
+        """
+        b, q = qv.shape[:2]
+        return torch.bmm(qv * self.scale, maps.flatten(2)).reshape(b, q, *maps.shape[-2:]) + self.bias
+
     def fuse(self, maps: torch.Tensor, qv: torch.Tensor) -> torch.Tensor:
         """Logits ``z`` from feature maps ``(B, K, F, T)`` and the query vector."""
         if self.cfg.conditioning == "inner":
-            # sum_k s_k q~_k A_k as a batched matmul (faster on CPU than einsum, which permutes the maps)
-            return torch.bmm((qv * self.scale).unsqueeze(1), maps.flatten(2)).reshape(maps.shape[0], *maps.shape[-2:]) + self.bias
+            return self.inner_logits(maps, qv.unsqueeze(1))[:, 0]
         gamma, beta = qv.chunk(2, dim=1)
         modulated = (1 + gamma)[:, :, None, None] * maps + beta[:, :, None, None]
         return torch.matmul(self.scale, modulated.flatten(2)).reshape(maps.shape[0], *maps.shape[-2:]) + self.bias

@@ -119,9 +119,8 @@ def logits_from_trunk(model: QuerySeparator, trunk: torch.Tensor, queries: torch
     b, k, d = queries.shape
     maps = model.unet.head(trunk)  # (B, C, F, T)
     qv = model.query_vector(queries.reshape(b * k, d)).reshape(b, k, -1)
-    if model.cfg.conditioning == "inner":  # z = sum_c s_c q~_c A_c + b, without copying the maps K times
-        # a batched matmul (B, K, C) @ (B, C, F T): on CPU ~10x faster than the equivalent einsum, which permutes the maps
-        return torch.bmm(qv * model.scale, maps.flatten(2)).reshape(b, k, *maps.shape[-2:]) + model.bias
+    if model.cfg.conditioning == "inner":  # without copying the maps K times
+        return model.inner_logits(maps, qv)
     rep = maps.unsqueeze(1).expand(b, k, *maps.shape[1:]).reshape(b * k, *maps.shape[1:])
     return model.fuse(rep, qv.reshape(b * k, -1)).reshape(b, k, *maps.shape[-2:])
 

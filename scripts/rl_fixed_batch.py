@@ -23,11 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     from mars_core.data.mixing import MixtureDataset
     from mars_core.metrics import si_sdr
     from mars_core.rl.advantages import EMABaseline
-    from mars_core.rl.diagnostics import script_parser, setup_from_args
+    from mars_core.rl.cli import base_parser
+    from mars_core.rl.diagnostics import setup_from_args
     from mars_core.rl.rollout import policy_proposal, reconstruct_group, rl_batch, rollout
     from mars_core.rl.trainer import advantages, make_optimizer, ppo_update
 
-    ap = script_parser(__doc__.split("\n")[0])
+    ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--every", type=int, default=10)
     args = ap.parse_args(argv)

@@ -32,12 +32,12 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     from mars_core.data.mixing import MixtureDataset
-    from mars_core.rl.diagnostics import (cosine, exact_gradient, first_update_gradient, mode_si_sdr, script_parser,
-                                         setup_from_args)
+    from mars_core.rl.cli import base_parser
+    from mars_core.rl.diagnostics import cosine, exact_gradient, first_update_gradient, mode_si_sdr, setup_from_args
     from mars_core.rl.rollout import rl_batch
     from mars_core.rl.trainer import make_optimizer, trainable_parameters, validate_rl, validation
 
-    ap = script_parser(__doc__.split("\n")[0])
+    ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--kappa", type=float, nargs="+", default=[30.0, 300.0, 1000.0])
     ap.add_argument("--rollouts", type=int, default=16, help="rollouts per kappa (fresh mask samples each)")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for kappa in args.kappa:
         grads = [first_update_gradient(model, params, batch, fe, su.reward_model, kappa, cfg.group_size, seed=10_000 + r,
-                                       trainable=cfg.trainable, clip_eps=cfg.clip_eps) for r in range(args.rollouts)]
+                                       trainable=cfg.trainable) for r in range(args.rollouts)]
         g = torch.stack(grads)
         single = np.array([cosine(x, g_star) for x in g])
         rows.append({"kappa": kappa, "cos_single": float(single.mean()),

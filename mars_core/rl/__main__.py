@@ -8,48 +8,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 import time
 from dataclasses import replace
 
 import torch
 
-from ..config import RL_PRESETS, get_profile, rl_preset
+from ..config import get_profile, rl_preset
+from .cli import base_parser, parse_overrides
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mars_core.rl", description=__doc__.split("\n")[0])
-    p.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
-    p.add_argument("--preset", default="plus", choices=RL_PRESETS, help="plus (ours) or paper")
+    p = base_parser(__doc__.split("\n")[0], prog="python -m mars_core.rl")
     p.add_argument("--unaligned", action="store_true", help="reward with the un-aligned encoder (the paper's ablation)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override an RLConfig field of the preset (repeatable), e.g. --set lr=1e-4")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--retrain", action="store_true", help="train afresh even if a matching run exists")
     p.add_argument("--no-eval", action="store_true", help="skip the val table")
     return p
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["lr=1e-4", "trainable=head"]`` -> ``{"lr": 1e-4, "trainable": "head"}``, typed like the
-    RLConfig field; raises ``SystemExit`` (argparse style) for an unknown field or a bad value."""
-    from ..config import RLConfig
-
-    fields = {f.name: f for f in dataclasses.fields(RLConfig)}
-    out = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or name not in fields:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        default = getattr(RLConfig(), name)
-        try:
-            out[name] = text if isinstance(default, str) else type(default)(json.loads(text))
-        except (ValueError, TypeError) as err:
-            raise SystemExit(f"--set {item!r}: {text!r} is not a {type(default).__name__}") from err
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

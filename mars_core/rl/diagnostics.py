@@ -39,24 +39,11 @@ class Setup:
     reward_model: RewardModel
 
 
-def script_parser(description: str):
-    """The options the RL sanity scripts share: ``--profile``, ``--preset``, ``--set FIELD=VALUE``, ``--threads``."""
-    import argparse
-
-    from ..config import RL_PRESETS
-
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
-    ap.add_argument("--preset", default="plus", choices=RL_PRESETS)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="RLConfig override (repeatable)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    return ap
-
-
 def setup_from_args(args) -> Setup:
-    """:func:`load_setup` for parsed :func:`script_parser` options, after setting the threads and seeding everything with 0."""
+    """:func:`load_setup` for parsed :func:`~mars_core.rl.cli.base_parser` options, after setting the threads and
+    seeding everything with 0."""
     from ..seeding import seed_everything
-    from .__main__ import parse_overrides
+    from .cli import parse_overrides
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,7 +95,7 @@ def exact_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], bat
 
 def first_update_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch, fe: FrontEnd,
                           reward_model: RewardModel, kappa: float, group_size: int, seed: int,
-                          trainable: str = "head", clip_eps: float = 0.2) -> torch.Tensor:
+                          trainable: str = "head") -> torch.Tensor:
     """The ascent direction of the first PPO update on a fresh rollout: ``-grad pg_loss`` at ratio 1
     with group advantages (no entropy or KL term), i.e. the GRPO policy-gradient estimate.
 
@@ -119,5 +106,5 @@ def first_update_gradient(model: torch.nn.Module, params: list[torch.nn.Paramete
     trunk = ro.trunk if trainable == "head" else model.unet.trunk(ro.features)
     P = proposal_from_trunk(model, trunk, ro.queries).float().unsqueeze(1)
     logp, ent, _ = beta_policy_terms(P, ro.mask_logit, ro.mask_log1m, kappa)
-    loss, _ = ppo_loss(logp, ro.old_logp, adv, ent, None, clip_eps=clip_eps, ent_coef=0.0, kl_coef=0.0)
+    loss, _ = ppo_loss(logp, ro.old_logp, adv, ent, None, ent_coef=0.0, kl_coef=0.0)  # clipping is inactive at ratio 1
     return -flat(torch.autograd.grad(loss, params))

@@ -203,8 +203,7 @@ def beta_log_prob_from_logs(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torc
     Shape:
         P ``(N, 1, F, T)``; logit_m, log_1m ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
     """
-    a, b = beta_params(P, kappa)
-    return kappa * (P.float() * logit_m + log_1m) - _log_norm(a, b, kappa)
+    return _log_prob(P, logit_m, log_1m, _log_norm(*beta_params(P, kappa), kappa), kappa)
 
 
 def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -212,19 +211,14 @@ def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
 
     Shape: like ``P``.
     """
-    a, b = beta_params(P, kappa)
-    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
-    return _log_norm(a, b, kappa) - (a - 1.0) * torch.digamma(a) - (b - 1.0) * torch.digamma(b) + kappa * psi_sum
+    return _entropy(_gamma_terms(P, kappa), kappa)
 
 
 def beta_kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Tensor:
     """Per-bin ``KL(pi_new || pi_old) = log B(a0, b0) - log B(a1, b1) + (a1 - a0) psi(a1) + (b1 - b0) psi(b1)``
     (the ``psi(a + b)`` term cancels: both sums are ``2 + kappa``). Shape: broadcast of the inputs.
     """
-    a1, b1 = beta_params(P_new, kappa)
-    a0, b0 = beta_params(P_old, kappa)
-    return (_log_norm(a0, b0, kappa) - _log_norm(a1, b1, kappa) + (a1 - a0) * torch.digamma(a1)
-            + (b1 - b0) * torch.digamma(b1))
+    return _kl(_gamma_terms(P_new, kappa), P_old, kappa)
 
 
 def beta_policy_terms(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tensor, kappa: float,
@@ -238,15 +232,28 @@ def beta_policy_terms(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tens
         P ``(N, 1, F, T)``; logit_m, log_1m ``(N, G, F, T)`` (:func:`mask_logs`); P_old like ``P``;
         returns ``(N, G, F, T)``, ``(N, 1, F, T)``, ``(N, 1, F, T)``.
     """
-    a, b = beta_params(P, kappa)
-    log_norm = _log_norm(a, b, kappa)
-    psi_a, psi_b = torch.digamma(a), torch.digamma(b)
-    logp = kappa * (P.float() * logit_m + log_1m) - log_norm
-    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
-    ent = log_norm - (a - 1.0) * psi_a - (b - 1.0) * psi_b + kappa * psi_sum
-    kl = None
-    if P_old is not None:
-        a0, b0 = beta_params(P_old.detach(), kappa)
-        kl = _log_norm(a0, b0, kappa) - log_norm + (a - a0) * psi_a + (b - b0) * psi_b
-    return logp, ent, kl
+    g = _gamma_terms(P, kappa)
+    kl = _kl(g, P_old.detach(), kappa) if P_old is not None else None
+    return _log_prob(P, logit_m, log_1m, g[2], kappa), _entropy(g, kappa), kl
 
+
+def _gamma_terms(P: torch.Tensor, kappa: float) -> tuple[torch.Tensor, ...]:
+    """``(alpha, beta, log B(alpha, beta), psi(alpha), psi(beta))`` of a proposal."""
+    a, b = beta_params(P, kappa)
+    return a, b, _log_norm(a, b, kappa), torch.digamma(a), torch.digamma(b)
+
+
+def _log_prob(P, logit_m, log_1m, log_norm, kappa: float) -> torch.Tensor:
+    return kappa * (P.float() * logit_m + log_1m) - log_norm
+
+
+def _entropy(g: tuple[torch.Tensor, ...], kappa: float) -> torch.Tensor:
+    a, b, log_norm, psi_a, psi_b = g
+    psi_sum = torch.special.digamma(torch.tensor(2.0 + kappa, dtype=torch.float64)).item()
+    return log_norm - (a - 1.0) * psi_a - (b - 1.0) * psi_b + kappa * psi_sum
+
+
+def _kl(g: tuple[torch.Tensor, ...], P_old: torch.Tensor, kappa: float) -> torch.Tensor:
+    a, b, log_norm, psi_a, psi_b = g
+    a0, b0 = beta_params(P_old, kappa)
+    return _log_norm(a0, b0, kappa) - log_norm + (a - a0) * psi_a + (b - b0) * psi_b
