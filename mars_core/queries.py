@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Profile, get_profile
 from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
 from .seeding import item_rng
@@ -224,22 +226,31 @@ def query_cache_dir() -> Path:
 
 
 def load_or_build_query_bank(encoder, profile: str | Profile | None = None, *, build_dir: str | os.PathLike | None = None,
-                             cache_dir: str | os.PathLike | None = None, progress: bool = True) -> QueryBank:
+                             cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                             rebuild: bool = False) -> QueryBank:
     """The cached :class:`QueryBank` of ``encoder`` on a build, embedding it on the first call.
 
     The cache file is ``<cache_dir>/<profile>/<encoder fp[:16]>-<manifest hash[:16]>.pt``
-    (default ``cache_dir``: :func:`query_cache_dir`), written atomically.
-    """
-    from .checkpoints import load_checkpoint, save_checkpoint
+    (default ``cache_dir``: :func:`query_cache_dir`), written atomically. ``rebuild=True``
+    (``--retrain`` of the training commands) embeds again and overwrites it.
 
+    Raises:
+        CheckpointError: the cache file is unreadable (named, with the command that rebuilds it).
+    """
     prof = get_profile(profile)
     build_dir = Path(build_dir) if build_dir is not None else benchmark_dir(prof.name)
     key = f"{encoder_fingerprint(encoder)[:16]}-{manifest_hash(build_dir)[:16]}"
     path = Path(cache_dir or query_cache_dir()) / prof.name / f"{key}.pt"
-    if path.exists():
-        blob = load_checkpoint(path)
+    if path.exists() and not rebuild:
+        todo = (f"delete it (rm {shlex.quote(str(path))}): the query bank is embedded again on next use; or pass "
+                f"rebuild=True (command line: python -m mars_core.supervised --profile {prof.name} --retrain)")
+        blob = load_checkpoint(path, rebuild=todo)
         if blob.get("kind") == BANK_KIND:
-            bank = QueryBank(**blob["bank"])
+            try:
+                bank = QueryBank(**blob["bank"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise CheckpointError(f"{path} is not a readable query bank ({type(exc).__name__}: {exc}). "
+                                      f"To rebuild it: {todo}", path) from exc
             if bank.key == key:
                 return bank
     bank = build_query_bank(encoder, build_dir, prof.audio.sample_rate, progress=progress)

@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .audio import FrontEnd
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import Profile, SupervisedConfig, get_profile
+from .config import Profile, SeparatorConfig, SupervisedConfig, get_profile
 from .data.manifest import benchmark_dir, data_root
 from .data.mixing import MixtureDataset, collate
 from .losses import mask_targets, weighted_bce, weighted_l1
@@ -264,8 +265,11 @@ def resume_last(path: Path, run_cfg: dict, model, opt, what: str = "a run",
 
     Raises:
         ValueError: the file belongs to ``what`` with another run configuration.
+        CheckpointError: the file is unreadable (named, with how to restart the run).
     """
-    blob = load_checkpoint(path, restore_rng=True)  # CPU tensors; load_state_dict copies them to the device
+    todo = (f"delete it (rm {shlex.quote(str(path))}) to restart {what} from step 0, or train with resume=False "
+            "(command line: --retrain)")
+    blob = load_checkpoint(path, restore_rng=True, rebuild=todo)  # CPU tensors; load_state_dict copies them
     if blob["config"] != run_cfg:
         raise ValueError(f"{path} belongs to {what} with another configuration, encoder or data; "
                          "use another run directory or resume=False")
@@ -395,21 +399,33 @@ def save_separator(path: str | os.PathLike, model: QuerySeparator, *, run_cfg: d
                            separator=asdict(model.cfg), model=model.state_dict(), history=history)
 
 
-def load_separator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[QuerySeparator, dict]:
+def load_separator(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                   rebuild: str | None = None) -> tuple[QuerySeparator, dict]:
     """Load :func:`save_separator`'s file: ``(model in eval mode, checkpoint dict)``.
 
-    Raises:
-        FileNotFoundError: no file; ValueError: a checkpoint of something else.
-    """
-    from .config import SeparatorConfig
+    Args:
+        rebuild: the command an error message gives for an unreadable file (default: delete it and run again).
 
-    blob = load_checkpoint(path, map_location=map_location)
+    Raises:
+        FileNotFoundError: no file; ValueError: a checkpoint of something else;
+        CheckpointError: an unreadable file (named, with ``rebuild``).
+    """
+    blob = load_checkpoint(path, map_location=map_location, rebuild=rebuild)
     if blob.get("kind") != SEPARATOR_KIND:
         raise ValueError(f"{path} is not a separator checkpoint (kind={blob.get('kind')!r})")
     sep = dict(blob["separator"], down_channels=tuple(blob["separator"]["down_channels"]))
     model = QuerySeparator(SeparatorConfig(**sep))
     model.load_state_dict(blob["model"])
     return model.eval(), blob
+
+
+def _separator_rebuild_hint(path: Path, profile: Profile) -> str:
+    """What to do about an unreadable shipped separator or run ``final.pt`` (the command that rebuilds it)."""
+    retrain = f"python -m mars_core.supervised --profile {profile.name} --retrain"
+    if path == shipped_separator(profile):
+        return (f"restore it (git checkout -- {shlex.quote(str(path))}) or train a new one: {retrain} --out "
+                f"{shlex.quote(str(path))}")
+    return f"{retrain} (or delete it: rm {shlex.quote(str(path))}, and run again)"
 
 
 def shipped_separator(profile: str | Profile | None = None) -> Path:
@@ -450,13 +466,13 @@ def load_or_train(
     cfg = config or prof.supervised
     if bank is None:
         bank = load_or_build_query_bank(encoder or load_query_encoder(prof), prof, build_dir=build_dir,
-                                        progress=progress)
+                                        progress=progress, rebuild=retrain)
     run_cfg = run_config(prof, cfg, bank)
     run_dir = Path(run_root or runs_dir()) / f"{prof.name}-{config_hash(run_cfg)}"
     if not retrain:
         for path in (shipped_separator(prof), run_dir / "final.pt"):
             if path.exists():
-                model, blob = load_separator(path)
+                model, blob = load_separator(path, rebuild=_separator_rebuild_hint(path, prof))
                 if blob["config"] == run_cfg:
                     return model, dict(blob["history"], source=str(path))
     model, history = train_supervised(prof, bank, cfg, run_dir=run_dir, resume=not retrain, build_dir=build_dir,
@@ -484,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     prof = get_profile(args.profile)
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
     encoder = load_query_encoder(prof)
-    bank = load_or_build_query_bank(encoder, prof)
+    bank = load_or_build_query_bank(encoder, prof, rebuild=args.retrain)
     t0 = time.perf_counter()
     model, history = load_or_train(prof, cfg, bank=bank, retrain=args.retrain)
     print(f"separator from {history['source']}: best step {history['best_step']} (val SDR "

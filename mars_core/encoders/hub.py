@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import shlex
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from ..checkpoints import CheckpointError
 from .base import MODALITIES
-from .imagebind import ImageBind, ImageBindConfig
+from .imagebind import CONFIGS, ImageBind, ImageBindConfig
 
 OFFICIAL_HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 """Where the official ``imagebind_huge`` checkpoint is published."""
@@ -142,14 +146,68 @@ def resolve_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` on CPU, memory-mapped when the format allows."""
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+    """``torch.load(weights_only=True)`` on CPU, memory-mapped when the format allows.
+
+    Raises:
+        CheckpointError: a truncated, corrupt or non-state-dict file, or one holding objects a
+            weights-only load refuses (nothing in it runs); the message names the file and its size.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    todo = (f"download it again (delete it: rm {shlex.quote(str(path))}; from_pretrained(URL) fetches it anew) "
+            "and pass sha256=... to verify it")
+    try:  # a zip-format file is memory-mapped; the legacy format (or a truncated zip) cannot be
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0][:300]
+        raise CheckpointError(f"{path} ({size} bytes) was refused by a weights-only load ({detail}); nothing in "
+                              f"it ran. A state-dict file holds only tensors: {todo}", path) from None
+    except Exception as exc:
+        raise CheckpointError(f"{path} ({size} bytes) is not a readable weights file, truncated or corrupt "
+                              f"({type(exc).__name__}: {str(exc)[:200]}): {todo}", path) from exc
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} is not a flat state dict (dict of tensors)")
+        raise CheckpointError(f"{path} is not a flat state dict (dict of tensors)", path)
     return sd
+
+
+class WeightsMismatchError(RuntimeError):
+    """A weights file whose keys or shapes do not fit the model config (the message is a short summary)."""
+
+
+def _first(names, n: int = 5) -> str:
+    names = list(names)
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def check_state_dict_fits(model: ImageBind, state: dict[str, torch.Tensor], path: str | os.PathLike,
+                          config_name: str) -> None:
+    """Raise :class:`WeightsMismatchError` with counts and the first few keys when ``state`` does not fit ``model``
+    (after dropping :attr:`ImageBind.ignored_prefixes`), naming any known config the file does fit."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    kept = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(model.ignored_prefixes)}
+    missing = sorted(expected.keys() - kept.keys())
+    unexpected = sorted(kept.keys() - expected.keys())
+    shapes = sorted(k for k in expected.keys() & kept.keys() if expected[k] != kept[k])
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"{len(missing)} of {len(expected)} expected keys missing ({_first(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected keys ({_first(unexpected)})" if unexpected else "",
+             f"{len(shapes)} shape mismatches (" + _first(f"{k}: file {kept[k]} vs model {expected[k]}"
+                                                          for k in shapes) + ")" if shapes else ""]
+    fits = [name for name in CONFIGS if name != config_name and _fits(name, model.modalities, kept)]
+    advice = (f"The file fits config={fits[0]!r}; pass that" if fits else
+              "Pass the config the file was made for (config='huge', 'tiny' or an ImageBindConfig)")
+    raise WeightsMismatchError(f"{path} ({len(state)} tensors) does not fit ImageBind config {config_name!r} with "
+                               f"modalities {tuple(model.modalities)}: " + "; ".join(p for p in parts if p) +
+                               f". {advice}.")
+
+
+def _fits(config_name: str, modalities: Sequence[str], kept_shapes: dict[str, tuple]) -> bool:
+    with torch.device("meta"):
+        other = ImageBind(config_name, modalities)
+    want = {k: tuple(v.shape) for k, v in other.state_dict().items()}
+    got = {k: v for k, v in kept_shapes.items() if not k.startswith(other.ignored_prefixes)}
+    return want == got
 
 
 def from_pretrained(
@@ -179,6 +237,7 @@ def from_pretrained(
     state = load_state_dict_file(path)
     with torch.device("meta"):
         model = ImageBind(config, modalities)
+    check_state_dict_fits(model, state, path, config if isinstance(config, str) else "custom")
     model.load_state_dict(state, strict=True, assign=True)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device=device, dtype=torch.float16 if half else torch.float32).eval()
@@ -187,6 +246,8 @@ def from_pretrained(
 __all__ = [
     "OFFICIAL_HUGE_URL",
     "ChecksumError",
+    "WeightsMismatchError",
+    "check_state_dict_fits",
     "DownloadError",
     "default_cache_dir",
     "download_checkpoint",

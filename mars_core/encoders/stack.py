@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ def run_directory(profile: str | Profile | None, encoder: TriModalEncoder, align
 def _load_or_fit_anchor(path: Path, encoder: TriModalEncoder, data: AlignmentData, cfg: AnchorConfig,
                         retrain: bool) -> tuple[MLBPAnchor, dict]:
     if path.exists() and not retrain:
-        blob = load_checkpoint(path)
+        blob = load_checkpoint(path, rebuild=f"delete it (rm {shlex.quote(str(path))}): the anchor is fitted again "
+                               "on next use (or call load_reward_stack(..., retrain=True))")
         if blob.get("config") == dataclasses.asdict(cfg) and blob.get("form") == MLBP_FORM:
             return load_mlbp(path), blob.get("history", {})
     mlbp, history = fit_mlbp(encoder, data.train, cfg, val_items=data.val)

@@ -375,14 +375,16 @@ def load_or_train_rl(
     prof = get_profile(profile)
     cfg = config or rl_preset(prof, preset)
     check_config(cfg)
-    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress)
+    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress, rebuild=retrain)
     separator, sup_hist = load_or_train(prof, bank=bank, progress=progress)
     stack = load_reward_stack(prof, aligned=aligned)
     run_cfg = run_config(prof, cfg, separator_key(separator), bank.key, stack)
     run_dir = Path(run_root or runs_dir()) / f"{prof.name}-{cfg.preset}-{config_hash(run_cfg)}"
     final = run_dir / "final.pt"
     if not retrain and final.exists():
-        model, blob = load_separator(final)
+        model, blob = load_separator(final, rebuild=f"python -m mars_core.rl --profile {prof.name} --preset "
+                                     f"{cfg.preset}{'' if aligned else ' --unaligned'} --retrain (with the same "
+                                     f"--set options), or delete it (rm {final}) and run again")
         if blob["config"] == run_cfg:
             return model, dict(blob["history"], source=str(final), supervised_source=sup_hist.get("source"))
     model, history = train_rl(prof, cfg, separator=separator, bank=bank, stack=stack, run_dir=run_dir,
