@@ -242,6 +242,11 @@ class RLConfig:
     """Decoupled weight decay (AdamW; SGD applies it as L2)."""
     grad_clip: float = 1.0
     """Maximum global gradient norm per update."""
+    max_skipped_updates: int = 10
+    """Non-finite values skip updates, counted in history['skipped_updates'] per step: a step with a non-finite
+    reward runs none of its ppo_epochs x minibatches updates, and an update whose loss or gradient norm is not
+    finite is skipped before the optimiser step (weights and optimiser state unchanged). The run raises
+    FloatingPointError once more than this many updates were skipped in total (0: at the first)."""
     advantage: str = "group"
     """'group': (R - group mean) / (group std + eps) per item (GRPO); 'ema': R - EMA baseline, divided by the batch std (the paper's reading);
     'none': every advantage 0 (the ablation with no policy gradient: only the entropy bonus and the KL term train)."""

@@ -52,7 +52,7 @@ def test_mode_mean_and_std_closed_forms():
         mean, std = policy.mean_and_std(torch.tensor([p]), kappa)
         assert mean.item() == pytest.approx((1 + kappa * p) / (2 + kappa), abs=1e-6)
         assert std.item() == pytest.approx(scipy.stats.beta.std(a, b), abs=1e-6)
-    # method.md: std about 0.144 at P = 0.5 and 0.083 at P in {0, 1} for kappa = 9
+    # docs/method.md section 4: std about 0.144 at P = 0.5 and 0.083 at P in {0, 1} for kappa = 9
     assert policy.mean_and_std(torch.tensor([0.5]), 9.0)[1].item() == pytest.approx(0.144, abs=1e-3)
     assert policy.mean_and_std(torch.tensor([1.0]), 9.0)[1].item() == pytest.approx(0.083, abs=1e-3)
     assert torch.equal(policy.mode(torch.tensor([0.3])), torch.tensor([0.3]))
@@ -214,3 +214,58 @@ def test_kappa_schedule():
     assert policy.kappa_schedule(10, 10, start=4, end=12, kind="cosine") == pytest.approx(12.0)
     with pytest.raises(ValueError):
         policy.kappa_schedule(1, 10, start=1, end=2, kind="exp")
+
+
+# --------------------------------------------------------------------------- finite far from the old policy
+@pytest.mark.parametrize("logratio, adv, value, grad", [
+    (30.0, +1.0, -1.2, 0.0),                         # clipped branch: -A (1 + eps), no gradient (as unbounded)
+    (30.0, -1.0, np.exp(20.0), np.exp(20.0)),        # undo side: -A ratio, gradient kept at the bound
+    (-30.0, -1.0, 0.8, 0.0),                         # clipped branch: -A (1 - eps), no gradient (as unbounded)
+    (-30.0, +1.0, -np.exp(-20.0), -np.exp(-20.0)),   # unclipped but negligible either way
+    (1000.0, -2.0, 2 * np.exp(20.0), 2 * np.exp(20.0)),
+])
+def test_surrogate_beyond_the_logratio_bound_by_hand(logratio, adv, value, grad):
+    lr = torch.tensor([logratio], requires_grad=True)
+    out = clipped_surrogate(lr, torch.tensor([adv]), 0.2)
+    out.sum().backward()
+    assert out.item() == pytest.approx(value, rel=1e-6) and lr.grad.item() == pytest.approx(grad, rel=1e-6)
+
+
+def test_ppo_loss_stays_finite_far_from_the_old_policy_at_kappa_1e4():
+    """Old policy mode 0.01, new 0.99, kappa 1e4: per-bin log-ratios of thousands, both signs of A."""
+    kappa, bins = 1e4, 32
+    torch.manual_seed(0)
+    theta = torch.full((2, 1, 2 * bins), float(np.log(0.99 / 0.01)), requires_grad=True)  # sigmoid = 0.99
+    P_old = torch.full((2, 1, 2 * bins), 0.01)
+    a_old, b_old = policy.beta_params(P_old[:, :, :bins].expand(2, 2, bins), kappa)
+    a_new, b_new = policy.beta_params(torch.full((2, 2, bins), 0.99), kappa)
+    # half the bins sampled where the old policy puts its mass (log-ratio << 0), half where the new one does (>> 0)
+    masks = policy.clamp_sample(torch.cat([policy.sample_beta(a_old, b_old),
+                                           policy.sample_beta(a_new, b_new)], dim=-1))
+    old_logp = policy.log_prob(P_old, masks, kappa)
+    P = torch.sigmoid(theta)
+    new_logp = policy.log_prob(P, masks, kappa)
+    logratio = (new_logp - old_logp).detach()
+    assert (logratio[..., :bins] < -1000).all() and (logratio[..., bins:] > 1000).all()
+    assert torch.isinf(torch.exp(logratio)).any()  # the regime where an unbounded ratio overflows
+    adv = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    loss, stats = ppo_loss(new_logp, old_logp, adv, policy.entropy(P, kappa), policy.kl(P, P_old, kappa),
+                           clip_eps=0.2, ent_coef=0.1, kl_coef=0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and all(np.isfinite(v) for v in stats.values()), stats
+    assert torch.isfinite(theta.grad).all() and theta.grad.abs().sum() > 0
+
+
+def test_ema_baseline_ignores_non_finite_rewards():
+    ema = EMABaseline(decay=0.92)
+    adv, frac = ema(torch.tensor([1.0, float("nan"), 3.0, float("inf")]))
+    np.testing.assert_allclose(adv.numpy(), [-1, 0, 1, 0], rtol=1e-6)  # the finite ones as in the paper reading
+    assert ema.value == pytest.approx(2.0) and ema.nonfinite == 2 and frac == 0.0
+    adv, frac = ema(torch.tensor([float("nan"), float("nan")]))
+    assert torch.equal(adv, torch.zeros(2)) and frac == 1.0 and ema.value == pytest.approx(2.0)
+    adv, _ = ema(torch.tensor([4.0, 6.0]))  # b = 2 still: A = (2, 4) / std 1
+    np.testing.assert_allclose(adv.numpy(), [2, 4], rtol=1e-5)
+    assert ema.value == pytest.approx(0.92 * 2 + 0.08 * 5) and ema.nonfinite == 4
+    restored = EMABaseline()
+    restored.load_state_dict(ema.state_dict())
+    assert (restored.value, restored.nonfinite) == (ema.value, 4)

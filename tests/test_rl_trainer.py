@@ -57,7 +57,7 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
     assert all(docs.get(f.name) for f in dataclasses.fields(RLConfig))
     d = RLConfig()
     assert (d.kappa, d.clip_eps, d.ent_coef, d.kl_coef, d.ppo_epochs, d.ema_decay, d.lr, d.weight_decay) == \
-        (9.0, 0.2, 0.1, 0.01, 2, 0.92, 2e-4, 0.01)  # method.md sections 4-6
+        (9.0, 0.2, 0.1, 0.01, 2, 0.92, 2e-4, 0.01)  # docs/method.md sections 4-6
     for name, g in (("smoke", 4), ("cpu", 4), ("full", 8)):
         plus = rl_preset(name, "plus")
         assert (plus.preset, plus.group_size, plus.ppo_epochs, plus.advantage) == ("plus", g, 2, "group")
@@ -200,7 +200,7 @@ def test_load_or_train_rl_trains_once_per_config(env, tmp_path, monkeypatch):
     """The caching logic, with the profile's encoder, bank, supervised model and stack replaced by small ones."""
     start = trained_looking_separator()
     monkeypatch.setattr(tr, "load_query_encoder", lambda prof: None)
-    monkeypatch.setattr(tr, "load_or_build_query_bank", lambda enc, prof, progress=True: env["bank"])
+    monkeypatch.setattr(tr, "load_or_build_query_bank", lambda enc, prof, progress=True, rebuild=False: env["bank"])
     monkeypatch.setattr(tr, "load_or_train", lambda prof, bank, progress=True: (start, {"source": "sup.pt"}))
     stacks = {True: env["stack"], False: dataclasses.replace(env["stack"], aligned=False, key="base")}
     monkeypatch.setattr(tr, "load_reward_stack", lambda prof, aligned=True, progress=True: stacks[aligned])
@@ -320,3 +320,68 @@ def test_make_optimizer_sgd_steps_by_the_gradient_and_adamw_by_its_sign():
     assert moved["sgd"] == pytest.approx((0.1, 1e-5), rel=1e-2)
     assert moved["adamw"] == pytest.approx((1e-4, 1e-4), rel=1e-3)
 
+
+
+# --------------------------------------------------------------------------- non-finite values
+@pytest.mark.parametrize("field, value", [
+    ("kappa", float("nan")), ("kappa", 0.0), ("kappa", -1.0), ("kappa", float("inf")), ("kappa_end", float("nan")),
+    ("lr", float("nan")), ("lr", float("inf")), ("grad_clip", float("nan")), ("clip_eps", 1.0),
+    ("clip_eps", float("nan")), ("ema_decay", float("nan")), ("ent_coef", float("nan")), ("kl_coef", float("inf")),
+    ("weight_decay", -0.1), ("steps", 2.5), ("max_skipped_updates", -1), ("reward_batch_size", float("nan")),
+])
+def test_non_finite_or_out_of_range_values_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"^{field} must be .*got {value!r}"):
+        check_config(replace(TINY, **{field: value}))
+
+
+def _poison_rewards(monkeypatch, at_step: int) -> None:
+    """Make one reward NaN in the rollout of ``at_step`` (rollouts run once per step, from step 0)."""
+    real, calls = tr.rollout, {"n": 0}
+
+    def poisoned(*args, **kw):
+        ro = real(*args, **kw)
+        if calls["n"] == at_step:
+            ro.rewards[0, 0] = float("nan")
+        calls["n"] += 1
+        return ro
+
+    monkeypatch.setattr(tr, "rollout", poisoned)
+
+
+def test_nan_reward_skips_the_step_with_the_weights_unchanged(env, tmp_path, monkeypatch, one_thread):
+    start = trained_looking_separator()
+    _train(env, separator=start, run_dir=tmp_path / "a", stop_after=1)
+    after_step0 = load_checkpoint(tmp_path / "a" / "last.pt")
+    _poison_rewards(monkeypatch, at_step=1)
+    _, h = _train(env, separator=start, run_dir=tmp_path / "b", stop_after=2)
+    after_step1 = load_checkpoint(tmp_path / "b" / "last.pt")
+    n_updates = TINY.ppo_epochs * TINY.minibatches
+    assert h["skipped_updates"] == [0.0, float(n_updates)] and after_step1["step"] == 2
+    assert math.isnan(h["reward_mean"][1]) and math.isnan(h["loss"][1]) and math.isfinite(h["loss"][0])
+    _assert_same(after_step0["model"], after_step1["model"])  # the skipped step changed no weight
+    _assert_same(after_step0["optimizer"]["state"][0], after_step1["optimizer"]["state"][0])  # nor Adam's state
+    # more skipped updates than allowed: a clear error, and last.pt keeps the last good step
+    _poison_rewards(monkeypatch, at_step=1)
+    cfg = replace(TINY, max_skipped_updates=n_updates - 1)
+    with pytest.raises(FloatingPointError, match=rf"max_skipped_updates={n_updates - 1}.*1 of \d+ rewards not finite"):
+        _train(env, cfg, separator=start, run_dir=tmp_path / "c", stop_after=2)
+    assert load_checkpoint(tmp_path / "c" / "last.pt")["step"] == 1
+
+
+def test_nan_loss_skips_that_update_only(env, monkeypatch):
+    real, calls = tr.ppo_loss, {"n": 0}
+
+    def nan_first(*args, **kw):
+        loss, stats = real(*args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return loss * float("nan"), dict(stats, loss=float("nan"))
+        return loss, stats
+
+    monkeypatch.setattr(tr, "ppo_loss", nan_first)
+    model, h = _train(env, replace(TINY, steps=1, eval_every=1))
+    assert h["skipped_updates"] == [1.0] and math.isfinite(h["loss"][0])  # the mean of the 3 updates that ran
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    with pytest.raises(FloatingPointError, match="loss nan"):
+        calls["n"] = 0
+        _train(env, replace(TINY, steps=1, eval_every=1, max_skipped_updates=0))

@@ -1,4 +1,4 @@
-"""Advantages (method.md section 6): group-relative (GRPO) or an EMA baseline (the paper's reading).
+"""Advantages (docs/method.md section 6): group-relative (GRPO) or an EMA baseline (the paper's reading).
 
 Advantages are computed once per sampled batch and never re-normalised per
 minibatch (that would undo the group normalisation).
@@ -44,15 +44,31 @@ class EMABaseline:
     Only the scale is normalised (not the mean), so the baseline keeps its meaning; the
     baseline is updated *after* computing the advantages of a batch. The first batch
     initialises ``b`` to its own mean.
+
+    Non-finite rewards (NaN, inf) are ignored: they get advantage 0, enter neither the batch mean,
+    the standard deviation nor the baseline, and are counted in ``nonfinite``; a batch with no
+    finite reward leaves the baseline as it was (all advantages 0, ``frac_zero_std`` 1).
     """
 
     decay: float = 0.92
     eps: float = 1e-6
     value: float | None = None
+    nonfinite: int = 0
 
     def __call__(self, rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Shape: rewards ``(n_items, group_size)`` (any shape); returns advantages and frac_zero_std."""
         rewards = rewards.float()
+        finite = torch.isfinite(rewards)
+        if finite.all():
+            return self._advantages(rewards)
+        self.nonfinite += int((~finite).sum())
+        adv = torch.zeros_like(rewards)
+        if not finite.any():
+            return adv, 1.0
+        adv[finite], frac_zero = self._advantages(rewards[finite])
+        return adv, frac_zero
+
+    def _advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
         batch_mean = rewards.mean().item()
         b = batch_mean if self.value is None else self.value
         adv = rewards - b
@@ -68,7 +84,8 @@ class EMABaseline:
         return adv, frac_zero
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "eps": self.eps, "value": self.value}
+        return {"decay": self.decay, "eps": self.eps, "value": self.value, "nonfinite": self.nonfinite}
 
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.eps, self.value = state["decay"], state["eps"], state["value"]
+        self.nonfinite = int(state.get("nonfinite", 0))

@@ -29,6 +29,7 @@ same weights as an uninterrupted one (bit-exact on CPU).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -59,19 +60,40 @@ from .rollout import Rollout, proposal_from_trunk, rl_batch, rollout, step_seed
 STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
              "reward_signal", "reward_contamination", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
              "entropy", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm", "t_policy", "t_rollout",
-             "t_reward", "t_update")
-"""Per-step entries of ``history`` (PPO statistics are means over the step's updates)."""
+             "t_reward", "t_update", "skipped_updates")
+"""Per-step entries of ``history`` (PPO statistics are means over the step's updates that ran; NaN when all
+were skipped; ``skipped_updates``: updates skipped for non-finite values, :attr:`RLConfig.max_skipped_updates`)."""
+PPO_STATS = ("loss", "pg_loss", "entropy_loss", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
+"""What :func:`ppo_update` averages over a step's updates."""
 VAL_KEYS = ("val_step", "val_sdr", "val_si_sdri", "val_semantic")
 """Per-validation entries of ``history`` (``val_semantic`` is NaN without a judge)."""
 
 
 # --------------------------------------------------------------------------- config
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_config(cfg: RLConfig) -> None:
-    """Raise ``ValueError`` naming the first invalid field of an :class:`RLConfig`."""
+    """Raise ``ValueError`` naming the first invalid field of an :class:`RLConfig`.
+
+    Counts are integers (>= 1, or >= 0 for ``reward_batch_size`` and ``max_skipped_updates``); every
+    real number is finite (NaN and inf are refused): ``kappa``, ``kappa_end``, ``lr`` and ``grad_clip``
+    > 0, ``clip_eps`` and ``ema_decay`` in (0, 1), coefficients and weight decay >= 0.
+    """
     for name in ("steps", "batch_mixtures", "group_size", "ppo_epochs", "minibatches", "eval_every", "ckpt_every",
                  "val_mixtures"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("reward_batch_size", "max_skipped_updates", "seed"):
+        v = getattr(cfg, name)
+        if not _is_int(v) or (name != "seed" and v < 0):
+            raise ValueError(f"{name} must be an integer{'' if name == 'seed' else ' >= 0'}, got {v!r}")
     if cfg.trainable not in ("all", "head"):
         raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
     if cfg.optimizer not in ("adamw", "sgd"):
@@ -85,19 +107,22 @@ def check_config(cfg: RLConfig) -> None:
     if cfg.minibatches > cfg.batch_mixtures:
         raise ValueError(f"minibatches ({cfg.minibatches}) cannot exceed batch_mixtures ({cfg.batch_mixtures}): "
                          "minibatches split the batch's mixtures")
-    if cfg.kappa <= 0 or cfg.kappa_end <= 0:
-        raise ValueError(f"kappa and kappa_end must be > 0, got {cfg.kappa}, {cfg.kappa_end}")
+    for name in ("kappa", "kappa_end", "lr", "grad_clip"):
+        v = getattr(cfg, name)
+        if not _is_real(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    for name in ("clip_eps", "ema_decay"):
+        v = getattr(cfg, name)
+        if not _is_real(v) or not 0 < v < 1:
+            raise ValueError(f"{name} must be a finite number in (0, 1), got {v!r}")
+    for name in ("ent_coef", "kl_coef", "lambda_sig", "lambda_neg", "weight_decay"):
+        v = getattr(cfg, name)
+        if not _is_real(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if cfg.kappa_schedule not in ("constant", "linear", "cosine"):
         raise ValueError(f"kappa_schedule must be constant, linear or cosine, got {cfg.kappa_schedule!r}")
     if cfg.query not in TRAIN_QUERIES:
         raise ValueError(f"query must be one of {TRAIN_QUERIES}, got {cfg.query!r}")
-    if cfg.clip_eps <= 0 or cfg.lr <= 0 or cfg.grad_clip <= 0:
-        raise ValueError("clip_eps, lr and grad_clip must be > 0")
-    for name in ("ent_coef", "kl_coef", "lambda_sig", "lambda_neg", "weight_decay", "reward_batch_size"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if not 0 < cfg.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
 
 
 def separator_key(model: torch.nn.Module) -> str:
@@ -142,7 +167,10 @@ def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) ->
 
     ``advantage="none"`` returns zeros (``frac_zero_std`` 1): the policy-gradient term vanishes and
     what still trains is the entropy bonus and the KL term, the ablation that tells what the
-    reward teaches from what the regularisers do."""
+    reward teaches from what the regularisers do. Non-finite rewards give zeros and ``frac_zero_std``
+    NaN (:func:`ppo_update` then skips the step)."""
+    if not torch.isfinite(rewards).all():  # the step is skipped (ppo_update); the EMA baseline is not touched
+        return torch.zeros_like(rewards), float("nan")
     if cfg.advantage == "group":
         return group_advantages(rewards)
     if cfg.advantage == "none":
@@ -159,11 +187,21 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
     order drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``. With ``cfg.trainable ==
     "head"`` the frozen trunk's output is taken from the rollout (it is the same for the old and
     the new policy), so an update runs only the last layer and the query fusion.
+
+    Non-finite values (:attr:`RLConfig.max_skipped_updates`): when a reward is not finite no update
+    runs; an update whose loss or gradient norm is not finite is skipped before ``opt.step`` (weights
+    and optimiser state unchanged). ``skipped_updates`` counts them and ``skip_reason`` (a string,
+    present only then) says what was not finite; the statistics are means over the updates that ran.
     """
     b, k = ro.queries.shape[:2]
+    n_updates = cfg.ppo_epochs * cfg.minibatches
+    bad = int((~torch.isfinite(ro.rewards)).sum())
+    if bad:
+        return {**dict.fromkeys(PPO_STATS, float("nan")), "skipped_updates": float(n_updates),
+                "skip_reason": f"{bad} of {ro.rewards.numel()} rewards not finite"}
     adv = adv.to(ro.rewards.device)
     sums: dict[str, float] = {}
-    n = 0
+    n, skipped, reason = 0, 0, ""
     for epoch in range(cfg.ppo_epochs):
         order = torch.as_tensor(item_rng(cfg.seed, "rl-minibatch", step, epoch).permutation(b))
         for mb in order.tensor_split(cfg.minibatches):
@@ -179,11 +217,33 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
             loss.backward()
             params = [p for g in opt.param_groups for p in g["params"]]
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
+                opt.zero_grad(set_to_none=True)  # skipped: no step, so weights and optimiser state stay
+                skipped += 1
+                reason = reason or (f"loss {stats['loss']}" if not math.isfinite(stats["loss"]) else
+                                    f"gradient norm {stats['grad_norm']}")
+                continue
             opt.step()
             for key, v in stats.items():
                 sums[key] = sums.get(key, 0.0) + v
             n += 1
-    return {key: v / n for key, v in sums.items()}
+    out = {key: sums[key] / n if n else float("nan") for key in PPO_STATS}
+    out["skipped_updates"] = float(skipped)
+    if skipped:
+        out["skip_reason"] = f"{reason} (epoch/minibatch update of step {step})"
+    return out
+
+
+def check_skipped(history: dict, stats: dict, cfg: RLConfig, step: int) -> None:
+    """Raise ``FloatingPointError`` once more than ``cfg.max_skipped_updates`` updates were skipped in total
+    (``history["skipped_updates"]`` already holds this step's count)."""
+    total = int(sum(history["skipped_updates"]))
+    if total > cfg.max_skipped_updates:
+        raise FloatingPointError(
+            f"RL step {step}: {total} updates skipped for non-finite values, more than max_skipped_updates="
+            f"{cfg.max_skipped_updates} (this step: {stats.get('skip_reason', 'none')}). The weights are those "
+            "before the skipped updates; last.pt holds the last checkpointed step. Lower lr or kappa, check the "
+            "reward's inputs, or allow more skips (--set max_skipped_updates=N)")
 
 
 # --------------------------------------------------------------------------- validation
@@ -319,9 +379,10 @@ def train_rl(
                "adv_std": adv.std(unbiased=False).item(), "frac_zero_std": frac_zero, "entropy": stats["entropy_loss"],
                "t_policy": ro.timings["policy"], "t_rollout": ro.timings["rollout"], "t_reward": ro.timings["reward"],
                "t_update": t_update, **{k: stats[k] for k in ("loss", "pg_loss", "kl_loss", "approx_kl", "clipfrac",
-                                                            "ratio_mean", "grad_norm")}}
+                                                            "ratio_mean", "grad_norm", "skipped_updates")}}
         for key in STEP_KEYS:
             st.history[key].append(row[key])
+        check_skipped(st.history, stats, cfg, step)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
             v = validate_rl(model, rv, fe)
