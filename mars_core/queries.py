@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Profile, get_profile
 from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
+from .data.verify import read_clip
 from .seeding import item_rng
 
 MODALITIES = ("image", "text", "audio")
@@ -159,10 +160,7 @@ class QueryBank:
 
 
 def _read_audio(path: Path) -> np.ndarray:
-    import soundfile as sf
-
-    wav, _ = sf.read(str(path), dtype="float32", always_2d=True)
-    return wav.mean(axis=1)
+    return read_clip(path)  # checked against the manifest (length, rate, sha256), mono float32
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -62,9 +62,8 @@ def _image_html(image: np.ndarray, width: int = 96) -> str:
 def query_material(result, test_set: str, index: int) -> dict[str, Any]:
     """The item's queries: prompt text, query image, and the first clip of its audio query
     (the audio query is the mean embedding of all the class's other clips; one is played)."""
-    import soundfile as sf
-
     from .data.manifest import benchmark_dir, read_table
+    from .data.verify import read_clip
 
     ts = result.test_sets[test_set]
     es = ts.eval_set
@@ -74,8 +73,7 @@ def query_material(result, test_set: str, index: int) -> dict[str, Any]:
     clip = ref.audio_ids[0] if ref.audio_ids else None
     audio = None
     if clip is not None and clip in table.index:
-        audio, _ = sf.read(os.path.join(build, table.loc[clip, "path"]), dtype="float32", always_2d=True)
-        audio = audio.mean(axis=1)
+        audio = read_clip(os.path.join(build, table.loc[clip, "path"]))  # checked against the manifest
     return {"text": ref.text, "image": es.images[index], "audio_clip": clip, "audio": audio,
             "n_audio_clips": len(ref.audio_ids), "target": meta["target"], "interferer": meta["interferer"],
             "interferer_text": meta.get("interferer_text", "")}

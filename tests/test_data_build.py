@@ -1,8 +1,8 @@
 """The offline benchmark builder: quality checks, material readers, and a real smoke build.
 
 The smoke build runs once per session in a subprocess (``python -m mars_core.data
-build``); the determinism test runs a second, independent process into another root
-and compares the bytes.
+build``); the kill-and-resume and two-builder tests build again in other processes and
+compare every manifest and file with it byte for byte.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -328,17 +329,6 @@ def test_attribution_covers_every_source(smoke_build):
     assert all(any(rid in a["used_for"] for a in attr) for rid in used_recordings)
 
 
-def test_two_processes_give_identical_builds(smoke_build, tmp_path):
-    other = tmp_path / "b"
-    res = _cli_build(other)
-    assert res.returncode == 0, res.stderr
-    for name in ["classes.csv", "prompts.csv", "attribution.csv"] + [f"{k}/{s}.csv" for k in ("audio", "images") for s in SPLITS]:
-        assert (smoke_build / name).read_bytes() == (other / name).read_bytes(), name
-    for s in SPLITS:
-        for r in _rows(other / "audio" / f"{s}.csv"):
-            assert _sha(other / r["path"]) == _sha(smoke_build / r["path"]) == r["sha256"]
-
-
 def test_second_build_is_reused(smoke_build, capsys):
     mtimes = {p: p.stat().st_mtime_ns for p in smoke_build.rglob("*.wav")}
     out = build_mod.build_benchmark("smoke", root=smoke_build, progress=True)
@@ -417,3 +407,93 @@ def test_cli_errors_and_info(smoke_build):
     missing = subprocess.run([sys.executable, "-m", "mars_core.data", "info", "--profile", "smoke", "--root",
                               str(smoke_build / "nothing")], cwd=REPO, env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "python -m mars_core.data build" in missing.stderr
+
+
+# ---------------------------------------------------------------- kills, concurrency, repairs
+
+
+def _cli_popen(root: Path, err: Path) -> subprocess.Popen:
+    env = dict(os.environ, TQDM_DISABLE="1")
+    return subprocess.Popen([sys.executable, "-m", "mars_core.data", "build", "--profile", "smoke", "--root", str(root),
+                             "--quiet"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+
+
+def _assert_equal_builds(root: Path, clean: Path) -> None:
+    """Same manifests (which hold every file's sha256) and every file matches its row."""
+    for name in ["classes.csv", "prompts.csv", "attribution.csv"] + [f"{k}/{s}.csv" for k in ("audio", "images") for s in SPLITS]:
+        assert (root / name).read_bytes() == (clean / name).read_bytes(), name
+    for kind in ("audio", "images"):
+        for s in SPLITS:
+            for r in _rows(root / kind / f"{s}.csv"):
+                assert _sha(root / r["path"]) == r["sha256"], r["path"]
+
+
+def _count_wavs(root: Path) -> int:
+    try:
+        return sum(1 for _ in (root / "audio").rglob("*.wav"))
+    except OSError:  # a folder vanished while listing
+        return 0
+
+
+def test_killed_build_resumes_to_the_clean_build(smoke_build, tmp_path):
+    root = tmp_path / "killed"
+    proc = _cli_popen(root, tmp_path / "err.txt")
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and _count_wavs(root) < 40:
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL: no cleanup of any kind
+    proc.wait()
+    assert not (root / "build_info.json").exists(), "the build finished before it could be killed"
+    stale = root / "audio" / "train" / "violin" / ".train-violin-0009.wav.otherhost-12.k2j4.tmp"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"")  # what a write killed before its rename leaves
+    res = _cli_build(root)
+    assert res.returncode == 0, res.stderr
+    assert not list(root.rglob("*.tmp"))
+    _assert_equal_builds(root, smoke_build)
+
+
+def test_two_builders_of_one_folder_are_serialised(smoke_build, tmp_path):
+    from filelock import FileLock
+
+    root = tmp_path / "shared"
+    root.mkdir()
+    errs = [tmp_path / f"err{i}.txt" for i in range(2)]
+    gate = FileLock(str(root / build_mod.LOCK))
+    with gate:  # both builders meet a held lock, then race for it when it is released
+        procs = [_cli_popen(root, e) for e in errs]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all("another process is building" in e.read_text() for e in errs):
+            assert all(p.poll() is None for p in procs), [e.read_text() for e in errs]
+            time.sleep(0.05)
+        assert all("another process is building" in e.read_text() for e in errs)
+    rcs = [p.wait(timeout=600) for p in procs]
+    assert rcs == [0, 0], [e.read_text() for e in errs]
+    _assert_equal_builds(root, smoke_build)
+
+
+def test_repair_command_in_the_error_restores_the_clip(smoke_build, tmp_path):
+    from mars_core.data.mixing import MixtureDataset
+    from mars_core.data.verify import BenchmarkFileError
+
+    root = tmp_path / "damaged"
+    shutil.copytree(smoke_build, root)
+    ds = MixtureDataset("test", "smoke", build_dir=root, load_images=False)
+    row = next(r for r in _rows(root / "audio" / "test.csv") if r["clip_id"] == ds[0]["clip_ids"][0])
+    victim = root / row["path"]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(BenchmarkFileError) as err:
+        ds[0]
+    assert str(victim) in str(err.value)
+    command = str(err.value).split("`")[1]
+    assert command == f"python -m mars_core.data build --profile smoke --root {root}"
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.wav") if p != victim}
+    res = subprocess.run([sys.executable, *command.split()[1:]], cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, TQDM_DISABLE="1"))
+    assert res.returncode == 0, res.stderr
+    assert "re-rendered 1 that differed" in res.stdout
+    assert _sha(victim) == row["sha256"]
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing else rewritten
+    _assert_equal_builds(root, smoke_build)
+    for i in range(len(ds)):
+        ds[i]

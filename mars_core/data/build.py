@@ -10,7 +10,17 @@ Reuse and resumption: the build is keyed by two hashes, one of everything the au
 depends on (recipe, profile sizes, seed, material versions, this code) and one for
 the images. ``.progress.json`` records which splits are complete under which hash,
 so an interrupted build resumes where it stopped, and a finished build whose hashes
-match and whose files still match their manifest sha256 is reused as is.
+match and whose files still match their manifest sha256 is reused as is. A finished
+split whose files no longer match (deleted, truncated, modified) is repaired by
+re-rendering just those clips; every clip is a pure function of its recipe, class,
+split, index and seed (:mod:`.clips`), so a resumed or repaired build equals a clean
+one byte for byte.
+
+Concurrency: one builder per folder. ``build_benchmark`` holds ``<out>/.build.lock``
+(:mod:`filelock`, released by the OS if the process dies) for the whole build; a second
+builder of the same folder waits, then finds the finished build and reuses it. Under
+the lock the builder first removes every ``.*.tmp`` file in the folder: temporary files
+of atomic writes killed before their rename.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from filelock import FileLock, Timeout
 
 from ..atomic import write_bytes_atomic
 from ..config import Profile, get_profile, to_dict
@@ -45,6 +56,7 @@ ATTRIBUTION_COLUMNS = ("source", "package", "version", "license", "used_for", "c
 CLASS_COLUMNS = ("class_name", "family", "kind", "label")
 WAV_SUBTYPE = "FLOAT"
 PROGRESS = ".progress.json"
+LOCK = ".build.lock"
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -136,24 +148,50 @@ def read_rows(path: Path) -> list[dict[str, str]] | None:
         return list(csv.DictReader(fh))
 
 
+def render_clip_file(ctx: ClipContext, cp, split: str, k: int, n: int, out: Path) -> dict:
+    """Render clip ``k`` of ``n`` of a class in a split, write its WAV atomically, return its manifest row."""
+    x, meta = make_clip(ctx, cp, split, k, n)
+    cid = clip_id(split, cp.spec.name, k)
+    rel = f"audio/{split}/{cp.spec.name}/{cid}.wav"
+    data = wav_bytes(x, ctx.sample_rate)
+    write_bytes_atomic(out / rel, data)
+    return {"clip_id": cid, "class_name": cp.spec.name, "family": cp.spec.family, "source": meta["source"],
+            "recording_id": meta["recording_id"], "license": meta["license"], "path": rel,
+            "sample_rate": ctx.sample_rate, "num_samples": len(x), "duration": len(x) / ctx.sample_rate,
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def build_audio_split(ctx: ClipContext, plan: BuildPlan, split: str, n: int, out: Path, progress: bool) -> list[dict]:
     """Render and write every clip of a split; return its manifest rows."""
     from tqdm.auto import tqdm
 
     jobs = [(cp, k) for cp in plan.classes if split in cp.splits for k in range(n)]
-    rows = []
     bar = {} if progress else {"disable": True}  # no hard-coded disable: TQDM_DISABLE=1 silences CI
-    for cp, k in tqdm(jobs, desc=f"audio {split}", leave=False, **bar):
-        x, meta = make_clip(ctx, cp, split, k, n)
-        cid = clip_id(split, cp.spec.name, k)
-        rel = f"audio/{split}/{cp.spec.name}/{cid}.wav"
-        data = wav_bytes(x, ctx.sample_rate)
-        write_bytes_atomic(out / rel, data)
-        rows.append({"clip_id": cid, "class_name": cp.spec.name, "family": cp.spec.family, "source": meta["source"],
-                     "recording_id": meta["recording_id"], "license": meta["license"], "path": rel,
-                     "sample_rate": ctx.sample_rate, "num_samples": len(x), "duration": len(x) / ctx.sample_rate,
-                     "sha256": hashlib.sha256(data).hexdigest()})
-    return rows
+    return [render_clip_file(ctx, cp, split, k, n, out) for cp, k in tqdm(jobs, desc=f"audio {split}", leave=False, **bar)]
+
+
+def _row_ok(out: Path, row: dict[str, str]) -> bool:
+    path = out / row["path"]
+    return path.is_file() and sha256_file(path) == row["sha256"]
+
+
+def repair_audio_split(ctx: ClipContext, plan: BuildPlan, split: str, n: int, out: Path,
+                       rows: list[dict[str, str]]) -> int | None:
+    """Re-render the clips of a finished split whose file is missing or differs from its manifest row.
+
+    Returns the number of clips re-rendered, or None when a re-rendered clip does not
+    reproduce its manifest row (the manifest comes from other code): rebuild the split.
+    """
+    classes = {cp.spec.name: cp for cp in plan.classes if split in cp.splits}
+    bad = [r for r in rows if not _row_ok(out, r)]
+    for r in bad:
+        cp, k = classes.get(r["class_name"]), int(r["clip_id"].rsplit("-", 1)[1])
+        if cp is None or clip_id(split, cp.spec.name, k) != r["clip_id"]:
+            return None
+        new = render_clip_file(ctx, cp, split, k, n, out)
+        if new["sha256"] != r["sha256"] or new["path"] != r["path"]:
+            return None
+    return len(bad)
 
 
 def make_context(profile: Profile, seed: int, recipe: dict, sources: dict) -> ClipContext:
@@ -270,8 +308,10 @@ def build_audio(ctx: ClipContext, plan: BuildPlan, profile: Profile, out: Path, 
     for split, n in counts_per_split(profile).items():
         manifest = out / "audio" / f"{split}.csv"
         rows = read_rows(manifest) if prog.done(f"audio/{split}", h) else None
-        if rows is not None and verify_rows(out, rows):
-            _say(f"audio {split}: reused {len(rows)} clips", progress)
+        repaired = None if rows is None else repair_audio_split(ctx, plan, split, n, out, rows)
+        if repaired is not None:
+            _say(f"audio {split}: reused {len(rows)} clips" + (f", re-rendered {repaired} that differed from the "
+                                                                f"manifest" if repaired else ""), progress)
         else:
             manifest.unlink(missing_ok=True)  # never leave a manifest describing files being replaced
             shutil.rmtree(out / "audio" / split, ignore_errors=True)
@@ -360,9 +400,41 @@ def build_benchmark(
     seed = prof.data.seed if seed is None else int(seed)
     out = benchmark_dir(prof.name, root)
     out.mkdir(parents=True, exist_ok=True)
+    with build_lock(out):
+        removed = remove_temporaries(out)
+        if removed:
+            _say(f"removed {len(removed)} temporary file(s) left by an interrupted write", progress)
+        return _build_locked(prof, out, seed, recipe_path, progress, t0)
+
+
+@contextlib.contextmanager
+def build_lock(out: Path):
+    """Hold ``<out>/.build.lock``; if another process holds it, say so on stderr and wait."""
+    lock = FileLock(str(out / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"another process is building {out}; waiting for it to finish (lock file {out / LOCK})",
+              file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Remove every ``.*.tmp`` file under ``out`` (call only while holding :func:`build_lock`)."""
+    found = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def _build_locked(prof: Profile, out: Path, seed: int, recipe_path, progress: bool, t0: float) -> Path:
     _say(f"building benchmark: profile {prof.name}, seed {seed}, {prof.audio.sample_rate} Hz -> {out}", progress)
     recipe = load_recipe(recipe_path)
-    sources = locate_sources(system_roots)
+    sources = locate_sources(None)  # the search path is in the environment (see build_benchmark)
     ctx = make_context(prof, seed, recipe, sources)
     image_styles = images.available_styles()
     plan = make_plan(recipe, sources, ctx.sample_rate, ctx.renderers, ctx.qc,

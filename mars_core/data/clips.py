@@ -2,7 +2,9 @@
 
 Clip ``k`` of class ``c`` in split ``s`` is a pure function of
 ``numpy.random.default_rng([seed, split_code[s], catalog_index(c), k])`` and the
-material: nothing depends on the order clips are rendered in or on the process.
+material: nothing depends on the order clips are rendered in or on the process (the
+shared soundfont renderer is brought back to its freshly loaded state before every
+clip, :meth:`~.sources.soundfont.SoundfontRenderer.reset`; ``tests/test_data_purity.py``).
 
 Pipeline of a clip (``profile.audio.sample_rate`` = ``sr``, Nyquist ``sr/2``):
 

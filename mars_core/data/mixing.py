@@ -1,4 +1,4 @@
-"""Mix-and-separate sampler over a built benchmark (method.md section 3).
+"""Mix-and-separate sampler over a built benchmark (docs/method.md section 3).
 
 Item ``i`` of a split is a pure function of ``(seed, split, i, hard_pairs)``: its own
 generator draws the target class, an interferer of a different class (of the same
@@ -10,6 +10,11 @@ order, worker count or process.
 Gains: ``U(gain_low, gain_high)`` per source when ``random_gain`` (the default on
 ``train``), 1 otherwise (the paper's evaluation protocol); every source is then
 divided by ``n_sources`` and the mixture is their exact float32 sum.
+
+Every clip read is checked against the split's manifest (:mod:`.verify`): sample rate
+and length on every read, sha256 on the first read of each file in a process. A
+missing, truncated or modified clip raises ``BenchmarkFileError`` with the command that
+repairs the build; it is never zero-padded or used silently.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from ..config import Profile, get_profile
 from ..seeding import item_rng
 from .manifest import SPLITS, benchmark_dir, read_table
+from .verify import clip_row, read_clip, repair_command
 
 PROMPT_GROUP = {"train": "train", "val": "train", "test": "test", "test_timbre": "test"}
 
@@ -36,15 +41,25 @@ class _Clip:
 
 
 def read_segment(path: Path, start: int, length: int, expected_sr: int) -> np.ndarray:
-    """Read ``length`` mono samples from ``start`` (zero-padded past the end), float32."""
-    info = sf.info(str(path))
-    if info.samplerate != expected_sr:
-        raise ValueError(f"{path}: sample rate {info.samplerate} Hz, expected {expected_sr} Hz (rebuild the benchmark)")
-    data, _ = sf.read(str(path), start=start, frames=length, dtype="float32", always_2d=True)
-    seg = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if len(seg) < length:
-        seg = np.pad(seg, (0, length - len(seg)))
-    return np.ascontiguousarray(seg, dtype=np.float32)
+    """Read ``length`` mono samples from ``start`` of a benchmark clip, float32, checked against its manifest.
+
+    Zero-padded only past the clip's length *in the manifest* (a clip shorter than a
+    segment); a file that is shorter than its manifest says, or differs from it in rate
+    or sha256, raises :class:`~mars_core.data.verify.BenchmarkFileError` naming the file
+    and the repair command (:func:`~mars_core.data.verify.read_clip`).
+
+    Shape:
+        returns ``(length,)``.
+
+    Raises:
+        ValueError: the clip's sample rate is not ``expected_sr``.
+        BenchmarkFileError: see :func:`~mars_core.data.verify.check_clip`.
+    """
+    row, build_dir = clip_row(path)
+    if row.sample_rate != expected_sr:
+        raise ValueError(f"{path}: sample rate {row.sample_rate} Hz, expected {expected_sr} Hz: build the benchmark "
+                         f"of this profile (`{repair_command(build_dir)}` builds the one this clip belongs to)")
+    return read_clip(path, start, length)
 
 
 class MixtureDataset:

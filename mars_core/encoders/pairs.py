@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
 from ..data.manifest import read_table
+from ..data.verify import clip_row, read_clip
 from ..seeding import item_rng
 from .preprocess import transform_image
 
@@ -55,11 +55,12 @@ class SplitData:
 
 
 def read_mono(path: Path, expected_sr: int) -> np.ndarray:
-    """A whole file as mono float32; raises ``ValueError`` naming both rates on a mismatch."""
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    """A whole benchmark clip as mono float32, checked against its manifest (``data.verify.read_clip``);
+    raises ``ValueError`` naming both rates on a mismatch."""
+    sr = clip_row(path)[0].sample_rate
     if sr != expected_sr:
         raise ValueError(f"{path}: {sr} Hz, but the encoder runs at {expected_sr} Hz (use the profile's build)")
-    return np.ascontiguousarray(data.mean(axis=1))
+    return read_clip(path)
 
 
 def load_split(build_dir: str | Path, split: str, sample_rate: int, image_size: int, images: bool = True) -> SplitData:

@@ -1,8 +1,15 @@
 """Render notes with a General MIDI soundfont through ``tinysoundfont``.
 
-``tinysoundfont`` renders bit-identically whatever the render order, so one loaded
-soundfont serves every clip: it is reset before each clip. ``Synth.generate_simple``
-returns raw interleaved stereo float32 bytes, read with
+One loaded soundfont serves every clip, and each clip renders exactly as it would in a
+freshly loaded one (loading FluidR3 takes about 1 s, so it is not reloaded per clip).
+``SoundFont.reset()`` alone is not enough: TinySoundFont's ``tsf_reset`` moves the
+playing voices to a 10 ms "fast release" instead of silencing them, so the tail of the
+previous clip would leak into the first milliseconds of the next one. :meth:`SoundfontRenderer.reset`
+therefore resets and then renders (and discards) output until every voice has ended,
+which leaves the synthesiser in the state of a fresh load: no active voice, no channel
+state (``tsf_reset`` frees the channels). ``tests/test_data_purity.py`` checks clips
+against a freshly loaded soundfont, in two orders and in two processes.
+``Synth.generate_simple`` returns raw interleaved stereo float32 bytes, read with
 ``np.frombuffer(buf, np.float32).reshape(-1, 2)``.
 
 Clips are rendered at ``render_rate`` (a multiple of the profile rate, at least
@@ -18,6 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from .quality import MaterialError
+
+DRAIN_SECONDS = 0.05
+"""Output rendered and discarded after a reset: 5x TinySoundFont's 10 ms fast release."""
+MAX_DRAIN_SECONDS = 2.0
+"""A voice still sounding after this long of drain is an error (it never happens with tsf's fast release)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,19 @@ class SoundfontRenderer:
         buf = self.synth.generate_simple(n)
         return np.frombuffer(buf, dtype=np.float32).reshape(-1, 2)
 
+    def reset(self) -> None:
+        """Bring the synthesiser back to the state of a fresh load (no voice, no channel state).
+
+        Raises:
+            MaterialError: a voice still sounds after ``MAX_DRAIN_SECONDS`` of output.
+        """
+        self.synth.soundfonts[self.sfid].reset()
+        block = max(1, int(round(DRAIN_SECONDS * self.render_rate)))
+        for _ in range(int(np.ceil(MAX_DRAIN_SECONDS / DRAIN_SECONDS))):
+            if not self._generate(block).any():  # a whole block of exact zeros: every voice has ended
+                return
+        raise MaterialError(f"{self.path.name}: voices still sound {MAX_DRAIN_SECONDS} s after a reset")
+
     def render(self, notes: list[Note], bank: int, program: int, n_samples: int, drums: bool = False) -> np.ndarray:
         """Render ``notes`` on one channel for ``n_samples`` at ``render_rate``; mono float64.
 
@@ -81,7 +106,7 @@ class SoundfontRenderer:
         """
         if not self.has_preset(bank, program):
             raise MaterialError(f"{self.path.name}: no preset bank {bank} program {program}")
-        self.synth.soundfonts[self.sfid].reset()
+        self.reset()
         self.synth.program_select(0, self.sfid, bank, program, is_drums=drums)
         sr = self.render_rate
         events = [(int(round(n.onset * sr)), 1, n.key, n.velocity) for n in notes]
