@@ -56,13 +56,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import write_bytes_atomic
 from .audio import FrontEnd
 from .config import Profile, get_profile
 from .evaluate import EvalSet, JudgeScorer, eval_queries, evaluate_systems, load_eval_set, load_judge, separate
 from .metrics import contamination_score, summarize
+from .progress import Progress
 from .queries import EVAL_MODALITIES, QueryBank, encoder_fingerprint, item_queries
 
 SPLITS = ("test", "test_timbre")
@@ -569,8 +569,9 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
     else:
         loaded, missing = dict(loaded), dict(missing or {})
     test_sets, skipped_sets, frames = {}, {}, []
-    quiet = {} if progress else {"disable": True}
-    for split, pairs in tqdm([(s, p) for s in splits for p in pair_types], desc="test sets", **quiet):
+    todo = [(s, p) for s in splits for p in pair_types]
+    prog = Progress(len(todo), "test sets", every=1, enabled=progress)  # one line per test set
+    for done, (split, pairs) in enumerate(todo, 1):
         try:
             ts = load_test_set(ctx.profile, split, pairs, n_items, ctx.build_dir)
         except ValueError as exc:  # no family with two classes in this split: no hard pair exists
@@ -578,9 +579,12 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
                 raise
             skipped_sets[f"{split}/{pairs}"] = str(exc)
             warnings.warn(f"benchmark: test set {split}/{pairs} skipped: {exc}", stacklevel=2)
+            prog.update(done, test_set=f"{split}/{pairs} (skipped)")
             continue
         test_sets[ts.name] = ts
         frames.append(evaluate_test_set(ctx, ts, loaded, modalities=modalities))
+        prog.update(done, test_set=f"{split}/{pairs}")
+    prog.close()
     if not frames:
         raise RuntimeError(f"no test set could be built: {skipped_sets}")
     items = tidy_items(frames, list(loaded))

@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .audio import FrontEnd
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -54,6 +53,7 @@ from .data.mixing import MixtureDataset, collate
 from .losses import mask_targets, weighted_bce, weighted_l1
 from .metrics import sdr as sdr_metric
 from .metrics import si_sdr
+from .progress import CsvLog, Progress, last_row
 from .queries import (TRAIN_QUERIES, QueryBank, compose, evaluation_ref, item_queries, load_or_build_query_bank,
                       load_query_encoder, mixup_weights, modality_embeddings)
 from .separator import QuerySeparator
@@ -331,8 +331,9 @@ def train_supervised(
         bank: the query embeddings (:func:`~mars_core.queries.load_or_build_query_bank`);
             its dimension must equal ``profile.separator.query_dim``.
         config: default ``profile.supervised``.
-        run_dir: where ``last.pt`` is written; one holding the same run is resumed
-            (unless ``resume=False``); one holding another run raises ``ValueError``.
+        run_dir: where ``last.pt`` and ``metrics.csv`` (one row per step, :class:`~mars_core.progress.CsvLog`)
+            are written; one holding the same run is resumed (unless ``resume=False``); one holding
+            another run raises ``ValueError``.
         stop_after: stop (checkpointed) after this many steps, as a killed run would.
         device: default CUDA when available, else CPU (bit-exact resumption is promised on CPU).
 
@@ -361,10 +362,11 @@ def train_supervised(
     if last is not None and resume and last.exists():
         start, st = resume_last(last, run_cfg, model, opt, scheduler=sched)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    quiet = {} if progress else {"disable": True}
-    bar = tqdm(range(start, end), desc=f"supervised {prof.name}", initial=start, total=cfg.steps, **quiet)
+    prog = Progress(cfg.steps, f"supervised {prof.name}", show=("loss", "val_sdr"), initial=start, enabled=progress)
+    csv_log = CsvLog(Path(run_dir) / "metrics.csv" if run_dir is not None else None, resume_step=start,
+                     fields=HISTORY_KEYS[1:4] + HISTORY_KEYS[5:])  # step = steps done
     t0 = time.perf_counter()
-    for step in bar:
+    for step in range(start, end):
         model.train()
         loss = supervised_loss(model, training_batch(ds, bank, fe, step, cfg, device), cfg.loss)
         opt.zero_grad(set_to_none=True)
@@ -380,11 +382,14 @@ def train_supervised(
             v = validate(model, val, fe)
             h["val_step"].append(done), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
             keep_if_best(st, v["sdr"], done, model)
-            bar.set_postfix(loss=f"{loss.item():.4f}", val_sdr=f"{v['sdr']:.2f}")
+        row = last_row(h, HISTORY_KEYS[1:4], HISTORY_KEYS[5:], at=done)
+        csv_log.log(done, **row)
+        prog.update(done, **row)
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             st.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             save_last(last, run_cfg, done, model, opt, st, scheduler=sched)
+    prog.close()
     st.wall_s += time.perf_counter() - t0
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end)
     if end == cfg.steps and st.best_state is not None:

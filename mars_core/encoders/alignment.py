@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
+from ..progress import CsvLog, Progress, default_every, last_row
 from ..seeding import item_rng
 from .base import TriModalEncoder, as_waveform_list
 from .contrastive import info_nce, info_nce_from_logits  # noqa: F401  (re-exported: the stage losses use them)
@@ -834,8 +834,9 @@ def run_stage(
     Trains the heads of :data:`STAGE_MODALITIES` ``[stage]`` (+ logit scales) with AdamW
     on the stage objective plus replay (batches from :func:`train_pool` when ``cfg.pool_items``,
     with trunk features kept in ``cache``); validates at step 0, every ``eval_every`` steps
-    and at the end; saves the best as ``run_dir/<stage>_best.pt``; reloads it; checks
-    that every other encoder tensor is bit-identical (``cfg.verify_frozen``).
+    and at the end (each step's terms and validations go to ``run_dir/metrics_<stage>.csv``);
+    saves the best as ``run_dir/<stage>_best.pt``; reloads it; checks that every other
+    encoder tensor is bit-identical (``cfg.verify_frozen``).
 
     Returns:
         history: ``step, loss`` and one list per loss term (NaN where absent), ``terms``,
@@ -871,7 +872,11 @@ def run_stage(
         trained = params + [p for p in scales.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
         validate(0)
-        for step in tqdm(range(1, cfg.steps_per_stage + 1), desc=stage):
+        csv_log = CsvLog(Path(run_dir) / f"metrics_{stage}.csv")  # a stage always trains from its start
+        csv_log.log(0, val_loss=hist["val_loss"][-1])
+        prog = Progress(cfg.steps_per_stage, stage, every=default_every(cfg.steps_per_stage, 5),  # 5 lines a stage
+                        show=("loss", "val_loss"))
+        for step in range(1, cfg.steps_per_stage + 1):
             loss, parts = _step_loss(stage, ctx, data, step, gen, pool)
             if loss is not None and loss.requires_grad:
                 opt.zero_grad(set_to_none=True)
@@ -881,6 +886,10 @@ def run_stage(
             _log_step(hist, step, loss, parts)
             if step % cfg.eval_every == 0 or step == cfg.steps_per_stage:
                 validate(step)
+            logged = last_row(hist, ["loss", *sorted(hist["terms"])], ("val_loss",), at=step)
+            csv_log.log(step, **logged)
+            prog.update(step, **logged)
+        prog.close()
     blob = load_heads(encoder, best_path, scales)
     hist.update(best_step=best[1], best_val_loss=best[0], checkpoint=str(best_path), terms=sorted(hist["terms"]))
     _save_stage(

@@ -33,9 +33,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
+from ..progress import CsvLog, Progress, default_every, last_row
 from .alignment import ItemEmbeddings, embed_items
 from .contrastive import info_nce_from_logits
 
@@ -273,14 +273,16 @@ def _inputs_of(emb: ItemEmbeddings) -> dict[str, torch.Tensor]:
 
 
 def train_mlbp(
-    mlbp: MLBPAnchor, emb: ItemEmbeddings, cfg: AnchorConfig, val: ItemEmbeddings | None = None, eval_every: int = 50
+    mlbp: MLBPAnchor, emb: ItemEmbeddings, cfg: AnchorConfig, val: ItemEmbeddings | None = None, eval_every: int = 50,
+    metrics_csv: str | Path | None = None,
 ) -> dict[str, list]:
     """Train an MLBP anchor on precomputed item embeddings (:func:`embed_items`).
 
     Inputs: ``e_a = query_audio``, ``e_t = text``, ``e_v = image``; targets ``emb.target``;
     mixtures ``emb.mixture``. Returns ``history`` (``step, loss, nce, margin, gap`` per
     step; ``val_step, val_gap`` (all modalities present) if ``val`` is given). With ``val``,
-    the anchor is left at its best validation gap (``best_step``, ``best_val_gap``).
+    the anchor is left at its best validation gap (``best_step``, ``best_val_gap``). With
+    ``metrics_csv``, the same numbers go to that CSV file, one row per step (:class:`~mars_core.progress.CsvLog`).
     """
     if len(emb) < 2:
         raise ValueError("train_mlbp needs at least 2 items")
@@ -304,7 +306,11 @@ def train_mlbp(
 
     mlbp.train()
     validate(0)
-    for step in tqdm(range(1, cfg.steps + 1), desc="MLBP anchor"):
+    csv_log = CsvLog(metrics_csv)
+    if hist["val_step"]:
+        csv_log.log(0, **last_row(hist, (), ("val_gap",), at=0))
+    prog = Progress(cfg.steps, "MLBP anchor", every=default_every(cfg.steps, 5), show=("loss", "val_gap"))
+    for step in range(1, cfg.steps + 1):
         idx = torch.randperm(len(emb), generator=gen)[:bs]
         keep = modality_keep_masks(bs, cfg.modality_dropout, gen, inputs.keys())
         z = mlbp.fuse({m: e[idx.to(e.device)] for m, e in inputs.items()}, keep)
@@ -329,6 +335,10 @@ def train_mlbp(
         hist["gap"].append(float(anchor_gap(z.detach(), t, x).mean()))
         if step % eval_every == 0 or step == cfg.steps:
             validate(step)
+        logged = last_row(hist, ("loss", "nce", "margin", "gap"), ("val_gap",), at=step)
+        csv_log.log(step, **logged)
+        prog.update(step, **logged)
+    prog.close()
     if best["state"] is not None:  # keep the best validation gap (step 0: the mean anchor)
         mlbp.load_state_dict(best["state"])
         hist["best_step"], hist["best_val_gap"] = best["step"], best["gap"]
@@ -337,7 +347,8 @@ def train_mlbp(
 
 
 def fit_mlbp(
-    encoder: Any, items: Any, cfg: AnchorConfig | None = None, val_items: Any = None, sample_rate: int | None = None
+    encoder: Any, items: Any, cfg: AnchorConfig | None = None, val_items: Any = None, sample_rate: int | None = None,
+    metrics_csv: str | Path | None = None,
 ) -> tuple[MLBPAnchor, dict]:
     """Embed train items with ``encoder`` and train a fresh MLBP anchor on them.
 
@@ -346,6 +357,7 @@ def fit_mlbp(
             the first ``cfg.n_items`` are used.
         val_items: optional validation ``MixtureDataset`` (or list) for ``history["val_gap"]``.
         sample_rate: rate of the waveforms (default: the dataset's ``sr``).
+        metrics_csv: a CSV file for the training numbers (:func:`train_mlbp`).
 
     Returns:
         ``(mlbp on the encoder's device, history)``.
@@ -358,7 +370,7 @@ def fit_mlbp(
     emb = embed_items(encoder, items, sr, cfg.n_items)
     val = embed_items(encoder, val_items, sr) if val_items is not None else None
     mlbp = MLBPAnchor(emb.target.shape[1], cfg.rank).to(emb.target.device)
-    return mlbp, train_mlbp(mlbp, emb, cfg, val)
+    return mlbp, train_mlbp(mlbp, emb, cfg, val, metrics_csv=metrics_csv)
 
 
 def save_mlbp(path: str | Path, mlbp: MLBPAnchor, cfg: AnchorConfig | None = None, **extra: Any) -> Path:

@@ -110,7 +110,8 @@ def _load_or_fit_anchor(path: Path, encoder: TriModalEncoder, data: AlignmentDat
                                "on next use (or call load_reward_stack(..., retrain=True))")
         if blob.get("config") == dataclasses.asdict(cfg) and blob.get("form") == MLBP_FORM:
             return load_mlbp(path), blob.get("history", {})
-    mlbp, history = fit_mlbp(encoder, data.train, cfg, val_items=data.val)
+    mlbp, history = fit_mlbp(encoder, data.train, cfg, val_items=data.val,
+                             metrics_csv=path.with_name(f"metrics_{path.stem}.csv"))
     save_mlbp(path, mlbp, cfg, history=history)
     return mlbp.eval(), history
 

@@ -49,11 +49,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import EncoderConfig, Profile, get_profile
 from ..data.manifest import SPLITS, benchmark_dir, write_json_atomic
+from ..progress import CsvLog, Progress, last_row
 from .contrastive import info_nce, retrieval_accuracy
 from .minibind import MiniBind, load_minibind, save_minibind
 from .pairs import PairBatch, SplitData, load_split, sample_batch, step_seed
@@ -302,6 +302,10 @@ def _log_step(h: dict, step: int, stats: dict) -> None:
         h[k].append(stats[k])
 
 
+VAL_COLUMNS = ("val_a2t", "val_a2i", "val_score", "val_margin")
+"""Per-validation entries of a MiniBind run's ``history`` (besides ``val_step``)."""
+
+
 def _validate_and_track(model, val: SplitData, step: int, state: _State) -> dict:
     v = validate(model, val)
     h = state.history
@@ -333,8 +337,9 @@ def train_minibind(
         build_dir: benchmark build (default: the profile's :func:`benchmark_dir`).
         encoder: architecture (default ``profile.encoder``).
         config: training hyper-parameters (default :meth:`TrainConfig.for_profile`).
-        run_dir: where ``last.pt`` is written; an existing one with the same
-            configuration and data is resumed (unless ``resume=False``).
+        run_dir: where ``last.pt`` and ``metrics.csv`` (:class:`~mars_core.progress.CsvLog`; ``step`` =
+            steps done) are written; an existing one with the same configuration and data is resumed
+            (unless ``resume=False``).
         stop_after: stop (checkpointed) once this many steps are done, as a killed run would.
 
     Returns:
@@ -361,22 +366,25 @@ def train_minibind(
         start, state = _resume(last, run_config, model, opt, sched)
     total = cfg.total_steps
     end = total if stop_after is None else min(total, stop_after)
-    quiet = {} if progress else {"disable": True}  # otherwise TQDM_DISABLE decides
-    bar = tqdm(range(start, end), desc=f"MiniBind {p.name}", initial=start, total=total, **quiet)
+    prog = Progress(total, f"MiniBind {p.name}", show=("stage", "loss", "val_score"), initial=start, enabled=progress)
+    csv_log = CsvLog(last.with_name("metrics.csv") if last is not None else None, resume_step=start)  # step = done
     t0 = time.perf_counter()
-    for step in bar:
+    for step in range(start, end):
         stats = train_step(model, train, cfg, step, opt, sched)
         _log_step(state.history, step, stats)
         stage, s, n = stage_of(step, cfg)
         done = step + 1
-        postfix = {"stage": stage, "loss": f"{stats['loss']:.3f}"}
         if stage == 2 and ((s + 1) % cfg.eval_every == 0 or s + 1 == n):
-            postfix["val"] = f"{_validate_and_track(model, val, step, state)['score']:.3f}"
-        bar.set_postfix(postfix, refresh=False)
+            _validate_and_track(model, val, step, state)
+        logged = dict(stage=stage, **last_row(state.history, ("loss", "loss_va", "loss_vt", "acc_va", "acc_vt",
+                                                              "text_scale", "lr"), VAL_COLUMNS, at=step))
+        csv_log.log(done, **logged)
+        prog.update(done, **logged)
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             state.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             _save_last(last, run_config, done, model, opt, sched, state)
+    prog.close()
     state.wall_s += time.perf_counter() - t0
     history = dict(state.history, best_step=state.best_step, wall_s=state.wall_s, steps_done=end)
     if end == total and state.best_state is not None:

@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..audio import FrontEnd
 from ..config import Profile, RLConfig, get_profile, rl_preset
 from ..data.manifest import data_root
 from ..data.mixing import MixtureDataset
 from ..encoders.stack import load_reward_stack
+from ..progress import CsvLog, Progress, last_row
 from ..queries import (TRAIN_QUERIES, QueryBank, compose, encoder_fingerprint, load_or_build_query_bank,
                        load_query_encoder, modality_embeddings)
 from ..seeding import item_rng
@@ -313,8 +313,8 @@ def train_rl(
         profile: sizes; ``cfg`` defaults to ``profile.rl`` (the ``plus`` preset).
         separator: the supervised starting point; bank: its query embeddings.
         stack: the reward stack (:func:`mars_core.encoders.stack.load_reward_stack`); moved to ``device``.
-        run_dir: where ``last.pt`` goes; one holding the same run is resumed (unless ``resume=False``),
-            one holding another run raises ``ValueError``.
+        run_dir: where ``last.pt`` and ``metrics.csv`` (:class:`~mars_core.progress.CsvLog`) go; one holding
+            the same run is resumed (unless ``resume=False``), one holding another run raises ``ValueError``.
         stop_after: stop (checkpointed) after this many steps, as a killed run would.
         judge: ``"auto"`` (:func:`mars_core.evaluate.load_judge`), an encoder, or ``None`` (no semantic score).
         reward_bank: the reward encoder's embeddings of the build (default :func:`~mars_core.rl.rewards.reward_bank`).
@@ -357,10 +357,14 @@ def train_rl(
     if start == 0:
         _log_val(st, 0, validate_rl(model, rv, fe))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    quiet = {} if progress else {"disable": True}
-    bar = tqdm(range(start, end), desc=f"RL {cfg.preset} {prof.name}", initial=start, total=cfg.steps, **quiet)
+    prog = Progress(cfg.steps, f"RL {cfg.preset} {prof.name}", show=("reward_mean", "loss", "val_sdr"), initial=start,
+                    enabled=progress)
+    csv_log = CsvLog(last.with_name("metrics.csv") if last is not None else None, resume_step=start,
+                     fields=STEP_KEYS[1:] + VAL_KEYS[1:])
+    if start == 0:  # step = steps done; 0 = the starting point's validation
+        csv_log.log(0, **last_row(st.history, (), VAL_KEYS[1:], at=0))
     t0 = time.perf_counter()
-    for step in bar:
+    for step in range(start, end):
         kappa = policy.kappa_schedule(step, cfg.steps, cfg.kappa, cfg.kappa_end, cfg.kappa_schedule)
         old_policy.load_state_dict(model.state_dict())
         batch = rl_batch(ds, bank, rbank, stack, fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, device)
@@ -388,11 +392,14 @@ def train_rl(
             v = validate_rl(model, rv, fe)
             _log_val(st, done, v)
             keep_if_best(st, v["sdr"], done, model)
-            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", val_sdr=f"{v['sdr']:.2f}")
+        logged = last_row(st.history, STEP_KEYS[1:], VAL_KEYS[1:], at=done)
+        csv_log.log(done, **logged)
+        prog.update(done, **logged)
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             st.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             save_last(last, run_cfg, done, model, opt, st, ema=ema)
+    prog.close()
     st.wall_s += time.perf_counter() - t0
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end,
                    preset=cfg.preset)

@@ -1,0 +1,278 @@
+"""Progress a reader can see, and a training history a reader can open.
+
+**Plain lines.** A ``tqdm.auto`` bar is a widget in a live Jupyter session, but an executed
+notebook (papermill, nbval) keeps only its first frame, frozen at 0 %, so a long cell looks
+stalled. :class:`Progress` drives the bar *and* prints a plain line every ``every`` steps and at
+the end, to stdout, where executed notebooks and terminals keep it::
+
+    [supervised smoke] step 120/400 (30%) loss 0.123 val_sdr 3.01 | elapsed 1m02s, ETA 2m25s
+
+Who silences what:
+
+=====================  ===========  ===========
+                       bar          lines
+=====================  ===========  ===========
+``TQDM_DISABLE=1``     silenced     printed
+``MARS_QUIET=1``       shown        silenced
+``progress=False``     silenced     silenced
+=====================  ===========  ===========
+
+(``progress=False`` is the trainers' argument, passed here as ``enabled=False``.) The test
+suite sets ``TQDM_DISABLE=1`` and keeps the lines: pytest captures them and shows them only
+for a failing test.
+
+**A CSV of metrics.** :class:`CsvLog` appends one row per logged step to a CSV file (the
+trainers write ``metrics.csv`` in their run folder): readable with pandas or a spreadsheet while
+the run goes on, left readable by a killed run, and truncated to the resumed step when a run
+resumes, so that no step appears twice.
+
+Neither class draws a random number or touches a tensor: training results do not depend on
+whether progress is shown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TextIO
+
+from tqdm.auto import tqdm
+
+from .atomic import write_bytes_atomic
+
+QUIET_ENV = "MARS_QUIET"
+"""Environment variable: set to anything but ``""``/``"0"`` to silence the plain progress lines."""
+DEFAULT_LINES = 10
+"""Lines a loop prints when ``every`` is not given (about one per tenth of the loop)."""
+DEFAULT_EVERY_S = 300.0
+"""At most this many seconds between two lines of a slow loop (a full-size run with 100k steps)."""
+
+
+def lines_enabled() -> bool:
+    """Whether plain progress lines are printed (``MARS_QUIET`` unset, empty or ``0``)."""
+    return os.environ.get(QUIET_ENV, "").strip() in ("", "0")
+
+
+def default_every(total: int, lines: int = DEFAULT_LINES) -> int:
+    """The step interval that prints about ``lines`` lines over ``total`` steps: ``ceil(total / lines)``, >= 1."""
+    return max(1, math.ceil(total / max(1, lines)))
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``1m02s``, ``2h05m09s`` (rounded to the second); ``?`` for an unknown (NaN, inf) duration."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = max(0, int(round(seconds)))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m{s:02d}s"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def format_value(value: Any) -> str:
+    """A metric as a short string: integers as they are, other numbers with 4 significant digits."""
+    if hasattr(value, "item"):  # a 0-d tensor or numpy scalar
+        value = value.item()
+    if isinstance(value, bool) or isinstance(value, int) or isinstance(value, str):
+        return str(value)
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Progress:
+    """A ``tqdm.auto`` bar plus a plain line every ``every`` steps; see the module docstring.
+
+    Call :meth:`update` after each step with the number of steps done and any metrics;
+    metrics are remembered, so a line shows the latest value of each (a validation score
+    stays on the lines until the next validation). A line is printed when
+
+    * ``done % every == 0``, or
+    * ``done == total`` (the end), or
+    * ``every_s`` seconds have passed since the last line (or the start),
+
+    and :meth:`close` (or leaving a ``with`` block) prints the final state if its step has no
+    line yet (a run stopped early). ``elapsed`` and the ETA count this session only: a resumed run
+    (``initial`` steps already done) estimates its rate from the steps it did itself,
+    ``ETA = (total - done) x elapsed / (done - initial)``.
+
+    Args:
+        total: steps of the whole loop; desc: the name in ``[...]`` and on the bar.
+        every: line interval in steps (default :func:`default_every`: about ten lines).
+        show: the metric names lines and bar show, in this order (default: every metric passed, in
+            the order first seen); other metrics passed to :meth:`update` are ignored.
+        every_s: also a line when this many seconds passed since the last one (``None``: never).
+        initial: steps already done (a resumed run).
+        enabled: ``False`` shows neither bar nor lines (a trainer's ``progress=False``).
+        stream: where lines go (default ``sys.stdout`` at the time of printing).
+        clock: seconds, monotonic (tests inject a fake one).
+    """
+
+    def __init__(self, total: int, desc: str, *, every: int | None = None, every_s: float | None = DEFAULT_EVERY_S,
+                 show: Sequence[str] | None = None, initial: int = 0, enabled: bool = True,
+                 stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter):
+        if total < 0 or initial < 0:
+            raise ValueError(f"Progress {desc!r}: total ({total}) and initial ({initial}) must be >= 0")
+        if every is not None and every < 1:
+            raise ValueError(f"Progress {desc!r}: every must be >= 1 step, got {every}")
+        if every_s is not None and every_s <= 0:
+            raise ValueError(f"Progress {desc!r}: every_s must be > 0 seconds or None, got {every_s}")
+        self.total, self.desc, self.initial = int(total), desc, int(initial)
+        self.every = int(every) if every is not None else default_every(self.total)
+        self.every_s = every_s
+        self.stream, self.clock = stream, clock
+        self.lines = enabled and lines_enabled()
+        self.show = tuple(show) if show is not None else None
+        self.metrics: dict[str, Any] = {}
+        self.done = self.initial
+        self._printed = self.initial  # the step of the last line (nothing to report before any step)
+        self._t0 = self._t_line = clock()
+        quiet = {} if enabled else {"disable": True}  # otherwise TQDM_DISABLE decides
+        self.bar = tqdm(total=self.total, initial=self.initial, desc=desc, **quiet)
+
+    # ------------------------------------------------------------------ steps
+    def update(self, done: int, **metrics: Any) -> None:
+        """Record that ``done`` steps are done (``initial < done <= total``) with ``metrics``; maybe print a line."""
+        if self.show is not None:
+            metrics = {k: metrics[k] for k in self.show if k in metrics}
+        self.metrics.update(metrics)
+        self.bar.update(done - self.done)
+        self.done = done
+        if metrics:
+            self.bar.set_postfix({k: format_value(self.metrics[k]) for k in self._shown()}, refresh=False)
+        now = self.clock()
+        due = done == self.total or done % self.every == 0
+        if self.every_s is not None and now - self._t_line >= self.every_s:
+            due = True
+        if due:
+            self._emit(now)
+
+    def close(self, final_line: bool = True) -> None:
+        """Close the bar; print the last state if it has no line yet (and ``final_line``)."""
+        if final_line and self.done != self._printed:
+            self._emit(self.clock())
+        self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(final_line=exc_type is None)
+
+    # ------------------------------------------------------------------ lines
+    def eta_s(self, now: float | None = None) -> float:
+        """Seconds left at this session's rate; NaN before the first step of the session."""
+        now = self.clock() if now is None else now
+        steps = self.done - self.initial
+        if self.done >= self.total:
+            return 0.0
+        return (self.total - self.done) * (now - self._t0) / steps if steps > 0 else math.nan
+
+    def line(self, now: float | None = None) -> str:
+        """The plain line for the current state (what :meth:`update` prints)."""
+        now = self.clock() if now is None else now
+        pct = int(100 * self.done / self.total) if self.total else 100
+        parts = [f"[{self.desc}] step {self.done}/{self.total} ({pct}%)"]
+        parts += [f"{k} {format_value(self.metrics[k])}" for k in self._shown()]
+        return " ".join(parts) + f" | elapsed {format_duration(now - self._t0)}, ETA {format_duration(self.eta_s(now))}"
+
+    def _shown(self) -> list[str]:
+        return [k for k in (self.show if self.show is not None else self.metrics) if k in self.metrics]
+
+    def _emit(self, now: float) -> None:
+        self._printed, self._t_line = self.done, now
+        if not self.lines:
+            return
+        stream = self.stream if self.stream is not None else sys.stdout
+        tqdm.write(self.line(now), file=stream)  # clears and redraws a terminal bar around the line
+        stream.flush()
+
+
+class CsvLog:
+    """Metrics of a run, one CSV row per logged step, in ``path`` (nothing at all when ``path`` is None).
+
+    * The header is ``step``, then ``fields``, then every other key in the order first seen;
+      a row may leave columns empty, and a new key rewrites the file (atomically) with a wider header.
+    * Each row is appended and flushed by itself, so a killed run leaves every finished row;
+      a half-written last line (no newline) is dropped when the file is opened again.
+    * ``resume_step=k > 0`` keeps the rows with ``step <= k`` (the steps the resumed checkpoint
+      holds) and appends after them; ``resume_step=0`` (a fresh run) starts an empty file.
+
+    ``step`` is whatever the trainer counts; the trainers of this package log the number of
+    steps done (1 = after the first update; 0 = before training, for an initial validation).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, *, resume_step: int = 0, fields: Sequence[str] = ()):
+        self.path = Path(path) if path is not None else None
+        self.fields = ["step"] + [f for f in fields if f != "step"]
+        if self.path is None:
+            return
+        if resume_step < 0:
+            raise ValueError(f"CsvLog {self.path}: resume_step must be >= 0, got {resume_step}")
+        old_fields, rows = (read_rows(self.path) if resume_step > 0 and self.path.exists() else ([], []))
+        kept = [r for r in rows if _step_of(r) is not None and _step_of(r) <= resume_step]
+        self.fields += [f for f in old_fields if f not in self.fields]
+        self._rewrite(kept)
+
+    def log(self, step: int, **values: Any) -> None:
+        """Append the row ``step, **values`` (tensors and numpy scalars as numbers)."""
+        if self.path is None:
+            return
+        row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
+        new = [k for k in row if k not in self.fields]
+        if new:
+            _, rows = read_rows(self.path)
+            self.fields += new
+            self._rewrite(rows)
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, self.fields, restval="").writerow(row)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, self.fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_bytes_atomic(self.path, buf.getvalue().encode("utf-8"))
+
+
+def read_rows(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
+    """``(header, complete rows)`` of a :class:`CsvLog` file; a last line without its newline (a killed
+    write) and rows with another number of cells than the header are left out."""
+    text = Path(path).read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    if not lines:
+        return [], []
+    header = lines[0]
+    return header, [dict(zip(header, cells)) for cells in lines[1:] if len(cells) == len(header)]
+
+
+def last_row(history: Mapping[str, Sequence], step_keys: Sequence[str], val_keys: Sequence[str] = (), *,
+             at: int | None = None, val_step_key: str = "val_step") -> dict[str, Any]:
+    """The newest entry of each ``step_keys`` list of a trainer's ``history``, plus the newest entry of
+    each ``val_keys`` list when the newest validation happened at step ``at`` (``history[val_step_key][-1]``):
+    the row a trainer logs after a step. Keys absent from ``history`` or with empty lists are left out."""
+    row = {k: history[k][-1] for k in step_keys if len(history.get(k, ())) > 0}
+    vs = history.get(val_step_key, ())
+    if len(vs) > 0 and vs[-1] == at:
+        row.update({k: history[k][-1] for k in val_keys if len(history.get(k, ())) > 0})
+    return row
+
+
+def _step_of(row: Mapping[str, str]) -> int | None:
+    try:
+        return int(row.get("step", ""))
+    except ValueError:
+        return None
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
