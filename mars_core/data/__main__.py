@@ -1,10 +1,11 @@
-"""Command line: ``python -m mars_core.data build|info --profile P``.
+"""Command line: ``python -m mars_core.data build|info --profile P`` and ``import DATASET --root PATH``.
 
 Examples::
 
     python -m mars_core.data build --profile smoke
     python -m mars_core.data build --profile cpu --root /some/dir --seed 1
     python -m mars_core.data info --profile smoke
+    python -m mars_core.data import esc50 --root ~/ESC-50-master --profile cpu
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .manifest import benchmark_dir
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mars_core.data", description="Build or describe the offline benchmark.")
+    p = argparse.ArgumentParser(prog="python -m mars_core.data", description="Build or describe the offline benchmark "
+                                "(or import a dataset: python -m mars_core.data import --help).")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in (("build", "build (or reuse) the benchmark of a profile"), ("info", "summarise an existing build")):
         s = sub.add_parser(name, help=help_)
@@ -39,6 +41,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["import"]:  # python -m mars_core.data import esc50|folder --root PATH (mars_core.data.importers)
+        from .importers import main as import_main
+
+        return import_main(argv[1:])
     args = _parser().parse_args(argv)
     warnings.showwarning = _show_warning
     try:

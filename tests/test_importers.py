@@ -1,0 +1,217 @@
+"""Dataset importers on tiny look-alike datasets written here from the published layouts.
+
+Oracles: the look-alikes' own construction (which tone, fold, recording and file each clip came
+from), hashlib for sha256, and the loudness and frequency of what was written, measured directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from mars_core.config import get_profile
+from mars_core.data.importers import import_dataset, main
+from mars_core.data.importers.common import DatasetLayoutError, most_active_window, noun_phrases
+from mars_core.data.manifest import AUDIO_COLUMNS, read_table
+
+SMOKE = get_profile("smoke")
+SR_IN = 44100
+# ESC-50 look-alike: category -> (target, tone Hz); families are target // 10
+ESC = {"dog": (0, 500.0), "rain": (10, 1500.0), "clock_tick": (38, 2500.0)}
+
+
+def tone_clip(freq: float, seconds: float = 5.0, start: float = 2.5) -> np.ndarray:
+    """``seconds`` of int16 audio: silence, then a tone from ``start`` seconds on (amplitude 0.3)."""
+    t = np.arange(int(seconds * SR_IN)) / SR_IN
+    x = np.where(t >= start, 0.3 * np.sin(2 * np.pi * freq * t), 0.0)
+    return (x * 32767).astype(np.int16)
+
+
+def dominant_hz(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * sr / len(x))
+
+
+@pytest.fixture(scope="module")
+def esc50_root(tmp_path_factory) -> Path:
+    """meta/esc50.csv + audio/, 2 clips per fold per category (one freesound recording per fold), plus an
+    unreadable and a silent file listed in the csv."""
+    root = tmp_path_factory.mktemp("ESC-50-master")
+    (root / "meta").mkdir()
+    (root / "audio").mkdir()
+    rows = []
+    for cat, (target, hz) in ESC.items():
+        for fold in range(1, 6):
+            src = 1000 * target + fold
+            for take in "AB":
+                name = f"{fold}-{src}-{take}-{target}.wav"
+                sf.write(root / "audio" / name, tone_clip(hz), SR_IN, subtype="PCM_16")
+                rows.append([name, fold, target, cat, "False", src, take])
+    (root / "audio" / "1-9-A-0.wav").write_text("not audio")
+    sf.write(root / "audio" / "1-8-A-0.wav", np.zeros(SR_IN, np.int16), SR_IN, subtype="PCM_16")
+    rows += [["1-9-A-0.wav", 1, 0, "dog", "False", 9, "A"], ["1-8-A-0.wav", 1, 0, "dog", "False", 8, "A"]]
+    with open(root / "meta" / "esc50.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def esc50_build(esc50_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("esc50-build")
+    return import_dataset("esc50", esc50_root, profile=SMOKE, out=out), out
+
+
+def test_esc50_folds_become_splits(esc50_build):
+    report, out = esc50_build
+    assert report.clips == {"train": 18, "val": 6, "test": 6, "test_timbre": 0}
+    for split, folds in (("train", {1, 2, 3}), ("val", {4}), ("test", {5})):
+        table = read_table(out, "audio", split)
+        assert list(table.columns) == list(AUDIO_COLUMNS)
+        assert table["class_name"].value_counts().to_dict() == {c: len(folds) * 2 for c in ESC}
+        # recording id freesound:<src_file>, src_file = 1000 target + fold: each recording stays in its fold
+        assert {int(r.split(":")[1]) % 1000 for r in table["recording_id"]} == folds
+        assert set(table["license"]) == {"CC-BY-NC-3.0"}
+
+
+def test_esc50_clips_are_normalised_like_the_benchmark(esc50_build):
+    _, out = esc50_build
+    table = read_table(out, "audio", "test")
+    n = int(SMOKE.data.clip_seconds * SMOKE.audio.sample_rate)
+    for row in table.itertuples():
+        path = out / row.path
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256
+        x, sr = sf.read(path, dtype="float64")
+        assert sr == SMOKE.audio.sample_rate and x.ndim == 1 and len(x) == n == row.num_samples
+        # the tone fills the chosen window (the file's loud half, not its silent first 2.5 s) at -20 dBFS RMS
+        assert abs(dominant_hz(x, sr) - ESC[row.class_name][1]) < 2 * sr / n
+        assert 20 * np.log10(np.sqrt(np.mean(x[sr // 10 : -sr // 10] ** 2))) == pytest.approx(-20.0, abs=0.3)
+
+
+def test_esc50_bad_files_are_skipped_by_name(esc50_build, esc50_root):
+    report, out = esc50_build
+    info = pd.read_json(out / "build_info.json", typ="series")
+    assert info["n_skipped"] == 2 and len(report.skipped) == 2
+    reasons = {Path(s["path"]).name: s["reason"] for s in info["skipped"]}
+    assert reasons["1-8-A-0.wav"] == "silent" and reasons["1-9-A-0.wav"].startswith("unreadable")
+    assert "skipped 2 file(s)" in report.summary()
+
+
+def test_esc50_classes_prompts_and_missing_images(esc50_build):
+    _, out = esc50_build
+    classes = read_table(out, "classes")
+    assert dict(zip(classes["class_name"], classes["family"])) == {
+        "clock_tick": "interior_domestic", "dog": "animals", "rain": "natural_soundscapes"}
+    prompts = read_table(out, "prompts")
+    texts = set(prompts["text"])
+    assert {"the sound of a dog", "rain", "a recording of a ticking clock"} <= texts
+    held = prompts[prompts["split_group"] == "test"]
+    assert set(held["template_id"]) == {"g04", "g07", "k03"}  # the recipe's held-out ids a class has
+    for split in ("train", "val", "test"):
+        assert len(read_table(out, "images", split)) == 0  # no image is made up
+    info = pd.read_json(out / "build_info.json", typ="series")
+    assert info["modalities"]["image"].startswith("unavailable")
+    attribution = read_table(out, "attribution")
+    assert "Piczak" in attribution["credit"][0] and attribution["license"][0] == "CC-BY-NC-3.0"
+
+
+def test_esc50_bad_layout_is_named(tmp_path, capsys):
+    with pytest.raises(DatasetLayoutError, match="meta/esc50.csv not found"):
+        import_dataset("esc50", tmp_path, profile=SMOKE, out=tmp_path / "out")
+    assert main(["esc50", "--root", str(tmp_path), "--out", str(tmp_path / "out"), "--profile", "smoke"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_noun_phrases_and_windows():
+    assert noun_phrases("crying_baby") == ("a crying baby", "crying baby")
+    assert noun_phrases("rain") == ("rain", "rain")
+    assert noun_phrases("church_bells") == ("church bells", "church bells")
+    assert noun_phrases("engine") == ("an engine", "engine")
+    x = np.zeros(100)
+    x[60:80] = 1.0
+    np.testing.assert_array_equal(most_active_window(x, 30, 10), x[50:80])
+    np.testing.assert_array_equal(most_active_window(x[:20], 30, 10), np.zeros(30))
+
+
+# --------------------------------------------------------------------------- folder
+FOLDER = {"Violin": 440.0, "dog bark": 900.0, "rain": 1700.0, "bell": 2600.0}
+
+
+@pytest.fixture(scope="module")
+def folder_build(tmp_path_factory):
+    """ROOT/<class>/*.wav (8 each, FLAC for one class, stereo 22.05 kHz float) and ROOT/<class>/images/*."""
+    root = tmp_path_factory.mktemp("mydata")
+    for i, (cls, hz) in enumerate(FOLDER.items()):
+        d = root / cls
+        (d / "images").mkdir(parents=True)
+        for k in range(8):
+            t = np.arange(int(3.0 * 22050)) / 22050
+            x = 0.2 * np.sin(2 * np.pi * hz * (1 + 0.01 * k) * t)
+            suffix = ".flac" if i == 0 else ".wav"
+            sf.write(d / f"clip{k}{suffix}", np.stack([x, 0.5 * x], 1), 22050)
+        for k in range(3):
+            Image.new("RGB", (160 + 40 * k, 120), (60 * i, 200 - 40 * k, 90)).save(d / "images" / f"p{k}.png")
+    out = tmp_path_factory.mktemp("folder-build")
+    return import_dataset("folder", root, profile=SMOKE, out=out), root, out
+
+
+def test_folder_splits_and_images(folder_build):
+    report, root, out = folder_build
+    assert report.clips == {"train": 16, "val": 8, "test": 8, "test_timbre": 0}  # 8 clips: 2 test, 2 val, 4 train
+    assert report.images == {"train": 4, "val": 4, "test": 4, "test_timbre": 0}  # 3 images: 1 each
+    names = set(read_table(out, "classes")["class_name"])
+    assert names == {"violin", "dog_bark", "rain", "bell"}
+    seen = {}
+    for split in ("train", "val", "test"):
+        for row in read_table(out, "audio", split).itertuples():
+            src = row.recording_id.split(":", 1)[1]
+            assert src not in seen and (root / src).is_file()  # every source file once, in one split
+            seen[src] = split
+            x, sr = sf.read(out / row.path)
+            cls, name = src.split("/")
+            hz = FOLDER[cls] * (1 + 0.01 * int(name[4]))  # clip<k>: tone FOLDER[cls] (1 + k / 100)
+            assert row.class_name == cls.lower().replace(" ", "_")
+            assert x.ndim == 1 and sr == 8000 and abs(dominant_hz(x, sr) - hz) < 2 * sr / len(x)
+        for row in read_table(out, "images", split).itertuples():
+            with Image.open(out / row.path) as im:
+                assert im.size == (SMOKE.data.image_size,) * 2 and im.mode == "RGB"
+    assert len(seen) == 32
+    assert pd.read_json(out / "build_info.json", typ="series")["modalities"]["image"] == "available"
+
+
+def test_folder_import_trains_and_evaluates(folder_build):
+    """The imported build goes through the query bank, a few supervised steps and the evaluation unchanged."""
+    from mars_core.encoders.minibind import MiniBind
+    from mars_core.evaluate import evaluate_separator, load_eval_set
+    from mars_core.queries import build_query_bank
+    from mars_core.supervised import train_supervised
+
+    _, _, out = folder_build
+    bank = build_query_bank(MiniBind.from_profile(SMOKE, seed=0), out, SMOKE.audio.sample_rate, progress=False)
+    cfg = replace(SMOKE.supervised, steps=2, batch_mixtures=2, eval_every=2, val_mixtures=2, ckpt_every=2)
+    model, history = train_supervised(SMOKE, bank, cfg, build_dir=out, device="cpu", progress=False)
+    assert history["steps_done"] == 2 and np.isfinite(history["loss"]).all()
+    eval_set = load_eval_set(SMOKE, "test", n_items=4, build_dir=out)
+    df = evaluate_separator(model, SMOKE, bank, eval_set, modalities=("text", "image", "audio"), progress=False)
+    assert len(df) == 12 and set(df["modality"]) == {"text", "image", "audio"}
+    assert set(df["target"]) <= {"violin", "dog_bark", "rain", "bell"}
+
+
+def test_data_command_imports_and_describes(folder_build, tmp_path, capsys):
+    from mars_core.data.__main__ import main as data_main
+
+    _, root, _ = folder_build
+    out = tmp_path / "via-cli"
+    assert data_main(["import", "folder", "--root", str(root), "--out", str(out), "--profile", "smoke"]) == 0
+    assert "clips: train 16, val 8, test 8" in capsys.readouterr().out
+    assert data_main(["info", "--root", str(out), "--profile", "smoke"]) == 0
+    assert "4 classes: bell, dog_bark, rain, violin" in capsys.readouterr().out
