@@ -30,6 +30,7 @@ import platform
 import random
 import re
 import shlex
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _plain(obj: Any) -> Any:
-    """``obj`` with dataclasses as dicts, NumPy scalars as Python numbers and ``str`` subclasses as ``str``;
-    containers are rebuilt with the same type, tensors and everything else pass through."""
+    """``obj`` with dataclasses as dicts, NumPy scalars as Python numbers and ``str`` subclasses as ``str``.
+
+    A container is rebuilt only when something inside it changed (a plain ``dict``, or an
+    ``OrderedDict`` for an ``OrderedDict``); otherwise the object itself is returned, so a state
+    dict keeps its ``_metadata``. Tensors and everything else pass through.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _plain(dataclasses.asdict(obj))
     if isinstance(obj, dict):
-        return type(obj)((k, _plain(v)) for k, v in obj.items())
+        items = [(k, _plain(v)) for k, v in obj.items()]
+        if all(new is old for (_, new), old in zip(items, obj.values())) and type(obj) in (dict, OrderedDict):
+            return obj
+        return OrderedDict(items) if isinstance(obj, OrderedDict) else dict(items)
     if type(obj) in (list, tuple):
-        return type(obj)(_plain(v) for v in obj)
+        items = [_plain(v) for v in obj]
+        return obj if all(new is old for new, old in zip(items, obj)) else type(obj)(items)
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, str) and type(obj) is not str:

@@ -135,3 +135,11 @@ def test_shipped_checkpoints_load_weights_only():
     for path in shipped:
         assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) == [], path
         assert isinstance(load_checkpoint(path)["versions"]["torch"], str)
+
+
+def test_state_dict_metadata_survives_the_round_trip(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.BatchNorm1d(2))
+    sd = model.state_dict()
+    path = save_checkpoint(tmp_path / "m.pt", model=sd, history={"x": [np.float64(1.5)]})
+    blob = load_checkpoint(path)
+    assert blob["model"]._metadata == sd._metadata and blob["history"] == {"x": [1.5]}  # torch's version records

@@ -10,7 +10,9 @@ from mars_core.config import get_profile
 from mars_core.encoders import ImageBind
 from mars_core.encoders.hub import WeightsMismatchError, from_pretrained, load_state_dict_file
 from mars_core.queries import encoder_fingerprint, load_or_build_query_bank, manifest_hash
-from mars_core.supervised import config_hash, load_or_train, run_config
+from mars_core import supervised as sup
+from mars_core.rl import trainer as rl_trainer
+from mars_core.supervised import config_hash, load_or_train, resume_last, run_config
 from tests.test_checkpoints import _WritesAFile
 from tests.test_queries import StubEncoder, fake_bank
 
@@ -94,3 +96,48 @@ def test_tiny_weights_loaded_as_huge_give_a_short_summary(tiny_weights):
     assert len(msg) < 2000  # torch's own message lists every key (tens of thousands of characters)
     assert str(path) in msg and f"({n_tiny} tensors)" in msg and "shape mismatches" in msg
     assert "The file fits config='tiny'" in msg
+
+
+def test_corrupt_last_pt_says_how_to_restart_the_run(tmp_path):
+    path = tmp_path / "run" / "last.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"")  # a write killed before any byte landed
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(CheckpointError) as err:
+        resume_last(path, {}, model, torch.optim.SGD(model.parameters(), lr=0.1), "a supervised run")
+    msg = str(err.value)
+    assert str(path) in msg and f"rm {path}" in msg and "restart a supervised run from step 0" in msg
+    assert "--retrain" in msg and "0 bytes" in msg
+
+
+# --------------------------------------------------------------------------- --retrain covers the query-bank cache
+class _Stop(Exception):
+    pass
+
+
+def _capture_bank_call(monkeypatch, module) -> dict:
+    seen = {}
+
+    def fake(*args, **kw):
+        seen.update(kw)
+        raise _Stop
+
+    monkeypatch.setattr(module, "load_or_build_query_bank", fake)
+    monkeypatch.setattr(module, "load_query_encoder", lambda prof: object())
+    return seen
+
+
+@pytest.mark.parametrize("retrain", [False, True])
+def test_retrain_rebuilds_the_query_bank_cache(monkeypatch, retrain):
+    seen = _capture_bank_call(monkeypatch, sup)
+    with pytest.raises(_Stop):
+        sup.main(["--profile", "smoke", "--no-eval"] + (["--retrain"] if retrain else []))
+    assert seen["rebuild"] is retrain
+    seen.clear()
+    with pytest.raises(_Stop):
+        sup.load_or_train(SMOKE, retrain=retrain)
+    assert seen["rebuild"] is retrain
+    seen = _capture_bank_call(monkeypatch, rl_trainer)
+    with pytest.raises(_Stop):
+        rl_trainer.load_or_train_rl(SMOKE, retrain=retrain)
+    assert seen["rebuild"] is retrain
