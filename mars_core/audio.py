@@ -1,6 +1,6 @@
 """Signal front end: STFT/iSTFT, log-frequency warp, masks and reconstruction.
 
-method.md section 1 (OmniSep / CLIPSep front end), with every size taken from a
+docs/method.md section 1 (OmniSep / CLIPSep front end), with every size taken from a
 :class:`mars_core.config.AudioConfig`:
 
 * STFT: Hann window of ``n_fft`` samples, hop ``hop_length``, centered, giving
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import AudioConfig
+from .inputs import validate_audio
 
 LOG_EPS = 1e-10
 
@@ -55,6 +56,9 @@ def stft(wav, cfg: AudioConfig) -> torch.Tensor:
     wav = _as_tensor(wav)
     if not wav.is_floating_point():
         raise TypeError(f"waveform must be floating point, got {wav.dtype}")
+    # shape-only checks (no pass over the data): a clear error instead of torch's "Padding size ..."
+    validate_audio(wav, "waveform", min_samples=cfg.n_fft // 2 + 1, finite=False, allow_empty_batch=True,
+                   min_reason=f"the centred STFT reflects n_fft // 2 = {cfg.n_fft // 2} samples at each end")
     lead = wav.shape[:-1]
     flat = wav.reshape(-1, wav.shape[-1])
     win = _hann(cfg.n_fft, str(flat.device), flat.dtype)
@@ -145,7 +149,7 @@ def log_magnitude(mag_warped: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------- masks
 def ideal_binary_mask(source_mag: torch.Tensor, mix_mag: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Ideal binary mask ``1[|S| > threshold |X|]`` (method.md section 3), float.
+    """Ideal binary mask ``1[|S| > threshold |X|]`` (docs/method.md section 3), float.
 
     Shape:
         source_mag, mix_mag: ``(..., freq, frames)``; returns the same shape.
@@ -185,11 +189,20 @@ class FrontEnd:
         self.cfg = cfg
 
     def check_length(self, wav: torch.Tensor) -> None:
-        if wav.shape[-1] != self.cfg.segment_samples:
-            raise ValueError(
-                f"expected segments of {self.cfg.segment_samples} samples at {self.cfg.sample_rate} Hz, "
-                f"got {wav.shape[-1]}"
-            )
+        """Raise unless ``wav`` holds segments of exactly ``segment_samples`` samples (shape only)."""
+        validate_audio(wav, "waveform", profile=self.cfg, length=self.cfg.segment_samples, finite=False)
+
+    def check_input(self, wav, name: str = "mixture", *, sample_rate: int | None = None,
+                    ndim: int | tuple[int, ...] | None = None, exact_length: bool = True):
+        """The shared audio checks (:func:`mars_core.inputs.validate_audio`) against this front end:
+        float, finite, mono with ``ndim`` axes, non-empty, at least one STFT frame (``n_fft``), the
+        front end's sample rate when ``sample_rate`` is given, and (``exact_length``) exactly one segment.
+
+        Shape:
+            wav: ``(..., samples)``; returns ``wav`` itself (no copy).
+        """
+        return validate_audio(wav, name, ndim=ndim, profile=self.cfg, sample_rate=sample_rate,
+                              length=self.cfg.segment_samples if exact_length else None)
 
     def stft(self, wav) -> torch.Tensor:
         return stft(wav, self.cfg)

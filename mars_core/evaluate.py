@@ -1,4 +1,4 @@
-"""Evaluate a query-conditioned separator per query modality (method.md section 8).
+"""Evaluate a query-conditioned separator per query modality (docs/method.md section 8).
 
 The protocol: seeded test mixtures (one target + one random interferer, no gain
 randomisation, centred crops); the deterministic mask ``P`` (the Beta policy's mode);
@@ -37,8 +37,8 @@ from .audio import FrontEnd
 from .config import Profile, get_profile
 from .data.mixing import MixtureDataset, collate
 from .metrics import evaluate_many, summarize
-from .queries import EVAL_MODALITIES, QueryBank, QueryRef, compose, encoder_fingerprint, evaluation_ref, \
-    modality_embeddings
+from .queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
+    evaluation_ref, modality_embeddings
 
 SEMANTIC_METRICS = ("semantic", "semantic_image")
 """Judge scores: ``100 cos(judge_audio(estimate), judge_text(prompt))`` and ``... judge_image(image)``."""
@@ -100,25 +100,64 @@ def eval_queries(bank: QueryBank, eval_set: EvalSet, modalities: Sequence[str] =
 
 
 # --------------------------------------------------------------------------- separation
-@torch.no_grad()
-def separate(model: torch.nn.Module, fe: FrontEnd, mixtures: torch.Tensor, queries: torch.Tensor,
-             batch_size: int = 16, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic-mask estimates for ``K`` queries per mixture (one U-Net pass per mixture).
+def check_queries(queries, n_mixtures: int, name: str = "queries") -> torch.Tensor:
+    """``queries`` as a float tensor ``(N, K, D)`` of finite query embeddings, or a clear error.
 
     Shape:
-        mixtures: ``(N, samples)``; queries: ``(N, K, D)``.
+        queries: ``(N, K, D)`` (numpy or torch); returns a tensor (no copy for a tensor).
+    """
+    if queries is None:
+        raise ValueError(f"{name} is None: pass query embeddings (N, K, D), one row per mixture and query kind; "
+                         f"the kinds are {', '.join(TRAIN_QUERIES)} (mars_core.queries.compose, or "
+                         f"mars_core.evaluate.eval_queries for an eval set)")
+    if isinstance(queries, np.ndarray):
+        queries = torch.from_numpy(queries)
+    if not isinstance(queries, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor (N, K, D) of query embeddings, got {type(queries).__name__}")
+    if queries.dim() != 3 or queries.shape[0] != n_mixtures or 0 in queries.shape:
+        raise ValueError(f"{name} must be (N={n_mixtures}, K, D) query embeddings, got shape {tuple(queries.shape)}"
+                         + ("; one query per mixture is queries[:, None]" if queries.dim() == 2 else ""))
+    if not queries.is_floating_point():
+        raise ValueError(f"{name} must be float embeddings, got dtype {queries.dtype}")
+    if not bool(torch.isfinite(queries).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return queries
+
+
+@torch.no_grad()
+def separate(model: torch.nn.Module, fe: FrontEnd, mixtures: torch.Tensor, queries: torch.Tensor,
+             batch_size: int = 16, progress: bool = False, *,
+             sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic-mask estimates for ``K`` queries per mixture (one U-Net pass per mixture).
+
+    The mixtures go through :meth:`FrontEnd.check_input` first (:func:`mars_core.inputs.validate_audio`):
+    float, finite, mono ``(N, samples)``, exactly one segment of ``fe.cfg.segment_samples`` samples and,
+    when ``sample_rate`` is given, the front end's rate; anything else raises a ``ValueError`` that
+    says what to do (resample with :func:`mars_core.inputs.resample_to`, downmix, cut or pad).
+
+    Args:
+        sample_rate: the mixtures' rate in Hz, checked against ``fe.cfg.sample_rate`` when given.
+
+    Shape:
+        mixtures: ``(N, samples)`` numpy or torch; queries: ``(N, K, D)``.
         returns ``(estimates (N, K, samples), masks P (N, K, F, T))``.
     """
     from .supervised import multi_query_logits
 
+    mixtures = fe.check_input(mixtures, "mixtures", sample_rate=sample_rate, ndim=2)
+    if isinstance(mixtures, np.ndarray):
+        mixtures = torch.from_numpy(mixtures)
+    queries = check_queries(queries, int(mixtures.shape[0]))
     was = model.training
     model.eval()
     est, masks = [], []
     quiet = {} if progress else {"disable": True}
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     for lo in tqdm(range(0, mixtures.shape[0], batch_size), desc="separate", **quiet):
-        mix = mixtures[lo : lo + batch_size].to(device)
-        p = torch.sigmoid(multi_query_logits(model, fe.features(mix), queries[lo : lo + batch_size].to(device)))
+        mix = mixtures[lo : lo + batch_size].to(device, dtype)
+        q = queries[lo : lo + batch_size].to(device, dtype)
+        p = torch.sigmoid(multi_query_logits(model, fe.features(mix), q))
         est.append(fe.reconstruct(p, mix.unsqueeze(1)).cpu())
         masks.append(p.cpu())
     model.train(was)
@@ -308,7 +347,7 @@ def evaluate_all(model: torch.nn.Module, profile: str | Profile | None, bank: Qu
     scorer = None
     if judge is not None:
         if encoder_fingerprint(judge) == bank.encoder:
-            raise ValueError("the judge must be another encoder than the query/reward encoder (method.md section 8)")
+            raise ValueError("the judge must be another encoder than the query/reward encoder (docs/method.md section 8)")
         scorer = JudgeScorer(judge, eval_set, prof.audio.sample_rate)
     df = evaluate_systems(prof, eval_set, {system: (model, bank)}, references=references, scorer=scorer,
                           progress=progress)

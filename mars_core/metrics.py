@@ -5,8 +5,8 @@ Conventions (Asteroid): every metric is *higher is better* and takes
 float64; ``si_sdr``, ``semantic_score`` and ``contamination_score`` return the
 type they were given (torch in, torch out: usable inside a loss or a reward).
 
-BSS Eval, two versions (method.md section 8; environment.md "BSS Eval and a trap")
-----------------------------------------------------------------------------------
+BSS Eval, two versions (docs/method.md section 8; docs/environment.md section 6)
+--------------------------------------------------------------------------------
 Let ``s`` be the target reference, ``s_hat`` the estimate, ``P_t`` the orthogonal
 projection on the span of the target delayed by 0..L-1 samples (a distortion filter
 of ``L = 512`` taps, the default of museval and mir_eval) and ``P_a`` the projection
@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .inputs import validate_audio
+
 __all__ = ["bss_eval", "sdr", "si_sdr", "si_sdri", "is_silent", "evaluate_batch", "evaluate_many", "summarize",
            "semantic_score", "contamination_score"]
 
@@ -89,6 +91,15 @@ def _as_float64(x: Any, name: str) -> np.ndarray:
     if arr.ndim == 0:
         raise ValueError(f"{name} must have a time axis; got a scalar")
     return arr
+
+
+def _check_audio(x: Any, name: str, min_samples: int | None = None) -> None:
+    """The shared audio checks at a metric's entry (:func:`mars_core.inputs.validate_audio`): float
+    dtype (integer PCM is refused: an int16 estimate against a float reference would score -93 dB),
+    finite (naming the first bad item), non-empty time axis, ``min_samples`` for BSS Eval's filter."""
+    validate_audio(x, name, min_samples=min_samples, allow_empty_batch=True,
+                   min_reason=None if min_samples is None else f"filter_length={min_samples} of BSS Eval's "
+                   "distortion filter")
 
 
 def _check_finite(x: Any, name: str) -> None:
@@ -274,10 +285,12 @@ def bss_eval(estimate: Any, reference: Any, *, interferer: Any = None, target_in
         Returns ``{"sdr", "sir", "sar"}``, each float64 ``(*batch,)``.
     """
     _check_version(version)
+    _check_audio(estimate, "estimate", filter_length)
+    _check_audio(reference, "reference", filter_length)
+    if interferer is not None:
+        _check_audio(interferer, "interferer", filter_length)
     est = _as_float64(estimate, "estimate")
     refs, t = _source_stack(est, reference, interferer, target_index)
-    _check_finite(est.reshape(-1, est.shape[-1]), "estimate")
-    _check_finite(refs.reshape(-1, *refs.shape[-2:]), "reference")
     batch = est.shape[:-1]
     out = _bss_core(est.reshape(-1, 1, est.shape[-1]), refs.reshape(-1, *refs.shape[-2:]), t, version,
                     filter_length, chunk_size, silence_threshold)
@@ -296,11 +309,12 @@ def sdr(estimate: Any, reference: Any, *, version: str = "v4", filter_length: in
         estimate, reference: ``(*batch, time)`` numpy or torch. Returns float64 ``(*batch,)``.
     """
     _check_version(version)
+    n_min = filter_length if version == "v3" else None
+    _check_audio(estimate, "estimate", n_min)
+    _check_audio(reference, "reference", n_min)
     est, ref = _as_float64(estimate, "estimate"), _as_float64(reference, "reference")
     if est.shape != ref.shape:
         raise ValueError(f"shape mismatch: estimate {est.shape} vs reference {ref.shape}")
-    _check_finite(est.reshape(-1, est.shape[-1]), "estimate")
-    _check_finite(ref.reshape(-1, ref.shape[-1]), "reference")
     silent = is_silent(est, silence_threshold) | is_silent(ref, silence_threshold)
     out = np.full(est.shape[:-1], np.nan)
     if version == "v4":
@@ -344,18 +358,16 @@ def si_sdr(estimate: Any, reference: Any, zero_mean: bool = True, eps: float = S
     return 10.0 * (ratio.log10() if _is_torch(ratio) else np.log10(ratio))
 
 
-def _pair(estimate: Any, reference: Any) -> tuple[Any, Any]:
-    """Validate an ``(estimate, reference)`` pair: same shape, finite, a time axis."""
+def _pair(estimate: Any, reference: Any, names: tuple[str, str] = ("estimate", "reference")) -> tuple[Any, Any]:
+    """Validate an ``(estimate, reference)`` pair: float, same shape, finite, a time axis."""
     if _is_torch(estimate) != _is_torch(reference):
-        raise TypeError("estimate and reference must both be torch tensors or both be array-likes")
+        raise TypeError(f"{names[0]} and {names[1]} must both be torch tensors or both be array-likes")
+    _check_audio(estimate, names[0])  # before any float conversion: integer PCM is refused
+    _check_audio(reference, names[1])
     if not _is_torch(estimate):
-        estimate, reference = _as_float64(estimate, "estimate"), _as_float64(reference, "reference")
+        estimate, reference = _as_float64(estimate, names[0]), _as_float64(reference, names[1])
     if tuple(estimate.shape) != tuple(reference.shape):
-        raise ValueError(f"shape mismatch: estimate {tuple(estimate.shape)} vs reference {tuple(reference.shape)}")
-    if estimate.ndim == 0:
-        raise ValueError("estimate must have a time axis; got a scalar")
-    _check_finite(estimate, "estimate")
-    _check_finite(reference, "reference")
+        raise ValueError(f"shape mismatch: {names[0]} {tuple(estimate.shape)} vs {names[1]} {tuple(reference.shape)}")
     return estimate, reference
 
 
@@ -365,7 +377,7 @@ def si_sdri(estimate: Any, reference: Any, mixture: Any, zero_mean: bool = True,
     Shape:
         estimate, reference, mixture: ``(*batch, time)``, same shape. Returns ``(*batch,)``.
     """
-    _pair(mixture, reference)
+    _pair(mixture, reference, ("mixture", "reference"))
     return si_sdr(estimate, reference, zero_mean, eps) - si_sdr(mixture, reference, zero_mean, eps)
 
 
@@ -425,7 +437,7 @@ def _check_table_inputs(cols: list, labels: list[str], references: Any, mixtures
     if not 0 <= target_index < refs[1]:
         raise ValueError(f"target_index {target_index} out of range for {refs[1]} source(s)")
     for x, label in zip((*cols, references, mixtures), (*labels, "references", "mixtures")):
-        _check_finite(x, label)
+        _check_audio(x, label)
 
 
 def _score_items(cols: list, labels: list[str], references: Any, mixtures: Any, target_index: int, version: str,
@@ -605,7 +617,7 @@ def _cosine(a: Any, b: Any, name_a: str, name_b: str) -> Any:
 def semantic_score(estimate_embeddings: Any, target_embeddings: Any) -> Any:
     """Semantic score ``100 * cos(e_est, e_target)`` (the paper's CLAP score, in percent).
 
-    Use embeddings from an encoder *other* than the reward encoder (method.md section 8).
+    Use embeddings from an encoder *other* than the reward encoder (docs/method.md section 8).
     Rows are L2-normalised inside; a zero row raises ``ValueError``.
 
     Shape:

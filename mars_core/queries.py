@@ -1,7 +1,7 @@
 """Query embeddings: a disk cache, the query of every source, Query-Mixup and the omni query.
 
 The separator is conditioned on an embedding ``q`` from a **frozen** tri-modal encoder
-(method.md sections 3 and 8). Running that encoder at every training step would cost
+(docs/method.md sections 3 and 8). Running that encoder at every training step would cost
 more than the separator itself, so every query the benchmark can ask is embedded once:
 
 * text: every prompt of ``prompts.csv`` (training and held-out templates);
@@ -50,7 +50,7 @@ from .seeding import item_rng
 MODALITIES = ("image", "text", "audio")
 """Query modalities in the order of the Query-Mixup weights ``(w_v, w_t, w_a)``."""
 EVAL_MODALITIES = ("text", "image", "audio", "omni")
-"""Query kinds of the evaluation tables (method.md section 8)."""
+"""Query kinds of the evaluation tables (docs/method.md section 8)."""
 TRAIN_QUERIES = ("mixup", "text", "image", "audio", "omni")
 """Allowed values of ``SupervisedConfig.query``."""
 OMNI_WEIGHTS = (2.0, 2.0, 1.0)
@@ -331,19 +331,44 @@ def item_queries(ds, item: dict[str, Any]) -> list[QueryRef]:
 
 def evaluation_ref(ds, item: dict[str, Any]) -> QueryRef:
     """The target's evaluation query: the item's prompt and image, and as audio every
-    clip of the target's class in the split except the target clip (method.md section 8)."""
+    clip of the target's class in the split except the target clip (docs/method.md section 8)."""
     cls = item["classes"][0]
     others = tuple(c.clip_id for c in ds.clips[cls] if c.clip_id != item["clip_ids"][0])
     return QueryRef(cls, item["query_text"], item["query_image_id"], others)
 
 
+_REF_FIELDS = {"image": "image_id", "text": "text", "audio": "audio_ids"}
+
+
 def modality_embeddings(bank: QueryBank, refs: Sequence[QueryRef]) -> dict[str, torch.Tensor]:
-    """Unit-norm ``image``, ``text`` and ``audio`` embeddings of each ref. Each ``(len(refs), D)``."""
-    return {
-        "image": bank.get("image", [r.image_id for r in refs]),
-        "text": bank.get("text", [r.text for r in refs]),
-        "audio": bank.mean("audio", [r.audio_ids for r in refs]),
-    }
+    """Unit-norm ``image``, ``text`` and ``audio`` embeddings of each ref. Each ``(len(refs), D)``.
+
+    A modality that no ref has (``image_id``/``text`` ``None`` or empty, ``audio_ids`` empty) is left
+    out of the dict, so :func:`compose` can name it if a query kind needs it.
+
+    Raises:
+        TypeError: a ref is not a :class:`QueryRef` (e.g. ``None``).
+        ValueError: no refs, or some refs have a modality and others do not (naming the first without).
+    """
+    if refs is None or len(refs) == 0:
+        raise ValueError("refs is empty: pass one QueryRef(class_name, text, image_id, audio_ids) per item")
+    for i, r in enumerate(refs):
+        if not isinstance(r, QueryRef):
+            raise TypeError(f"refs[{i}] is {type(r).__name__}, not a QueryRef(class_name, text, image_id, audio_ids)")
+    out = {}
+    for m in MODALITIES:
+        has = [bool(getattr(r, _REF_FIELDS[m])) for r in refs]
+        if not any(has):
+            continue
+        if not all(has):
+            i = has.index(False)
+            raise ValueError(f"refs[{i}] has no {m} ({_REF_FIELDS[m]}={getattr(refs[i], _REF_FIELDS[m])!r}) but "
+                             f"other refs have one: give every item its {m}, or none")
+        if m == "audio":
+            out[m] = bank.mean(m, [r.audio_ids for r in refs])
+        else:
+            out[m] = bank.get(m, [getattr(r, _REF_FIELDS[m]) for r in refs])
+    return {m: out[m] for m in ("image", "text", "audio") if m in out}
 
 
 # --------------------------------------------------------------------------- composition
@@ -368,9 +393,14 @@ def query_mixup(e_image: torch.Tensor, e_text: torch.Tensor, e_audio: torch.Tens
 
 
 def omni_query(e_image: torch.Tensor, e_text: torch.Tensor, e_audio: torch.Tensor) -> torch.Tensor:
-    """``n((2 e_v + 2 e_t + e_a) / 5)`` (method.md section 8). Shape: ``(n, D)`` each, returns ``(n, D)``."""
+    """``n((2 e_v + 2 e_t + e_a) / 5)`` (docs/method.md section 8). Shape: ``(n, D)`` each, returns ``(n, D)``."""
     wv, wt, wa = OMNI_WEIGHTS
     return F.normalize((wv * e_image + wt * e_text + wa * e_audio) / (wv + wt + wa), dim=-1)
+
+
+KIND_MODALITIES = {"text": ("text",), "image": ("image",), "audio": ("audio",), "omni": MODALITIES,
+                   "mixup": MODALITIES}
+"""The embeddings each query kind is made of."""
 
 
 def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> torch.Tensor:
@@ -378,7 +408,20 @@ def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> tor
 
     Shape:
         embeddings: :func:`modality_embeddings` output, each ``(n, D)``; returns ``(n, D)``.
+
+    Raises:
+        ValueError: an unknown (or ``None``) kind, naming the allowed ones; an embedding the kind
+            needs is missing (naming it: an omni query without an image says ``image``).
     """
+    if not isinstance(kind, str) or kind not in KIND_MODALITIES:
+        raise ValueError(f"query kind must be one of {TRAIN_QUERIES}, got {kind!r}")
+    if not isinstance(embeddings, dict):
+        raise TypeError(f"embeddings must be a dict modality -> (n, D) tensor (modality_embeddings), "
+                        f"got {type(embeddings).__name__}")
+    missing = [m for m in KIND_MODALITIES[kind] if embeddings.get(m) is None]
+    if missing:
+        raise ValueError(f"the {kind} query needs the {', '.join(KIND_MODALITIES[kind])} embedding(s); missing: "
+                         f"{', '.join(missing)} (give the item its {' and '.join(missing)}, or ask for another kind)")
     if kind in MODALITIES:
         return F.normalize(embeddings[kind], dim=-1)
     e = [embeddings[m] for m in MODALITIES]

@@ -160,3 +160,26 @@ def test_features_shape_and_wrong_length():
     assert torch.allclose(feats, torch.full_like(feats, math.log(1e-10)))  # silence is finite: log(0 + 1e-10)
     with pytest.raises(ValueError, match="samples"):
         fe.check_length(torch.zeros(1, cfg.segment_samples + 1))
+
+
+def test_too_short_or_stereo_audio_gets_a_clear_error_not_a_padding_error():
+    cfg = get_profile("smoke").audio  # n_fft 256: the centred STFT reflects 128 samples at each end
+    with pytest.raises(ValueError, match=r"waveform has 100 samples, fewer than 129 \(the centred STFT reflects "
+                                         r"n_fft // 2 = 128 samples"):
+        stft(torch.zeros(1, 100), cfg)
+    with pytest.raises(ValueError, match=r"looks like \(time, channels\) stereo"):
+        FrontEnd(cfg).features(torch.zeros(cfg.segment_samples, 2))
+    assert stft(torch.zeros(1, 129), cfg).shape == (1, cfg.n_freq, 2)  # the shortest input torch accepts
+
+
+def test_check_input_is_the_shared_validator_bound_to_the_front_end():
+    cfg = get_profile("smoke").audio
+    fe = FrontEnd(cfg)
+    x = torch.zeros(2, cfg.segment_samples)
+    assert fe.check_input(x, sample_rate=cfg.sample_rate, ndim=2) is x
+    with pytest.raises(ValueError, match=r"mixture is at 16000 Hz but 8000 Hz is required"):
+        fe.check_input(x, sample_rate=16000)
+    x[1, 7] = float("inf")
+    with pytest.raises(ValueError, match=r"mixture: item 1 contains NaN or infinite values \(0 NaN and 1 inf"):
+        fe.check_input(x)
+    assert fe.check_input(torch.zeros(1, 1000), exact_length=False).shape == (1, 1000)

@@ -195,3 +195,42 @@ def test_results_and_compact_tables():
     wide = compact_table(table)
     assert list(wide.columns) == ["system", "modality", "sdr", "si_sdri"]
     assert wide.loc[(wide["system"] == "baseline") & (wide["modality"] == "text"), "sdr"].item() == "5.00 ± 1.00"  # sem = sqrt(2) / sqrt(2)
+
+
+# --------------------------------------------------------------------------- bad audio into separate
+@pytest.mark.parametrize("mix, kwargs, match", [
+    # one NaN sample used to come back as an all-NaN estimate
+    ("nan", {}, r"mixtures: item 0 contains NaN or infinite values \(1 NaN and 0 inf .* first at index \(0, 123\)\)"),
+    # a 16 kHz segment into the 8 kHz model: by its rate, and by its length when the rate is not given
+    ("16k", {"sample_rate": 16000}, r"mixtures is at 16000 Hz but 8000 Hz is required .*resample_to\(x, 16000, 8000\)"),
+    ("16k", {}, r"mixtures has 32766 samples; .* is the audio at 16000 Hz\?"),
+    ("ok", {"sample_rate": 44100}, r"mixtures is at 44100 Hz but 8000 Hz is required"),
+    ("stereo_last", {}, r"mixtures has shape \(16383, 2\): looks like \(time, channels\) stereo; downmix with x.mean\(-1\)"),
+    ("stereo_mid", {}, r"got shape \(1, 2, 16383\): looks like \(batch, channels, time\) stereo"),
+    ("short", {}, r"mixtures has 100 samples, fewer than 256 \(one STFT frame"),
+    ("empty", {}, r"mixtures is empty \(shape \(1, 0\)\)"),
+    ("no_items", {}, r"mixtures is an empty batch"),
+    ("int16", {}, r"mixtures has dtype int16; .*int16 PCM: divide by 32768"),
+])
+def test_separate_refuses_bad_audio_with_a_clear_error(mix, kwargs, match):
+    n = SMOKE.audio.segment_samples
+    x = {"nan": torch.zeros(1, n), "16k": torch.zeros(1, 2 * n), "ok": torch.zeros(1, n),
+         "stereo_last": torch.zeros(n, 2), "stereo_mid": torch.zeros(1, 2, n), "short": torch.zeros(1, 100),
+         "empty": torch.zeros(1, 0), "no_items": torch.zeros(0, n), "int16": torch.zeros(1, n, dtype=torch.int16)}[mix]
+    if mix == "nan":
+        x[0, 123] = float("nan")
+    q = torch.zeros(max(x.shape[0], 1), 1, SMOKE.separator.query_dim)
+    with pytest.raises(ValueError, match=match):
+        separate(constant_separator(0.0), FrontEnd(SMOKE.audio), x, q, **kwargs)
+
+
+def test_separate_checks_its_queries_and_takes_numpy(eval_set):
+    fe, model = FrontEnd(SMOKE.audio), constant_separator(0.0)
+    mix = eval_set.mixtures[:2]
+    with pytest.raises(ValueError, match=r"queries is None: .* the kinds are mixup, text, image, audio, omni"):
+        separate(model, fe, mix, None)
+    with pytest.raises(ValueError, match=r"queries must be \(N=2, K, D\) .* one query per mixture is queries\[:, None\]"):
+        separate(model, fe, mix, torch.zeros(2, SMOKE.separator.query_dim))
+    q = torch.zeros(2, 1, SMOKE.separator.query_dim)
+    est, _ = separate(model, fe, mix.numpy(), q.numpy(), sample_rate=SMOKE.audio.sample_rate)  # the profile's rate
+    torch.testing.assert_close(est[:, 0], 0.5 * mix, atol=1e-4, rtol=0)  # constant mask 1/2, iSTFT edges float32

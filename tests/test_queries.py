@@ -238,3 +238,25 @@ def test_compose_kinds_and_errors(fake_build):
         compose(emb, "mixup")
     with pytest.raises(ValueError, match="query kind"):
         compose(emb, "video")
+
+
+def test_missing_query_material_is_named(fake_build):
+    bank = fake_bank(fake_build, 6)
+    text, image, audio = bank.ids["text"][0], bank.ids["image"][0], tuple(bank.ids["audio"][:2])
+    with pytest.raises(ValueError, match=r"query kind must be one of \('mixup', 'text', 'image', 'audio', 'omni'\), "
+                                         r"got None"):
+        compose(modality_embeddings(bank, [QueryRef("violin", text, image, audio)]), None)
+    with pytest.raises(TypeError, match=r"refs\[1\] is NoneType, not a QueryRef"):
+        modality_embeddings(bank, [QueryRef("violin", text, image, audio), None])
+    # no image for any item: the text query still works, the omni query names what is missing
+    emb = modality_embeddings(bank, [QueryRef("violin", text, None, audio)])
+    assert set(emb) == {"text", "audio"}
+    torch.testing.assert_close(compose(emb, "text"), bank.get("text", [text]))
+    with pytest.raises(ValueError, match=r"the omni query needs the image, text, audio embedding\(s\); missing: image"):
+        compose(emb, "omni")
+    with pytest.raises(ValueError, match=r"the image query needs the image embedding\(s\); missing: image"):
+        compose({"text": emb["text"]}, "image")
+    with pytest.raises(ValueError, match=r"refs\[1\] has no image \(image_id=None\) but other refs have one"):
+        modality_embeddings(bank, [QueryRef("violin", text, image, audio), QueryRef("violin", text, None, audio)])
+    with pytest.raises(TypeError, match="embeddings must be a dict"):
+        compose(None, "text")

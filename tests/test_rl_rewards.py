@@ -185,3 +185,50 @@ def test_trained_reward_encoder_prefers_the_oracle_mask_over_silence_and_all_pas
     assert oracle_r > silent_r + 0.2 and oracle_r > allpass_r + 0.2, R.mean(0)
     assert (R[:, 0] > R[:, 1]).float().mean() >= 0.75 and (R[:, 0] > R[:, 2]).float().mean() >= 0.75
     assert math.isfinite(silent_r)
+
+
+# --------------------------------------------------------------------------- input dtypes
+def _si_sdr_db(est: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """SI-SDR (dB) in float64 by hand: zero-mean, alpha = <e, s> / |s|^2, 10 log10(|alpha s|^2 / |e - alpha s|^2)."""
+    e, s = est - est.mean(-1, keepdims=True), ref - ref.mean(-1, keepdims=True)
+    t = ((e * s).sum(-1) / (s**2).sum(-1))[:, None] * s
+    return 10 * np.log10((t**2).sum(-1) / ((e - t) ** 2).sum(-1))
+
+
+def test_references_keep_their_dtype_the_reward_is_the_float_one():
+    """The references used to be cast to the waveforms' dtype: int16 zeros beside int16 waveforms,
+    half-precision rounding beside float16 ones. Oracle: the float64 reward of the same waveform."""
+    enc = FeatureEncoder()
+    g = torch.Generator().manual_seed(1)
+    refs = torch.randn(3, 1000, generator=g) * 0.3  # float32, not representable in float16
+    wav16 = (refs + 0.012 * torch.randn(3, 1000, generator=g)).half()  # about 28 dB SI-SDR, below the 30 dB clamp
+    z = F.normalize(torch.ones(3, 4), dim=-1)
+    rm = RewardModel(_stack(enc), SR, lambda_sig=1.0)
+    R16, t16 = rm(wav16, z, references=refs)
+    R32, t32 = rm(wav16.float(), z, references=refs)  # the same waveform in float32
+    expected = _si_sdr_db(wav16.double().numpy(), refs.double().numpy()) / 10
+    assert np.all((expected > 2.5) & (expected < 3.0))
+    # the term is computed in float64 and returned as float32: ~3 x 6e-8 of rounding
+    np.testing.assert_allclose(t16["signal"].numpy(), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(R16, R32, atol=1e-6, rtol=0)
+    # the old cast is measurable at this tolerance: rounding the references to float16 moves the term
+    old = _si_sdr_db(wav16.double().numpy(), refs.half().double().numpy()) / 10
+    assert np.abs(old - expected).max() > 1e-5
+
+
+def test_integer_waveforms_or_references_are_refused():
+    enc = FeatureEncoder()
+    wav, z = _tones(2), F.normalize(torch.ones(2, 4), dim=-1)
+    rm = RewardModel(_stack(enc), SR, lambda_sig=1.0)
+    pcm = (wav * 32767).round().to(torch.int16)
+    with pytest.raises(ValueError, match=r"waveforms has dtype int16; .*int16 PCM: divide by 32768"):
+        rm(pcm, z, references=wav)
+    with pytest.raises(ValueError, match=r"references has dtype int16"):
+        rm(wav, z, references=pcm)
+    with pytest.raises(ValueError, match=r"references \(2, 100\) must have the waveforms' shape"):
+        rm(wav, z, references=wav[:, :100])
+    bad = wav.clone()
+    bad[1, 10] = float("nan")
+    with pytest.raises(ValueError, match=r"waveforms: item 1 contains NaN or infinite values"):
+        rm(bad, z, references=wav)
+    assert enc.calls == []  # refused before the encoder runs

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..inputs import validate_audio
+
 GradMode = Union[bool, str]
 MODALITIES = ("vision", "text", "audio")
 
@@ -63,25 +65,18 @@ def as_waveform_list(waveforms: Any) -> list[torch.Tensor]:
     """Validate audio input and return a list of 1-D float tensors.
 
     Accepts a ``(N, T)`` or ``(T,)`` tensor/array, or a sequence of 1-D tensors/arrays
-    (lengths may differ). Integer PCM is refused (scale it to [-1, 1] first).
+    (lengths may differ). Every input goes through :func:`mars_core.inputs.validate_audio`
+    (integer PCM is refused: scale it to [-1, 1] first; stereo layouts are named in the error).
 
     Raises:
         ValueError: empty batch, empty waveform, non-float dtype, NaN/inf, wrong rank.
     """
     if isinstance(waveforms, (torch.Tensor, np.ndarray)):
-        x = _as_tensor(waveforms)
-        if x.ndim == 1:
-            x = x.unsqueeze(0)
-        if x.ndim != 2:
-            raise ValueError(f"waveforms must be (N, T), (T,) or a list of 1-D arrays; got shape {tuple(x.shape)}")
-        if x.shape[0] == 0:
+        if waveforms.shape[:1] == (0,):
             raise ValueError("embed_audio: empty batch (no waveforms)")
-        if x.shape[1] == 0:
-            raise ValueError("waveform 0 is empty")
-        if not torch.is_floating_point(x):
-            raise ValueError(f"waveforms have dtype {x.dtype}; pass float samples in [-1, 1] (int16 PCM: divide by 32768)")
-        _check_finite_float(x, "waveforms")  # one check (one device sync) for the whole batch
-        return list(x)
+        # one finite check (one device sync) for the whole batch
+        x = _as_tensor(validate_audio(waveforms, "waveforms", ndim=(1, 2), layout="(N, T), (T,) or a list of 1-D"))
+        return list(x.unsqueeze(0) if x.ndim == 1 else x)
     elif isinstance(waveforms, Sequence) and not isinstance(waveforms, str):
         items = [_as_tensor(w) for w in waveforms]
     else:
@@ -89,28 +84,29 @@ def as_waveform_list(waveforms: Any) -> list[torch.Tensor]:
     if len(items) == 0:
         raise ValueError("embed_audio: empty batch (no waveforms)")
     for i, w in enumerate(items):
-        if w.ndim != 1:
-            raise ValueError(f"waveform {i} must be 1-D (mono), got shape {tuple(w.shape)}")
-        if w.numel() == 0:
-            raise ValueError(f"waveform {i} is empty")
-        if not torch.is_floating_point(w):
-            raise ValueError(
-                f"waveform {i} has dtype {w.dtype}; pass float samples in [-1, 1] (int16 PCM: divide by 32768)"
-            )
-        _check_finite_float(w, f"waveform {i}")
+        validate_audio(w, f"waveform {i}", ndim=1, layout="1-D (samples,)")
     return items
 
 
-def as_text_list(texts: Any) -> list[str]:
-    """Validate text input: a non-empty list (or tuple) of strings."""
+def as_text_list(texts: Any, allow_empty: bool = False) -> list[str]:
+    """Validate text input: a non-empty list (or tuple) of strings, none empty or whitespace only
+    (unless ``allow_empty``: the reproduction of ImageBind embeds ``""`` as ``[SOT, EOT]``).
+
+    Long prompts are fine: the tokenizer reads only what fits its context (77 tokens).
+    """
     if isinstance(texts, str):
         raise TypeError("embed_text expects a list of strings; wrap a single prompt as [prompt]")
+    if texts is None:
+        raise TypeError("embed_text expects a list of strings, got None")
     texts = list(texts)
     if len(texts) == 0:
         raise ValueError("embed_text: empty batch (no strings)")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        if not allow_empty and not t.strip():
+            raise ValueError(f"text {i} is {'empty' if not t else 'whitespace only'} ({t!r}): a prompt needs at least "
+                             f"one word, e.g. 'the sound of a violin'")
     return texts
 
 
@@ -255,16 +251,22 @@ class TriModalEncoder(nn.Module, ABC):
             if not resample:
                 raise ValueError(
                     f"audio is at {sample_rate} Hz but this encoder's native rate is {self.sample_rate} Hz; "
-                    f"resample it first or pass resample=True"
+                    f"resample it first (mars_core.inputs.resample_to(x, {sample_rate}, {self.sample_rate})) "
+                    f"or pass resample=True"
                 )
             from .preprocess import resample as _resample
 
             items = [_resample(w.float(), int(sample_rate), self.sample_rate) for w in items]
         return self._embed("audio", items, self.prepare_audio, batch_size, grad)
 
-    def embed_text(self, texts: Sequence[str], *, batch_size: int = 256, grad: GradMode = False) -> torch.Tensor:
-        """Embed strings. Shape: returns ``(N, D)`` float32, unit L2 norm."""
-        return self._embed("text", as_text_list(texts), self.prepare_text, batch_size, grad)
+    def embed_text(self, texts: Sequence[str], *, batch_size: int = 256, grad: GradMode = False,
+                   allow_empty: bool = False) -> torch.Tensor:
+        """Embed strings. Shape: returns ``(N, D)`` float32, unit L2 norm.
+
+        Raises:
+            ValueError: an empty or whitespace-only prompt (unless ``allow_empty``), an empty batch.
+        """
+        return self._embed("text", as_text_list(texts, allow_empty), self.prepare_text, batch_size, grad)
 
     def embed_image(self, images: Any, *, batch_size: int = 32, grad: GradMode = False) -> torch.Tensor:
         """Embed images.

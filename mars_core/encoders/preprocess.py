@@ -2,6 +2,9 @@
 
 Images: PIL bicubic resize of the short side to 224 (long side truncated), centre crop
 with Python's banker's rounding of the offset, ``/255``, CLIP mean/std normalisation.
+Before that, any PIL mode becomes RGB by one rule (:func:`to_rgb`: transparency composited on
+white, 16-bit grey scaled to 8 bits), and images more elongated than :data:`MAX_ASPECT_RATIO`
+are refused (resizing a 20000x1 image's short side to 224 would allocate 3 GB).
 
 Audio (per item, at 16 kHz): three 2 s clips placed by the clip sampler that ImageBind
 pins, the in-place mean-removal quirk, a Kaldi log-mel filterbank (128 bins, 25/10 ms
@@ -24,15 +27,65 @@ from PIL import Image
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = 224
+MAX_ASPECT_RATIO = 20.0
+"""Longest side / shortest side above which an image is refused (crop it to the object first)."""
+BACKGROUND = (255, 255, 255)
+"""The colour transparent pixels are composited on (white, like a page or an emoji picker)."""
+_TRANSPARENT_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 # --------------------------------------------------------------------------- images
+def check_image_size(w: int, h: int, max_aspect: float = MAX_ASPECT_RATIO) -> None:
+    """Raise ``ValueError`` for an empty image or one whose long side exceeds ``max_aspect`` x its short side."""
+    if w < 1 or h < 1:
+        raise ValueError(f"image is empty ({w}x{h} pixels)")
+    ratio = max(w, h) / min(w, h)
+    if ratio > max_aspect:
+        raise ValueError(
+            f"image {w}x{h} has an aspect ratio of {ratio:.3g}:1, above {max_aspect:g}:1: only its central "
+            f"square would be seen, after resizing it to {IMAGE_SIZE} x {int(IMAGE_SIZE * ratio)} pixels; crop it "
+            f"to the object first, e.g. img.crop((left, top, right, bottom))")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as RGB, by one documented rule.
+
+    * transparency (modes RGBA, LA, PA, La, RGBa, or a palette / colour key with a
+      ``transparency`` entry): alpha-composited on white, ``out = (c a + 255 (255 - a)) / 255``
+      rounded to nearest, per channel, with ``a`` the 8-bit alpha (PIL's own ``convert("RGB")``
+      drops alpha, so transparent areas showed whatever colour they held, usually black);
+    * 16-bit grey (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``) and 32-bit ``I`` (which is how PIL
+      opens 16-bit PNGs): values read as 16-bit, clipped to ``[0, 65535]``, scaled by
+      ``round(v / 257)`` (65535 -> 255) to grey (PIL's ``convert`` clips at 255 instead: a 16-bit
+      image came out 99.6 % white);
+    * anything else: PIL's ``convert("RGB")`` (L, 1, P without transparency, CMYK, YCbCr, F, ...).
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in _WIDE_GREY_MODES:
+        v = np.clip(np.asarray(img).astype(np.float64), 0.0, 65535.0)
+        grey = np.round(v / 257.0).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1), "RGB")
+    if img.mode in _TRANSPARENT_MODES or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)
+        a = rgba[..., 3:4]
+        out = (rgba[..., :3] * a + np.uint32(255) * (255 - a) + 127) // 255  # round((c a + 255 (255 - a)) / 255)
+        return Image.fromarray(out.astype(np.uint8), "RGB")
+    return img.convert("RGB")
+
+
 def resize_short_side(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
     """Bicubic (antialiased, PIL) resize so the short side is ``size``.
 
     The long side becomes ``int(size * long / short)`` (truncation), as torchvision does.
+
+    Raises:
+        ValueError: an empty image, or one more elongated than :data:`MAX_ASPECT_RATIO`
+            (:func:`check_image_size`), before anything is allocated.
     """
     w, h = img.size
+    check_image_size(w, h)
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(size * long / short)
     new_w, new_h = (size, new_long) if w <= h else (new_long, size)
@@ -56,7 +109,7 @@ def normalize_image(img: Image.Image) -> torch.Tensor:
     Shape:
         returns ``(3, H, W)``.
     """
-    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    x = torch.from_numpy(np.asarray(to_rgb(img), dtype=np.uint8).copy()).permute(2, 0, 1)
     x = x.to(torch.float32).div(255)
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
@@ -64,9 +117,10 @@ def normalize_image(img: Image.Image) -> torch.Tensor:
 
 
 def to_pil(image) -> Image.Image:
-    """A PIL image, or a uint8 ``(H, W, 3)`` array/tensor, as an RGB PIL image."""
+    """A PIL image (any mode, made RGB by :func:`to_rgb`), or a uint8 ``(H, W, 3)`` array/tensor,
+    as an RGB PIL image."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got dtype {arr.dtype} and shape {arr.shape}")
@@ -76,9 +130,13 @@ def to_pil(image) -> Image.Image:
 def transform_image(image, size: int = IMAGE_SIZE) -> torch.Tensor:
     """ImageBind's vision transform for one image (PIL or uint8 ``(H, W, 3)``).
 
+    The size is checked first (:func:`check_image_size`), then the image is made RGB (:func:`to_rgb`).
+
     Shape:
         returns ``(3, size, size)`` float32, CLIP-normalised.
     """
+    if isinstance(image, Image.Image):
+        check_image_size(*image.size)
     return normalize_image(center_crop(resize_short_side(to_pil(image), size), size))
 
 

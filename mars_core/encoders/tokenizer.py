@@ -10,6 +10,15 @@ Pipeline for one string (reproduces ImageBind's ``SimpleTokenizer`` at its HEAD)
 4. sequence ``[SOT] + ids`` truncated to ``context_length - 1`` entries, then ``EOT``,
    zero-padded to ``context_length`` (so EOT always survives, at ``min(len(ids) + 1, 76)``).
 
+Bounded work on long prompts (ours; ImageBind's tokenizer runs BPE over the whole string, and BPE
+is quadratic in the length of a piece: a 20,000-character prompt took 14.8 s). Only
+``context_length - 2`` ids can reach the output and every piece gives at least one id, so
+:meth:`BPETokenizer.__call__` stops splitting after the piece that fills the context; and a piece
+longer than :data:`MAX_PIECE_BYTES` bytes (no word is: the longest vocabulary token has 32 byte
+characters) is cut to that many bytes before BPE. Every id of an ordinary prompt is unchanged; a
+pathological run of letters without spaces may differ in the ids around its cut. Cleaning (step 1)
+stays linear in the prompt's length.
+
 The merges file ships in ``assets/`` (OpenAI CLIP's, MIT; see ``assets/README.md``).
 """
 
@@ -29,6 +38,8 @@ VOCAB_PATH = Path(__file__).resolve().parent / "assets" / "bpe_simple_vocab_16e6
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 SOT_TOKEN, EOT_TOKEN = "<|startoftext|>", "<|endoftext|>"
 CONTEXT_LENGTH = 77
+MAX_PIECE_BYTES = 256
+"""Longest pre-split piece (in UTF-8 bytes) that goes through BPE whole; longer ones are cut first."""
 N_MERGES = 49152 - 256 - 2  # merges used from the file (lines 1 .. 48894)
 
 _SPLIT_PATTERN = (
@@ -120,13 +131,17 @@ class BPETokenizer:
             self._cache[piece] = _bpe_merge(symbols, self.ranks)
         return self._cache[piece]
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without SOT/EOT."""
+    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
+        """Token ids of ``text`` without SOT/EOT; with ``max_tokens``, the first ``max_tokens`` ids only,
+        splitting and BPE-merging no further than needed (pieces cut to :data:`MAX_PIECE_BYTES`)."""
         ids: list[int] = []
-        for piece in self.pattern.findall(clean_text(text)):
-            chars = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+        for match in self.pattern.finditer(clean_text(text)):
+            if max_tokens is not None and len(ids) >= max_tokens:
+                break
+            raw = match.group().encode("utf-8")[:MAX_PIECE_BYTES]
+            chars = "".join(self.byte_encoder[b] for b in raw)
             ids.extend(self.encoder[s] for s in self.bpe(chars))
-        return ids
+        return ids if max_tokens is None else ids[:max_tokens]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Inverse of :meth:`encode` up to cleaning (``</w>`` becomes a space)."""
@@ -144,7 +159,7 @@ class BPETokenizer:
             texts = [texts]
         out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
         for row, text in enumerate(texts):
-            seq = ([self.sot_id] + self.encode(text))[: self.context_length - 1] + [self.eot_id]
+            seq = ([self.sot_id] + self.encode(text, self.context_length - 2))[: self.context_length - 1] + [self.eot_id]
             out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         return out
 

@@ -1,4 +1,4 @@
-"""The reward of a separated waveform (method.md section 5), batched over every sampled mask.
+"""The reward of a separated waveform (docs/method.md section 5), batched over every sampled mask.
 
 For an estimate ``y^`` of item ``i`` (float32, no gradient)::
 
@@ -15,6 +15,11 @@ For an estimate ``y^`` of item ``i`` (float32, no gradient)::
   floor -30 dB: SI-SDR itself would call it 0 dB, better than most real estimates.
 * Every term is finite for silent estimates: the encoder embeds silence like any waveform.
 
+Inputs go through :func:`mars_core.inputs.validate_audio`: float, finite, ``(N, samples)``; integer
+PCM is refused (never rescaled silently). The references keep their own float dtype: only their
+device follows the waveforms' (they used to be cast to the waveforms' dtype, which turned float
+references into int16 zeros beside int16 waveforms, and rounded them beside float16 ones).
+
 The anchors of a batch come from a **reward bank** (:func:`reward_bank`): the reward encoder's
 embeddings of every prompt, image and clip of the benchmark, computed once and cached on disk
 (:func:`~mars_core.queries.load_or_build_query_bank`), so a step embeds only the ``G x items``
@@ -29,6 +34,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..inputs import validate_audio
 from ..metrics import SILENCE_L1, si_sdr
 from ..queries import QueryBank, QueryRef
 
@@ -111,17 +117,24 @@ class RewardModel:
             returns ``R (N,)`` float32 and ``{"semantic", "signal", "contamination"}`` each ``(N,)``
             (a term whose weight is 0 is reported as 0).
         """
+        waveforms = torch.as_tensor(validate_audio(waveforms, "waveforms", ndim=2, layout="(N, samples)"))
         if waveforms.dim() != 2 or z.shape != (waveforms.shape[0], z.shape[-1]):
             raise ValueError(f"waveforms must be (N, samples) and z (N, D), got {tuple(waveforms.shape)}, "
                              f"{tuple(z.shape)}")
+        if self.lambda_sig:
+            if references is None:
+                raise ValueError("lambda_sig > 0 needs the clean references")
+            references = torch.as_tensor(validate_audio(references, "references", ndim=2, layout="(N, samples)"))
+            if references.shape != waveforms.shape:
+                raise ValueError(f"references {tuple(references.shape)} must have the waveforms' shape "
+                                 f"{tuple(waveforms.shape)}")
         a = self.embed(waveforms)
         semantic = F.cosine_similarity(a, z.to(a), dim=-1, eps=1e-8)
         zero = torch.zeros_like(semantic)
         signal, contamination = zero, zero
         if self.lambda_sig:
-            if references is None:
-                raise ValueError("lambda_sig > 0 needs the clean references")
-            signal = signal_term(waveforms, references.to(waveforms)).to(a)
+            # the device follows the waveforms, never the dtype (signal_term computes in float64)
+            signal = signal_term(waveforms, references.to(waveforms.device)).to(a)
         if self.lambda_neg:
             if z_neg is None:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
