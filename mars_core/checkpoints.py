@@ -168,6 +168,11 @@ def _unsafe_globals(path: Path) -> list[str]:
     return [n for n in names if n not in allowed]
 
 
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's zip errors go on for a paragraph)."""
+    return str(exc).split("\n")[0].split(". ")[0][:200]
+
+
 def _unpickler_detail(message: str) -> str:
     """The one line of torch's weights-only error that says what was refused."""
     m = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
@@ -208,7 +213,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as exc:  # truncated or foreign file
         size = path.stat().st_size
         raise CheckpointError(f"{path} is not a readable checkpoint ({size} bytes; truncated or corrupt: "
-                              f"{type(exc).__name__}: {str(exc)[:200]}). To rebuild it: {todo}", path) from exc
+                              f"{type(exc).__name__}: {_first_sentence(exc)}). To rebuild it: {todo}", path) from exc
     if not isinstance(blob, dict) or "versions" not in blob:
         raise CheckpointError(f"{path} was not written by mars_core.checkpoints.save_checkpoint. To rebuild it: "
                               f"{todo}", path)

@@ -163,8 +163,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} ({size} bytes) was refused by a weights-only load ({detail}); nothing in "
                               f"it ran. A state-dict file holds only tensors: {todo}", path) from None
     except Exception as exc:
+        first = str(exc).split("\n")[0].split(". ")[0][:200]  # torch's zip errors go on for a paragraph
         raise CheckpointError(f"{path} ({size} bytes) is not a readable weights file, truncated or corrupt "
-                              f"({type(exc).__name__}: {str(exc)[:200]}): {todo}", path) from exc
+                              f"({type(exc).__name__}: {first}): {todo}", path) from exc
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} is not a flat state dict (dict of tensors)", path)
     return sd
