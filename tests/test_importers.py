@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,10 @@ import soundfile as sf
 from PIL import Image
 
 from mars_core.config import get_profile
+from mars_core.encoders.minibind import MiniBind
+from mars_core.evaluate import evaluate_separator, load_eval_set
+from mars_core.queries import build_query_bank
+from mars_core.supervised import train_supervised
 from mars_core.data.importers import import_dataset, main
 from mars_core.data.importers.common import DatasetLayoutError, most_active_window, noun_phrases
 from mars_core.data.manifest import AUDIO_COLUMNS, read_table
@@ -188,14 +193,8 @@ def test_folder_splits_and_images(folder_build):
     assert pd.read_json(out / "build_info.json", typ="series")["modalities"]["image"] == "available"
 
 
-def test_folder_import_trains_and_evaluates(folder_build):
-    """The imported build goes through the query bank, a few supervised steps and the evaluation unchanged."""
-    from mars_core.encoders.minibind import MiniBind
-    from mars_core.evaluate import evaluate_separator, load_eval_set
-    from mars_core.queries import build_query_bank
-    from mars_core.supervised import train_supervised
-
-    _, _, out = folder_build
+def train_and_evaluate(out: Path, classes: set[str]) -> None:
+    """An imported build through the query bank, a few supervised steps and the evaluation, unchanged."""
     bank = build_query_bank(MiniBind.from_profile(SMOKE, seed=0), out, SMOKE.audio.sample_rate, progress=False)
     cfg = replace(SMOKE.supervised, steps=2, batch_mixtures=2, eval_every=2, val_mixtures=2, ckpt_every=2)
     model, history = train_supervised(SMOKE, bank, cfg, build_dir=out, device="cpu", progress=False)
@@ -203,7 +202,11 @@ def test_folder_import_trains_and_evaluates(folder_build):
     eval_set = load_eval_set(SMOKE, "test", n_items=4, build_dir=out)
     df = evaluate_separator(model, SMOKE, bank, eval_set, modalities=("text", "image", "audio"), progress=False)
     assert len(df) == 12 and set(df["modality"]) == {"text", "image", "audio"}
-    assert set(df["target"]) <= {"violin", "dog_bark", "rain", "bell"}
+    assert set(df["target"]) <= classes and np.isfinite(df["sdr"]).any()
+
+
+def test_folder_import_trains_and_evaluates(folder_build):
+    train_and_evaluate(folder_build[2], {"violin", "dog_bark", "rain", "bell"})
 
 
 def test_data_command_imports_and_describes(folder_build, tmp_path, capsys):
@@ -215,3 +218,155 @@ def test_data_command_imports_and_describes(folder_build, tmp_path, capsys):
     assert "clips: train 16, val 8, test 8" in capsys.readouterr().out
     assert data_main(["info", "--root", str(out), "--profile", "smoke"]) == 0
     assert "4 classes: bell, dog_bark, rain, violin" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- videos (MUSIC, VGGSound)
+FPS, VSR = 4, 22050
+
+
+def write_video(path: Path, seconds: int, hz: float, base: int) -> None:
+    """A tiny mp4 (mpeg4 video, AAC audio) encoded with PyAV: a ``hz`` tone, and frames whose grey
+    level is ``base + 20 s`` during second ``s`` (so a frame's time can be read from its pixels)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("mpeg4", rate=FPS)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=VSR)
+        a.layout = "mono"
+        for i in range(seconds * FPS):
+            img = np.full((48, 64, 3), base + 20 * (i // FPS), np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        x = (0.3 * np.sin(2 * np.pi * hz * np.arange(seconds * VSR) / VSR)).astype(np.float32)
+        for k in range(0, len(x), 1024):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, k : k + 1024]), format="fltp", layout="mono")
+            fr.sample_rate, fr.pts = VSR, k
+            for p in a.encode(fr):
+                c.mux(p)
+        for stream in (v, a):
+            for p in stream.encode():
+                c.mux(p)
+
+
+def grey(path: Path) -> float:
+    with Image.open(path) as im:
+        return float(np.asarray(im, dtype=np.float64).mean())
+
+
+MUSIC = {"violin": 440.0, "acoustic guitar": 330.0, "tuba": 110.0}
+
+
+@pytest.fixture(scope="module")
+def music_build(tmp_path_factory):
+    """MUSIC21_solo_videos.json with 6 videos per instrument, all downloaded (4 s each) but one."""
+    pytest.importorskip("av")
+    root = tmp_path_factory.mktemp("MUSIC")
+    listing = {cls: [f"{cls[:3]}{k}xYz" for k in range(6)] for cls in MUSIC}
+    (root / "MUSIC21_solo_videos.json").write_text(json.dumps({"videos": listing}))
+    for cls, ids in listing.items():
+        for k, vid in enumerate(ids):
+            if (cls, k) != ("tuba", 5):  # removed from YouTube: listed, never downloaded
+                write_video(root / cls / f"{vid}.mp4", 4, MUSIC[cls], 40 + 10 * k)
+    out = tmp_path_factory.mktemp("music-build")
+    report = import_dataset("music", root, profile=SMOKE, out=out, clips_per_video=2, frames_per_video=8)
+    return report, root, out, listing
+
+
+def test_music_clips_frames_and_splits_by_video(music_build):
+    report, root, out, listing = music_build
+    assert sum(report.clips.values()) == 3 * 6 * 2 - 2  # two clips per downloaded video
+    assert [Path(s["path"]).name for s in report.skipped] == ["tub5xYz.mp4"] * 2
+    assert all(s["reason"] == "missing file" for s in report.skipped)
+    split_of = {}
+    for split in ("train", "val", "test"):
+        for row in read_table(out, "audio", split).itertuples():
+            vid = row.recording_id.split(":")[1]
+            assert split_of.setdefault(vid, split) == split  # a video's clips stay in one split
+            cls = next(c for c, ids in listing.items() if vid in ids)
+            x, sr = sf.read(out / row.path)
+            assert abs(dominant_hz(x, sr) - MUSIC[cls]) < 2 * sr / len(x)
+        frames = read_table(out, "images", split)
+        for row in frames.itertuples():
+            assert split_of[row.source.split(":")[1]] == split  # its frames too
+        # 4 s videos: frames at 0.5, 1.5, 2.5, 3.5 s, grey levels base + 0, 20, 40, 60 (mpeg4 rounding: +-4)
+        for vid, group in frames.groupby(frames["source"].str.split(":").str[1]):
+            k = int(vid[3])
+            levels = sorted(grey(out / p) for p in group["path"])
+            np.testing.assert_allclose(levels, [40 + 10 * k + 20 * s for s in range(4)], atol=4)
+    # 6 videos per class: 2 test, 2 val, 2 train (tuba lost one of its 6)
+    per = pd.Series(split_of).groupby(lambda v: v[:3]).value_counts().unstack(fill_value=0)
+    assert per.loc["vio"].to_dict() == per.loc["aco"].to_dict() == {"test": 2, "train": 2, "val": 2}
+    assert sorted(per.loc["tub"]) == [1, 2, 2]
+    classes = read_table(out, "classes")
+    assert dict(zip(classes["class_name"], classes["family"])) == {
+        "acoustic_guitar": "plucked", "tuba": "brass", "violin": "bowed_strings"}
+
+
+def test_music_import_trains_and_evaluates(music_build):
+    train_and_evaluate(music_build[2], {"violin", "acoustic_guitar", "tuba"})
+
+
+VGG = {"dog barking": 700.0, "playing violin, fiddle": 440.0, "rain": 1900.0}
+
+
+def ids_with_val(cls: str, want_val: int, want_train: int) -> list[str]:
+    """Ids whose sha256 puts ``want_val`` of them in val (the documented 10 % rule) and ``want_train`` in train."""
+    val, train, k = [], [], 0
+    while len(val) < want_val or len(train) < want_train:
+        vid = f"{cls[:4].replace(' ', '')}{k:07d}"
+        (val if int(hashlib.sha256(vid.encode()).hexdigest(), 16) % 100 < 10 else train).append(vid)
+        k += 1
+    return val[:want_val] + train[:want_train]
+
+
+@pytest.fixture(scope="module")
+def vggsound_build(tmp_path_factory):
+    """vggsound.csv (no header) with 6 train and 2 test clips per label, 6 s videos, one never downloaded."""
+    pytest.importorskip("av")
+    root = tmp_path_factory.mktemp("VGGSound")
+    rows = []
+    for j, (label, hz) in enumerate(VGG.items()):
+        for k, vid in enumerate(ids_with_val(label, 2, 6)):
+            start = 30 + k
+            split = "test" if k >= 6 else "train"
+            rows.append([vid, start, label, split])
+            if (j, k) != (2, 7):
+                name = f"{vid}_{start:06d}.mp4" if k % 2 else f"{vid}_{start}.mp4"  # both namings in use
+                write_video(root / "video" / name, 6, hz, 30 + 20 * j)
+    with open(root / "vggsound.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    out = tmp_path_factory.mktemp("vggsound-build")
+    return import_dataset("vggsound", root, profile=SMOKE, out=out), root, out, rows
+
+
+def test_vggsound_splits_labels_and_middle_frame(vggsound_build):
+    report, root, out, rows = vggsound_build
+    assert report.clips == {"train": 12, "val": 6, "test": 5, "test_timbre": 0}
+    assert [s["reason"] for s in report.skipped] == ["missing file"]
+    test_ids = {r[0] for r in rows if r[3] == "test"}
+    for split in ("train", "val", "test"):
+        for row in read_table(out, "audio", split).itertuples():
+            assert (row.recording_id.split(":")[1] in test_ids) == (split == "test")
+        for row in read_table(out, "images", split).itertuples():  # the frame at 5 s: grey 30 + 20 j + 100
+            j = list(VGG).index(next(lbl for lbl in VGG if clean(lbl) == row.class_name))
+            assert abs(grey(out / row.path) - (30 + 20 * j + 100)) <= 4
+    texts = set(read_table(out, "prompts")["text"])
+    assert {"the sound of dog barking", "a recording of playing violin, fiddle", "rain"} <= texts
+
+
+def clean(label: str) -> str:
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in label.lower()).split())
+
+
+def test_vggsound_list_keeps_a_selection(vggsound_build, tmp_path):
+    _, root, _, rows = vggsound_build
+    keep = tmp_path / "clean.csv"
+    keep.write_text("id\n" + "\n".join(f"{r[0]}_{r[1]:06d}" for r in rows if r[2] != "rain") + "\n")
+    report = import_dataset("vggsound", root, profile=SMOKE, out=tmp_path / "out", list_csv=keep)
+    assert sum(report.clips.values()) == 16 and not report.skipped
+
+
+def test_vggsound_import_trains_and_evaluates(vggsound_build):
+    train_and_evaluate(vggsound_build[2], {"dog_barking", "playing_violin_fiddle", "rain"})

@@ -42,7 +42,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["import"]:  # python -m mars_core.data import esc50|folder --root PATH (mars_core.data.importers)
+    if argv[:1] == ["import"]:  # python -m mars_core.data import DATASET --root PATH: mars_core.data.importers
         from .importers import main as import_main
 
         return import_main(argv[1:])

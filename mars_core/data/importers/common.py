@@ -46,6 +46,8 @@ from ..manifest import (AUDIO_COLUMNS, IMAGE_COLUMNS, PROMPT_COLUMNS, SPLITS, da
                         write_csv_atomic, write_json_atomic)
 from ..recipe import load_recipe
 from ..sources import dsp
+from . import video
+from .video import VIDEO_SUFFIXES, VideoError
 
 MASS_NOUNS = frozenset({"rain", "wind", "applause", "speech", "laughter", "music", "thunder", "traffic", "water"})
 """Class names read without an article ("rain", not "a rain")."""
@@ -67,6 +69,8 @@ class SourceClip:
     license: str
     source: str
     """Dataset key, e.g. ``esc50``."""
+    part: tuple[int, int] = (0, 1)
+    """``(i, n)``: the clip is cut from the ``i``-th of ``n`` equal parts of the file (several clips per long video)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class SourceImage:
     license: str
     source: str
     style: str = "photo"
+    time: float | None = None
+    """For a video ``path``: the frame shown at this time (seconds) is the image."""
 
 
 @dataclass
@@ -173,8 +179,30 @@ def most_active_window(x: np.ndarray, length: int, hop: int) -> np.ndarray:
     return x[s : s + length]
 
 
-def normalise_clip(path: Path, profile: Profile, loudness: dict, quality: dict) -> np.ndarray:
-    """Read one source file and normalise it like a benchmark clip (module docstring).
+def read_source_audio(path: Path) -> tuple[np.ndarray, int]:
+    """``(samples (n, channels) float64, rate)`` of an audio file, or of a video's first audio stream.
+
+    Raises:
+        SkipFile: unreadable (or no audio stream).
+    """
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        try:
+            return video.read_audio(path)
+        except VideoError as exc:
+            raise SkipFile(str(exc)) from exc
+    if not path.is_file():
+        raise SkipFile("missing file")
+    try:
+        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise SkipFile(f"unreadable: {exc}") from exc
+    return x, int(sr)
+
+
+def normalise_clip(path: Path, profile: Profile, loudness: dict, quality: dict,
+                   part: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Read one source file (audio, or a video's audio) and normalise it like a benchmark clip
+    (module docstring); ``part = (i, n)`` keeps the ``i``-th of ``n`` equal parts before choosing the window.
 
     Shape:
         returns ``(round(clip_seconds * sample_rate),)`` float32.
@@ -182,16 +210,17 @@ def normalise_clip(path: Path, profile: Profile, loudness: dict, quality: dict) 
     Raises:
         SkipFile: unreadable, empty, NaN/inf or silent.
     """
-    try:
-        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise SkipFile(f"unreadable: {exc}") from exc
+    if not path.exists():
+        raise SkipFile("missing file")
+    x, sr = read_source_audio(path)
     if x.shape[0] == 0:
         raise SkipFile("empty")
     if not np.isfinite(x).all():
         raise SkipFile("NaN or infinite samples")
     rate = profile.audio.sample_rate
     y = dsp.resample(dsp.to_mono(x), int(sr), rate)
+    i, n = part
+    y = y[len(y) * i // n : len(y) * (i + 1) // n]
     y = most_active_window(y, int(round(profile.data.clip_seconds * rate)), rate // 10)
     try:
         y = dsp.normalize_loudness(y, rate, loudness["active_rms_dbfs"], loudness["peak_max"],
@@ -201,14 +230,15 @@ def normalise_clip(path: Path, profile: Profile, loudness: dict, quality: dict) 
     return y.astype(np.float32)
 
 
-def normalise_image(path: Path, size: int) -> bytes:
-    """PNG bytes of an image centre-cropped to a square and resized to ``size`` (bicubic).
+def normalise_image(path: Path | np.ndarray, size: int) -> bytes:
+    """PNG bytes of an image file (or an RGB array, e.g. a video frame) centre-cropped to a square and
+    resized to ``size`` (bicubic).
 
     Raises:
         SkipFile: not a readable image.
     """
     try:
-        with Image.open(path) as im:
+        with (Image.fromarray(path) if isinstance(path, np.ndarray) else Image.open(path)) as im:
             im = im.convert("RGB")
             w, h = im.size
             side = min(w, h)
@@ -219,6 +249,30 @@ def normalise_image(path: Path, size: int) -> bytes:
             return buf.getvalue()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SkipFile(f"unreadable image: {exc}") from exc
+
+
+class _FrameCache:
+    """Decodes each video once for all the frames its images need (the images of one video are consecutive)."""
+
+    def __init__(self, images: Sequence[SourceImage]):
+        self.times: dict[Path, list[float]] = {}
+        for im in images:
+            if im.time is not None:
+                self.times.setdefault(im.path, []).append(im.time)
+        self.path, self.frames = None, {}
+
+    def get(self, im: SourceImage) -> np.ndarray:
+        if im.path != self.path:
+            self.path, self.frames = im.path, {}
+            times = sorted(set(self.times[im.path]))
+            try:
+                self.frames = dict(zip(times, video.frames_at(im.path, times)))
+            except VideoError as exc:
+                self.frames = {t: exc for t in times}
+        frame = self.frames[im.time]
+        if isinstance(frame, VideoError):
+            raise SkipFile(f"no frame at {im.time:g} s: {frame}")
+        return frame
 
 
 # --------------------------------------------------------------------------- the build
@@ -256,7 +310,7 @@ def write_import(out: str | Path, profile: str | Profile | None, dataset: str, r
     skipped: list[dict[str, str]] = []
     for k, c in _numbered(clips):
         try:
-            y = normalise_clip(c.path, prof, loudness, quality)
+            y = normalise_clip(c.path, prof, loudness, quality, c.part)
         except SkipFile as exc:
             skipped.append({"path": str(c.path), "reason": str(exc)})
             continue
@@ -270,9 +324,10 @@ def write_import(out: str | Path, profile: str | Profile | None, dataset: str, r
         if progress and sum(map(len, rows.values())) % 100 == 0:
             print(f"  {sum(map(len, rows.values()))} clips", flush=True)
     image_rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    frames = _FrameCache(images)
     for k, im in _numbered(images):
         try:
-            data = normalise_image(im.path, prof.data.image_size)
+            data = normalise_image(im.path if im.time is None else frames.get(im), prof.data.image_size)
         except SkipFile as exc:
             skipped.append({"path": str(im.path), "reason": str(exc)})
             continue
