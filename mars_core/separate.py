@@ -14,8 +14,8 @@ What happens to the file:
    checked: unreadable, empty, NaN/infinite or all-silent files raise
    :class:`SeparationInputError` naming the file (the command prints one line and exits 2);
 2. every channel is separated on its own (a stereo file gives a stereo estimate), after
-   resampling to the profile's rate with ``torchaudio.functional.resample`` (band-limited
-   sinc) and a whole-file gain to the benchmark's level (:data:`INPUT_RMS_DBFS`; undone on output,
+   resampling to the profile's rate with :func:`mars_core.inputs.resample_to` (band-limited sinc of
+   ``torchaudio.functional.resample``) and a whole-file gain to the benchmark's level (:data:`INPUT_RMS_DBFS`; undone on output,
    so the estimate has the file's own level);
 3. any length: the signal is cut into the separator's segments (``profile.audio.segment_samples``)
    with 50 % overlap, each segment's estimate is weighted by a Hann window and the sum is divided
@@ -57,8 +57,8 @@ from tqdm.auto import tqdm
 
 from .audio import FrontEnd
 from .config import PROFILE_NAMES, Profile, get_profile
-from .encoders.preprocess import resample
 from .evaluate import separate as separate_segments
+from .inputs import resample_to, validate_audio
 from .queries import encoder_fingerprint, load_query_encoder
 from .supervised import load_or_train, load_separator, shipped_separator
 
@@ -317,13 +317,12 @@ def separate_waveform(model: torch.nn.Module, profile: str | Profile, wav: np.nd
     """
     prof = get_profile(profile)
     fe = FrontEnd(prof.audio)
+    validate_audio(wav, "wav", ndim=2, layout="(frames, channels)")  # float, finite, non-empty
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).T.contiguous()  # (channels, frames)
-    if x.dim() != 2 or x.shape[1] < 1:
-        raise ValueError(f"wav must be (frames >= 1, channels), got shape {tuple(np.shape(wav))}")
     if queries.dim() != 2:
         raise ValueError(f"queries must be (K, D), got {tuple(queries.shape)}")
     rate = prof.audio.sample_rate
-    y = resample(x, int(sample_rate), rate)
+    y = resample_to(x, int(sample_rate), rate)
     gain = level_gain(float(y.pow(2).mean().sqrt())) if gain is None else float(gain)
     model = model.to(device).eval()
     q = queries.float()
@@ -334,7 +333,7 @@ def separate_waveform(model: torch.nn.Module, profile: str | Profile, wav: np.nd
 
     with torch.no_grad():
         est = overlap_add(fn, y, prof.audio.segment_samples, batch_size, progress)  # (K, C, m)
-    back = resample(est, rate, int(sample_rate))[..., : x.shape[1]]
+    back = resample_to(est, rate, int(sample_rate))[..., : x.shape[1]]
     if back.shape[-1] < x.shape[1]:
         back = F.pad(back, (0, x.shape[1] - back.shape[-1]))
     return back.transpose(1, 2).contiguous()

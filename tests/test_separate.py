@@ -112,6 +112,13 @@ def test_blocks_cover_the_signal_and_cross_fade_linearly():
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
 
 
+def test_separate_waveform_refuses_integer_samples():
+    from mars_core.inputs import AudioInputError
+
+    with pytest.raises(AudioInputError, match="int16"):  # never rescaled silently
+        separate_waveform(constant_separator(40.0), SMOKE, np.ones((100, 2), np.int16), 8000, torch.randn(1, 128))
+
+
 # --------------------------------------------------------------------------- files
 @pytest.mark.parametrize("block_seconds", [60.0, 0.3])
 def test_44k_stereo_int16_round_trip(tmp_path, encoder, block_seconds):
