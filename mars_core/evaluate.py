@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .audio import FrontEnd
 from .config import Profile, get_profile
 from .data.mixing import MixtureDataset, collate
+from .inputs import validate_audio
 from .metrics import evaluate_many, summarize
 from .queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
     evaluation_ref, modality_embeddings
@@ -209,7 +210,7 @@ class JudgeScorer:
     def __call__(self, waveforms: torch.Tensor) -> dict[str, np.ndarray]:
         from .metrics import is_silent
 
-        wav = torch.as_tensor(waveforms).float()
+        wav = torch.as_tensor(validate_audio(waveforms, "waveforms", ndim=2, layout="(N, samples)")).float()
         silent = is_silent(wav)
         with self.judge.eval_mode():
             a = self.judge.embed_audio(wav, self.sample_rate, resample=self.sample_rate != self.judge.sample_rate)

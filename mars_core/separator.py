@@ -1,4 +1,4 @@
-"""The query-conditioned U-Net separator (Sound of Pixels / CLIPSep / OmniSep; method.md section 2).
+"""The query-conditioned U-Net separator (Sound of Pixels / CLIPSep / OmniSep; docs/method.md section 2).
 
 Architecture (``full`` sizes; smaller profiles only change the channel numbers):
 
@@ -144,6 +144,7 @@ class QuerySeparator(nn.Module):
 
     def query_vector(self, query: torch.Tensor) -> torch.Tensor:
         """``q~ = sigmoid(W q + c)`` (inner) or ``(gamma, beta)`` stacked (film). Shape ``(batch, K or 2K)``."""
+        self._check_query_type(query)
         if query.dim() != 2 or query.shape[1] != self.cfg.query_dim:
             raise ValueError(f"query must be (batch, {self.cfg.query_dim}), got {tuple(query.shape)}")
         h = self.query_proj(query)
@@ -176,7 +177,13 @@ class QuerySeparator(nn.Module):
         return [n for n, p in self.named_parameters()
                 if id(p) in head or n.split(".")[0] in ("query_proj", "scale", "bias")]
 
+    def _check_query_type(self, query) -> None:
+        if not isinstance(query, torch.Tensor):
+            raise TypeError(f"query is {type(query).__name__}: pass a (batch, {self.cfg.query_dim}) tensor, the embedding "
+                            "of a text, image, audio, omni or mixup query (mars_core.queries.compose)")
+
     def forward(self, features: torch.Tensor, query: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
+        self._check_query_type(query)
         if features.dim() != 4 or features.shape[1] != 1:
             raise ValueError(f"features must be (batch, 1, F, T), got {tuple(features.shape)}")
         if features.shape[0] != query.shape[0]:

@@ -234,3 +234,10 @@ def test_separate_checks_its_queries_and_takes_numpy(eval_set):
     q = torch.zeros(2, 1, SMOKE.separator.query_dim)
     est, _ = separate(model, fe, mix.numpy(), q.numpy(), sample_rate=SMOKE.audio.sample_rate)  # the profile's rate
     torch.testing.assert_close(est[:, 0], 0.5 * mix, atol=1e-4, rtol=0)  # constant mask 1/2, iSTFT edges float32
+
+
+def test_judge_scorer_refuses_integer_pcm(eval_set):
+    scorer = JudgeScorer(StubEncoder(dim=32, sample_rate=8000), eval_set, 8000)
+    pcm = (eval_set.mixtures * 16384).round().to(torch.int16)  # used to be scored as float values up to 16384
+    with pytest.raises(ValueError, match=r"waveforms has dtype int16; .*int16 PCM: divide by 32768"):
+        scorer(pcm)

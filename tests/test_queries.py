@@ -260,3 +260,13 @@ def test_missing_query_material_is_named(fake_build):
         modality_embeddings(bank, [QueryRef("violin", text, image, audio), QueryRef("violin", text, None, audio)])
     with pytest.raises(TypeError, match="embeddings must be a dict"):
         compose(None, "text")
+
+
+def test_a_none_query_into_the_separator_names_the_query_kinds():
+    from mars_core.supervised import new_separator
+
+    model = new_separator(SMOKE, 0)
+    feats = torch.zeros(1, 1, SMOKE.audio.n_freq_warped, SMOKE.audio.n_frames)
+    with pytest.raises(TypeError, match=r"query is NoneType: pass a \(batch, \d+\) tensor, the embedding of a text, "
+                                        r"image, audio, omni or mixup query"):
+        model(feats, None)  # was AttributeError: 'NoneType' object has no attribute 'dim'
