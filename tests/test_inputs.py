@@ -242,3 +242,12 @@ def test_extreme_aspect_ratios_are_refused_before_resizing():
     with pytest.raises(ValueError, match=r"image 3x100 has an aspect ratio of 33.3:1"):
         P.transform_image(np.zeros((100, 3, 3), np.uint8))
     assert P.transform_image(Image.new("RGB", (400, 20))).shape == (3, 224, 224)  # 20:1 is still fine
+
+
+def test_channels_last_stereo_into_an_encoder_is_named():
+    from mars_core.encoders.base import as_waveform_list
+
+    with pytest.raises(ValueError, match=r"waveforms has shape \(16000, 2\): looks like \(time, channels\) stereo"):
+        as_waveform_list(np.zeros((16000, 2), np.float32))
+    with pytest.raises(ValueError, match=r"waveform 1 has 5 samples, fewer than 16"):
+        as_waveform_list([np.zeros(500), np.zeros(5)])

@@ -33,6 +33,9 @@ import torch.nn.functional as F
 from ..inputs import validate_audio
 
 GradMode = Union[bool, str]
+MIN_AUDIO_SAMPLES = 16
+"""Fewer samples than this cannot hold one analysis frame of any encoder; a ``(T, 2)`` stereo array
+read as ``T`` two-sample waveforms is caught here and named (each encoder checks its own frame)."""
 MODALITIES = ("vision", "text", "audio")
 
 
@@ -75,7 +78,8 @@ def as_waveform_list(waveforms: Any) -> list[torch.Tensor]:
         if waveforms.shape[:1] == (0,):
             raise ValueError("embed_audio: empty batch (no waveforms)")
         # one finite check (one device sync) for the whole batch
-        x = _as_tensor(validate_audio(waveforms, "waveforms", ndim=(1, 2), layout="(N, T), (T,) or a list of 1-D"))
+        x = _as_tensor(validate_audio(waveforms, "waveforms", ndim=(1, 2), layout="(N, T), (T,) or a list of 1-D",
+                                      min_samples=MIN_AUDIO_SAMPLES, min_reason="shorter than any encoder's frame"))
         return list(x.unsqueeze(0) if x.ndim == 1 else x)
     elif isinstance(waveforms, Sequence) and not isinstance(waveforms, str):
         items = [_as_tensor(w) for w in waveforms]
@@ -84,7 +88,8 @@ def as_waveform_list(waveforms: Any) -> list[torch.Tensor]:
     if len(items) == 0:
         raise ValueError("embed_audio: empty batch (no waveforms)")
     for i, w in enumerate(items):
-        validate_audio(w, f"waveform {i}", ndim=1, layout="1-D (samples,)")
+        validate_audio(w, f"waveform {i}", ndim=1, layout="1-D (samples,)", min_samples=MIN_AUDIO_SAMPLES,
+                       min_reason="shorter than any encoder's frame")
     return items
 
 
