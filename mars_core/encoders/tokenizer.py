@@ -11,7 +11,7 @@ Pipeline for one string (reproduces ImageBind's ``SimpleTokenizer`` at its HEAD)
    zero-padded to ``context_length`` (so EOT always survives, at ``min(len(ids) + 1, 76)``).
 
 Bounded work on long prompts (ours; ImageBind's tokenizer runs BPE over the whole string, and BPE
-is quadratic in the length of a piece: a 20,000-character prompt took 14.8 s). Only
+is quadratic in the length of a piece: a 20,000-character prompt took seconds). Only
 ``context_length - 2`` ids can reach the output and every piece gives at least one id, so
 :meth:`BPETokenizer.__call__` stops splitting after the piece that fills the context; and a piece
 longer than :data:`MAX_PIECE_BYTES` bytes (no word is: the longest vocabulary token has 32 byte
