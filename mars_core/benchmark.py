@@ -623,12 +623,11 @@ def item_signals(result: BenchmarkResult, test_set: str, index: int, modality: s
     out = {"mixture": mix[0], "target": src[0, 0], "interferer": src[0, 1]}
     for kind in ("ibm", "irm"):
         out[f"oracle {kind.upper()}"] = fe.oracle_separate(src.double(), mix.double(), kind, "warped")[0, 0].float()
-    col = list(EVAL_MODALITIES).index(modality)
     sub = dataclasses.replace(es, mixtures=mix, sources=src, refs=es.refs[index : index + 1],
                               images=es.images[index : index + 1], meta=es.meta.iloc[index : index + 1])
     for name in systems if systems is not None else list(result.systems):
         s = result.systems[name]
-        q = eval_queries(s.bank or result.context.query_bank(), sub)[:, col : col + 1]
+        q = eval_queries(s.bank or result.context.query_bank(), sub, (modality,))  # only this kind: (1, 1, D)
         out[name] = separate(s.model, fe, mix, q)[0][0, 0]
     return {label: wav.detach().cpu().numpy().astype(np.float32) for label, wav in out.items()}
 

@@ -18,6 +18,11 @@ from the **judge** encoder, an encoder that never produced a query or a reward
 
 Any separator ``model(features, query) -> P`` works here, so the RL notebook evaluates
 its policy (whose mode is ``P``) with the same functions.
+
+On data without images (an imported ESC-50; :attr:`EvalSet.unavailable`) the image query is not
+made up: its rows are kept with NaN metrics, ``skipped=True`` and a ``skip_reason`` that names the
+build, so :func:`compact_table` shows ``n/a``; omni is the weighted mean of the modalities present
+(:func:`mars_core.queries.present_omni`) and the judge's image score is NaN.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from .data.mixing import MixtureDataset, collate
 from .inputs import validate_audio
 from .metrics import evaluate_many, summarize
 from .queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
-    evaluation_ref, modality_embeddings
+    evaluation_ref, KIND_MODALITIES, kind_available, modality_embeddings, unavailable_error
 
 SEMANTIC_METRICS = ("semantic", "semantic_image")
 """Judge scores: ``100 cos(judge_audio(estimate), judge_text(prompt))`` and ``... judge_image(image)``."""
@@ -56,7 +61,8 @@ class EvalSet:
         split: the split name.
         mixtures: ``(N, samples)`` float32; sources: ``(N, n_src, samples)`` (target first).
         refs: the target's :class:`~mars_core.queries.QueryRef` per item (audio = other clips).
-        images: the query image of each item, ``(H, W, 3)`` uint8 (for the judge's image score).
+        images: the query image of each item, ``(H, W, 3)`` uint8 (for the judge's image score);
+            ``None`` items on a build without images.
         meta: per-item ``index, target, interferer, family, target_clip, interferer_clip,
             query_text, query_image_id``.
     """
@@ -70,6 +76,11 @@ class EvalSet:
 
     def __len__(self) -> int:
         return int(self.mixtures.shape[0])
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """``{modality: why}`` of the query modalities the build records as unavailable (``{}`` normally)."""
+        return dict(self.refs[0].unavailable) if self.refs else {}
 
 
 def load_eval_set(profile: str | Profile | None = None, split: str = "test", n_items: int | None = None, *,
@@ -198,13 +209,16 @@ class JudgeScorer:
         self.judge, self.sample_rate = judge, int(sample_rate)
         with torch.no_grad(), judge.eval_mode():
             self.text = judge.embed_text(list(eval_set.meta["query_text"]))
-            self.image = judge.embed_image(list(eval_set.images))
+            has_images = all(im is not None for im in eval_set.images)  # a build without images: NaN image score
+            self.image = judge.embed_image(list(eval_set.images)) if has_images else None
 
     def scores(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores of the judge's audio embeddings ``a (N, D)``; subclasses add their own."""
         from .metrics import semantic_score
 
-        return {"semantic": semantic_score(a, self.text), "semantic_image": semantic_score(a, self.image)}
+        image = (semantic_score(a, self.image) if self.image is not None
+                 else torch.full((a.shape[0],), float("nan"), dtype=a.dtype))
+        return {"semantic": semantic_score(a, self.text), "semantic_image": image}
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, np.ndarray]:
@@ -260,10 +274,29 @@ def separator_estimates(model: torch.nn.Module, profile: str | Profile | None, b
                         system: str = "baseline", modalities: Sequence[str] = EVAL_MODALITIES, batch_size: int = 16,
                         progress: bool = True) -> Estimates:
     """``model``'s estimate for every query kind: ``{(system, modality): (N, samples)}`` (views of one
-    :func:`separate` output)."""
+    :func:`separate` output). Kinds the eval set cannot make (an image query on a build without
+    images, :attr:`EvalSet.unavailable`) are left out; if that leaves none, the error names why.
+
+    Raises:
+        ModalityUnavailableError: every kind asked for is unavailable on this eval set.
+    """
     fe = FrontEnd(get_profile(profile).audio)
-    est, _ = separate(model, fe, eval_set.mixtures, eval_queries(bank, eval_set, modalities), batch_size, progress)
-    return {(system, m): est[:, k] for k, m in enumerate(modalities)}
+    kinds = [m for m in modalities if kind_available(m, eval_set.unavailable)]
+    if not kinds:
+        raise unavailable_error(modalities[0], eval_set.unavailable)
+    est, _ = separate(model, fe, eval_set.mixtures, eval_queries(bank, eval_set, kinds), batch_size, progress)
+    return {(system, m): est[:, k] for k, m in enumerate(kinds)}
+
+
+def unavailable_rows(eval_set: EvalSet, systems: Sequence[str], modalities: Sequence[str]) -> pd.DataFrame:
+    """Rows for the query kinds the eval set cannot make: NaN metrics, ``skipped=True`` and a
+    ``skip_reason`` naming the build, one per (system, kind, item); an empty frame if there are none."""
+    un = eval_set.unavailable
+    frames = [eval_set.meta.assign(item=np.arange(len(eval_set)), skipped=True, system=name, modality=m,
+                                   skip_reason=f"{m} query unavailable: "
+                                   + "; ".join(un[x] for x in KIND_MODALITIES[m] if x in un))
+              for name in systems for m in modalities if not kind_available(m, un)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def reference_estimates(profile: str | Profile | None, eval_set: EvalSet) -> Estimates:
@@ -291,10 +324,12 @@ def evaluate_systems(profile: str | Profile | None, eval_set: EvalSet,
 
     Every estimate is made first (``separators``: ``{system: (model, query bank)}``), then all are
     scored by one :func:`score_estimates` call. Rows: the reference systems, the ``clean target``
-    (with a scorer), then each separator's queries in order; items in order within each.
+    (with a scorer), then each separator's queries in order; items in order within each. A query
+    kind the eval set cannot make keeps its rows, skipped with the reason (:func:`unavailable_rows`).
 
     Raises:
         ValueError: nothing to evaluate (no references and no separator).
+        ModalityUnavailableError: no kind in ``modalities`` can be made on this eval set.
     """
     estimates = reference_estimates(profile, eval_set) if references else {}
     n_ref = len(estimates) * len(eval_set)
@@ -306,6 +341,12 @@ def evaluate_systems(profile: str | Profile | None, eval_set: EvalSet,
     df = score_estimates(estimates, eval_set, scorer)
     if references and scorer is not None:
         df = pd.concat([df.iloc[:n_ref], clean_target_rows(eval_set, scorer), df.iloc[n_ref:]], ignore_index=True)
+    na = unavailable_rows(eval_set, list(separators), modalities)
+    if len(na):  # back into (system, query) order, after the reference rows
+        df = pd.concat([df, na], ignore_index=True)
+        order = {key: i for i, key in enumerate((s, m) for s in separators for m in modalities)}
+        rank = np.array([order.get(key, -1) for key in zip(df["system"], df["modality"])])
+        df = df.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
     return df
 
 
@@ -369,9 +410,11 @@ def results_table(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> p
 
 
 def compact_table(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """``mean ± sem`` strings, one row per (system, modality), one column per metric."""
-    s = summary.assign(value=[f"{m:.{digits}f} ± {e:.{digits}f}" if np.isfinite(e) else f"{m:.{digits}f}"
-                              for m, e in zip(summary["mean"], summary["sem"])])
+    """``mean ± sem`` strings, one row per (system, modality), one column per metric; ``n/a`` where no
+    item was scored (``n == 0``: e.g. the image query on a build without images)."""
+    n = summary["n"] if "n" in summary else pd.Series(1, index=summary.index)
+    s = summary.assign(value=["n/a" if k == 0 else f"{m:.{digits}f} ± {e:.{digits}f}" if np.isfinite(e)
+                              else f"{m:.{digits}f}" for m, e, k in zip(summary["mean"], summary["sem"], n)])
     keys = [c for c in ("split", "system", "modality") if c in s.columns]
     wide = s.pivot_table(index=keys, columns="metric", values="value", aggfunc="first", sort=False)
     cols = [m for m in TABLE_METRICS if m in wide.columns] + [c for c in wide.columns if c not in TABLE_METRICS]

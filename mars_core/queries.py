@@ -21,6 +21,19 @@ Queries (all embeddings unit-norm first, ``n(x) = x / |x|``):
 * omni (evaluation): ``q = n((2 e_v + 2 e_t + e_a) / 5)``;
 * audio at evaluation: ``n(mean_i n(e_i))`` over the *other* clips of the target's class.
 
+**A modality the data does not have.** A build may record that it has no images (an imported
+ESC-50: :func:`mars_core.data.mixing.unavailable_modalities`). Its :class:`QueryRef` objects then
+say so (``unavailable``), :func:`modality_embeddings` passes that on, and :func:`compose`:
+
+* refuses an ``image`` query with :class:`ModalityUnavailableError`, naming the build and the
+  modality (never a made-up image);
+* makes the omni query from the modalities present, with their omni weights:
+  ``n((2 e_t + e_a) / 3)`` without images (= :func:`present_omni`);
+* draws Query-Mixup over the modalities present: the weights of a missing one are set to 0 and
+  the others renormalised to sum 1.
+
+An embedding that is missing *without* that record (a caller's mistake) is still an error.
+
 Every source of a mixture is a training item with its own query (K = 2 items per
 mixture). :class:`~mars_core.data.mixing.MixtureDataset` draws query material for the
 target only; :func:`item_queries` draws the interferer's from the dataset's own tables
@@ -56,6 +69,10 @@ TRAIN_QUERIES = ("mixup", "text", "image", "audio", "omni")
 OMNI_WEIGHTS = (2.0, 2.0, 1.0)
 """Weights of (image, text, audio) in the omni query ``n((2 e_v + 2 e_t + e_a) / 5)``."""
 BANK_KIND = "query_bank"
+
+
+class ModalityUnavailableError(ValueError):
+    """A query kind needs a modality the data records as unavailable (the message names the build and modality)."""
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -296,8 +313,10 @@ class QueryRef:
 
     class_name: str
     text: str
-    image_id: str
+    image_id: str | None
     audio_ids: tuple[str, ...]
+    unavailable: tuple[tuple[str, str], ...] = ()
+    """``(modality, why)`` pairs the data records as unavailable (``image`` on a build without images)."""
 
 
 def _pick(rng: np.random.Generator, table: dict[str, list], cls: str, what: str, split: str):
@@ -312,9 +331,12 @@ def item_queries(ds, item: dict[str, Any]) -> list[QueryRef]:
 
     The target's comes from the item itself. For source ``k >= 1`` a prompt, an image and
     an audio clip of ``classes[k]`` (never that source's own clip) are drawn from the
-    dataset's tables with ``item_rng(ds.seed, ds.split, pairing, index, "query", k)``.
+    dataset's tables with ``item_rng(ds.seed, ds.split, pairing, index, "query", k)``. On a build
+    without images (``ds.unavailable``) no image is drawn and the refs say why.
     """
-    refs = [QueryRef(item["classes"][0], item["query_text"], item["query_image_id"], (item["query_audio_clip_id"],))]
+    missing = _unavailable_of(ds)
+    refs = [QueryRef(item["classes"][0], item["query_text"], item["query_image_id"] or None,
+                     (item["query_audio_clip_id"],), missing)]
     pairing = "hard" if ds.hard_pairs else "random"
     for k in range(1, len(item["classes"])):
         cls = item["classes"][k]
@@ -324,9 +346,14 @@ def item_queries(ds, item: dict[str, Any]) -> list[QueryRef]:
             raise ValueError(f"class {cls!r} has no second clip in split {ds.split!r} for an audio query")
         audio = clips[int(rng.integers(len(clips)))]
         _, text = _pick(rng, ds.prompts, cls, "prompt", ds.split)
-        image_id, _ = _pick(rng, ds.images, cls, "image", ds.split)
-        refs.append(QueryRef(cls, text, str(image_id), (audio,)))
+        image_id = None if "image" in dict(missing) else str(_pick(rng, ds.images, cls, "image", ds.split)[0])
+        refs.append(QueryRef(cls, text, image_id, (audio,), missing))
     return refs
+
+
+def _unavailable_of(ds) -> tuple[tuple[str, str], ...]:
+    """The dataset's unavailable modalities as ``QueryRef.unavailable`` pairs (``()`` for a plain dataset)."""
+    return tuple(sorted((getattr(ds, "unavailable", None) or {}).items()))
 
 
 def evaluation_ref(ds, item: dict[str, Any]) -> QueryRef:
@@ -334,17 +361,27 @@ def evaluation_ref(ds, item: dict[str, Any]) -> QueryRef:
     clip of the target's class in the split except the target clip (docs/method.md section 8)."""
     cls = item["classes"][0]
     others = tuple(c.clip_id for c in ds.clips[cls] if c.clip_id != item["clip_ids"][0])
-    return QueryRef(cls, item["query_text"], item["query_image_id"], others)
+    return QueryRef(cls, item["query_text"], item["query_image_id"] or None, others, _unavailable_of(ds))
 
 
 _REF_FIELDS = {"image": "image_id", "text": "text", "audio": "audio_ids"}
 
 
-def modality_embeddings(bank: QueryBank, refs: Sequence[QueryRef]) -> dict[str, torch.Tensor]:
+class ModalityEmbeddings(dict):
+    """``{modality: (n, D) tensor}`` (a plain dict to every reader) plus ``unavailable``: ``{modality: why}``
+    of the modalities that are absent because the data records them as unavailable."""
+
+    def __init__(self, embeddings: dict[str, torch.Tensor], unavailable: dict[str, str] | None = None):
+        super().__init__(embeddings)
+        self.unavailable = dict(unavailable or {})
+
+
+def modality_embeddings(bank: QueryBank, refs: Sequence[QueryRef]) -> ModalityEmbeddings:
     """Unit-norm ``image``, ``text`` and ``audio`` embeddings of each ref. Each ``(len(refs), D)``.
 
     A modality that no ref has (``image_id``/``text`` ``None`` or empty, ``audio_ids`` empty) is left
-    out of the dict, so :func:`compose` can name it if a query kind needs it.
+    out of the dict, so :func:`compose` can name it if a query kind needs it; when every ref records
+    it as unavailable (``QueryRef.unavailable``), the result's ``unavailable`` carries the reason.
 
     Raises:
         TypeError: a ref is not a :class:`QueryRef` (e.g. ``None``).
@@ -355,10 +392,13 @@ def modality_embeddings(bank: QueryBank, refs: Sequence[QueryRef]) -> dict[str, 
     for i, r in enumerate(refs):
         if not isinstance(r, QueryRef):
             raise TypeError(f"refs[{i}] is {type(r).__name__}, not a QueryRef(class_name, text, image_id, audio_ids)")
-    out = {}
+    out, unavailable = {}, {}
     for m in MODALITIES:
         has = [bool(getattr(r, _REF_FIELDS[m])) for r in refs]
         if not any(has):
+            why = [dict(r.unavailable).get(m) for r in refs]
+            if all(why):
+                unavailable[m] = why[0]
             continue
         if not all(has):
             i = has.index(False)
@@ -368,7 +408,7 @@ def modality_embeddings(bank: QueryBank, refs: Sequence[QueryRef]) -> dict[str, 
             out[m] = bank.mean(m, [r.audio_ids for r in refs])
         else:
             out[m] = bank.get(m, [getattr(r, _REF_FIELDS[m]) for r in refs])
-    return {m: out[m] for m in ("image", "text", "audio") if m in out}
+    return ModalityEmbeddings({m: out[m] for m in ("image", "text", "audio") if m in out}, unavailable)
 
 
 # --------------------------------------------------------------------------- composition
@@ -398,9 +438,36 @@ def omni_query(e_image: torch.Tensor, e_text: torch.Tensor, e_audio: torch.Tenso
     return F.normalize((wv * e_image + wt * e_text + wa * e_audio) / (wv + wt + wa), dim=-1)
 
 
+def present_omni(embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The omni query over the modalities present: ``n(sum_m w_m e_m / sum_m w_m)`` with the omni
+    weights ``w`` (image 2, text 2, audio 1) of the modalities in ``embeddings``; equal to
+    :func:`omni_query` when all three are there. Shape: each ``(n, D)``, returns ``(n, D)``."""
+    present = [(w, embeddings[m]) for m, w in zip(MODALITIES, OMNI_WEIGHTS) if embeddings.get(m) is not None]
+    if not present:
+        raise ValueError("the omni query needs at least one of the image, text and audio embeddings")
+    return F.normalize(sum(w * e for w, e in present) / sum(w for w, _ in present), dim=-1)
+
+
 KIND_MODALITIES = {"text": ("text",), "image": ("image",), "audio": ("audio",), "omni": MODALITIES,
                    "mixup": MODALITIES}
 """The embeddings each query kind is made of."""
+MEAN_KINDS = ("omni", "mixup")
+"""Kinds that mix several modalities and, on data without one of them, use the others (module docstring)."""
+
+
+def kind_available(kind: str, unavailable) -> bool:
+    """Whether a query of ``kind`` can be made when the modalities in ``unavailable`` are missing."""
+    needed = KIND_MODALITIES[kind]
+    return any(m not in unavailable for m in needed) if kind in MEAN_KINDS else all(m not in unavailable for m in needed)
+
+
+def unavailable_error(kind: str, unavailable: dict[str, str]) -> ModalityUnavailableError:
+    """The error for a ``kind`` query on data without one of its modalities (names the build and the modality)."""
+    gone = [m for m in KIND_MODALITIES[kind] if m in unavailable]
+    others = [k for k in EVAL_MODALITIES if kind_available(k, unavailable)]
+    return ModalityUnavailableError(
+        f"the {kind} query is unavailable on this data: no {' and no '.join(gone)} "
+        f"({'; '.join(unavailable[m] for m in gone)}); ask for a {', '.join(others)} query instead")
 
 
 def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> torch.Tensor:
@@ -412,6 +479,10 @@ def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> tor
     Raises:
         ValueError: an unknown (or ``None``) kind, naming the allowed ones; an embedding the kind
             needs is missing (naming it: an omni query without an image says ``image``).
+        ModalityUnavailableError: the kind needs only modalities the data records as unavailable
+            (``embeddings.unavailable``, e.g. an image query on ESC-50), naming the build.
+
+    On data that records a modality as unavailable, ``omni`` and ``mixup`` use the others (module docstring).
     """
     if not isinstance(kind, str) or kind not in KIND_MODALITIES:
         raise ValueError(f"query kind must be one of {TRAIN_QUERIES}, got {kind!r}")
@@ -419,6 +490,19 @@ def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> tor
         raise TypeError(f"embeddings must be a dict modality -> (n, D) tensor (modality_embeddings), "
                         f"got {type(embeddings).__name__}")
     missing = [m for m in KIND_MODALITIES[kind] if embeddings.get(m) is None]
+    declared = getattr(embeddings, "unavailable", {})
+    if missing and all(m in declared for m in missing):
+        if not kind_available(kind, declared):
+            raise unavailable_error(kind, declared)
+        if kind == "omni":
+            return present_omni(embeddings)
+        if weights is None:
+            raise ValueError("Query-Mixup needs weights (mixup_weights)")
+        w = np.array(weights, dtype=np.float64, copy=True)
+        w[:, [MODALITIES.index(m) for m in missing]] = 0.0
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        zeros = torch.zeros_like(next(e for e in embeddings.values() if e is not None))
+        return query_mixup(*[zeros if m in missing else embeddings[m] for m in MODALITIES], w)
     if missing:
         raise ValueError(f"the {kind} query needs the {', '.join(KIND_MODALITIES[kind])} embedding(s); missing: "
                          f"{', '.join(missing)} (give the item its {' and '.join(missing)}, or ask for another kind)")

@@ -16,12 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 from PIL import Image
 
 from mars_core.config import get_profile
 from mars_core.encoders.minibind import MiniBind
-from mars_core.evaluate import evaluate_separator, load_eval_set
-from mars_core.queries import build_query_bank
+from mars_core.evaluate import JudgeScorer, compact_table, eval_queries, evaluate_separator, load_eval_set, \
+    results_table
+from mars_core.data.mixing import MixtureDataset
+from mars_core.queries import ModalityUnavailableError, build_query_bank, compose, item_queries, modality_embeddings
 from mars_core.supervised import train_supervised
 from mars_core.data.importers import import_dataset, main
 from mars_core.data.importers.common import DatasetLayoutError, most_active_window, noun_phrases
@@ -127,6 +130,56 @@ def test_esc50_classes_prompts_and_missing_images(esc50_build):
     assert info["modalities"]["image"].startswith("unavailable")
     attribution = read_table(out, "attribution")
     assert "Piczak" in attribution["credit"][0] and attribution["license"][0] == "CC-BY-NC-3.0"
+
+
+def test_esc50_import_trains_and_evaluates_without_images(esc50_build):
+    """No images: training (Query-Mixup over text and audio, omni validation) and the text, audio and
+    omni queries work; the image query is reported, never made up."""
+    _, out = esc50_build
+    bank = build_query_bank(MiniBind.from_profile(SMOKE, seed=0), out, SMOKE.audio.sample_rate, progress=False)
+    assert len(bank.ids["image"]) == 0
+    cfg = replace(SMOKE.supervised, steps=2, batch_mixtures=2, eval_every=2, val_mixtures=2, ckpt_every=2)
+    assert cfg.query == "mixup"  # the default training query mixes all three modalities where they exist
+    model, history = train_supervised(SMOKE, bank, cfg, build_dir=out, device="cpu", progress=False)
+    assert history["steps_done"] == 2 and np.isfinite(history["loss"]).all()
+
+    eval_set = load_eval_set(SMOKE, "test", n_items=4, build_dir=out)
+    assert list(eval_set.unavailable) == ["image"] and str(out) in eval_set.unavailable["image"]
+    assert eval_set.images == [None] * 4 and set(eval_set.meta["query_image_id"]) == {""}
+    judge = MiniBind.from_profile(SMOKE, seed=7)  # any encoder other than the query encoder
+    df = evaluate_separator(model, SMOKE, bank, eval_set, scorer=JudgeScorer(judge, eval_set, 8000), progress=False)
+    assert list(df["modality"].unique()) == ["text", "image", "audio", "omni"] and len(df) == 16
+    scored = df[df["modality"] != "image"]
+    assert not scored["skipped"].any() and np.isfinite(scored[["sdr", "si_sdri", "semantic"]]).all().all()
+    assert scored["semantic_image"].isna().all()  # the judge has no image to compare with
+    image = df[df["modality"] == "image"]
+    assert image["skipped"].all() and image[["sdr", "si_sdri", "semantic"]].isna().all().all()
+    assert all(str(out) in r and "image query unavailable" in r for r in image["skip_reason"])
+    wide = compact_table(results_table(df)).set_index("modality")
+    assert wide.loc["image", "sdr"] == "n/a" and wide.loc["text", "sdr"] != "n/a"
+
+
+def test_esc50_image_query_names_the_build_and_modality(esc50_build):
+    _, out = esc50_build
+    bank = build_query_bank(MiniBind.from_profile(SMOKE, seed=0), out, SMOKE.audio.sample_rate, splits=("test",),
+                            progress=False)
+    eval_set = load_eval_set(SMOKE, "test", n_items=2, build_dir=out)
+    expected = rf"the image query is unavailable on this data: no image \({out}: build_info.json records the image " \
+               rf"modality as 'unavailable: ESC-50 ships no images"
+    with pytest.raises(ModalityUnavailableError, match=expected):
+        eval_queries(bank, eval_set, ("text", "image"))
+    with pytest.raises(ModalityUnavailableError, match=expected):
+        evaluate_separator(None, SMOKE, bank, eval_set, modalities=("image",), progress=False)
+    ds = MixtureDataset("test", SMOKE, n_items=2, build_dir=out)
+    refs = item_queries(ds, ds[0])  # the interferer's query material: no image drawn either
+    assert [r.image_id for r in refs] == [None, None] and all(dict(r.unavailable) == ds.unavailable for r in refs)
+    emb = modality_embeddings(bank, refs)
+    assert set(emb) == {"text", "audio"}
+    with pytest.raises(ModalityUnavailableError, match=expected):
+        compose(emb, "image")
+    # omni without images: n((2 e_t + e_a) / 3), computed here from the bank's rows
+    want = torch.nn.functional.normalize(2 * emb["text"] + emb["audio"], dim=-1)
+    torch.testing.assert_close(compose(emb, "omni"), want)
 
 
 def test_esc50_bad_layout_is_named(tmp_path, capsys):

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from mars_core.config import get_profile
 from mars_core.data.manifest import SPLITS, read_table
 from mars_core.data.mixing import MixtureDataset
-from mars_core.queries import (QueryBank, QueryRef, build_query_bank, compose, encoder_fingerprint, evaluation_ref,
-                               item_queries, load_or_build_query_bank, manifest_hash, mixup_weights,
-                               modality_embeddings, omni_query, query_mixup)
+from mars_core.queries import (ModalityEmbeddings, ModalityUnavailableError, QueryBank, QueryRef, build_query_bank,
+                               compose, encoder_fingerprint, evaluation_ref, item_queries, load_or_build_query_bank,
+                               manifest_hash, mixup_weights, modality_embeddings, omni_query, query_mixup)
 
 SMOKE = get_profile("smoke")
 
@@ -224,6 +224,22 @@ def test_omni_query_by_hand():
     e_v, e_t, e_a = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
     # (2 (1, 0) + 2 (0, 1) + (1, 0)) / 5 = (0.6, 0.4) -> unit
     torch.testing.assert_close(omni_query(e_v, e_t, e_a), torch.tensor([[0.6, 0.4]]) / np.hypot(0.6, 0.4))
+
+
+def test_declared_missing_image_by_hand():
+    """Data that records 'no image': omni and Query-Mixup use text and audio, the image query is refused."""
+    e_t, e_a = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    emb = ModalityEmbeddings({"text": e_t, "audio": e_a}, {"image": "BUILD: no images"})
+    # omni: (2 (0, 1) + (1, 0)) / 3 -> (1, 2) / sqrt(5)
+    torch.testing.assert_close(compose(emb, "omni"), torch.tensor([[1.0, 2.0]]) / np.sqrt(5.0))
+    # mixup weights (0.5, 0.3, 0.2): the image's 0.5 is dropped, (0.3, 0.2) -> (0.6, 0.4)
+    torch.testing.assert_close(compose(emb, "mixup", np.array([[0.5, 0.3, 0.2]])), torch.tensor([[0.4, 0.6]]))
+    with pytest.raises(ModalityUnavailableError, match=r"the image query is unavailable on this data: no image "
+                                                       r"\(BUILD: no images\); ask for a text, audio, omni query"):
+        compose(emb, "image")
+    # the same embeddings without the record: still the caller's mistake
+    with pytest.raises(ValueError, match=r"the omni query needs the image, text, audio embedding\(s\); missing: image"):
+        compose(dict(emb), "omni")
 
 
 def test_compose_kinds_and_errors(fake_build):

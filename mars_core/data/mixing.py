@@ -15,10 +15,18 @@ Every clip read is checked against the split's manifest (:mod:`.verify`): sample
 and length on every read, sha256 on the first read of each file in a process. A
 missing, truncated or modified clip raises ``BenchmarkFileError`` with the command that
 repairs the build; it is never zero-padded or used silently.
+
+**Builds without images.** An imported dataset may record in ``build_info.json["modalities"]``
+that it has no query images (ESC-50: ``"unavailable: ESC-50 ships no images ..."``;
+:func:`unavailable_modalities`). Its items then carry ``query_image=None`` and
+``query_image_id=""`` and the dataset's ``unavailable`` says why; the text and audio queries work
+unchanged, and :mod:`mars_core.queries` reports an image query as unavailable (naming the build)
+instead of making one up. A build that does not record this still needs an image for every class.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,32 @@ from .manifest import SPLITS, benchmark_dir, read_table
 from .verify import clip_row, read_clip, repair_command
 
 PROMPT_GROUP = {"train": "train", "val": "train", "test": "test", "test_timbre": "test"}
+OPTIONAL_MODALITIES = ("image",)
+"""Query modalities a build may record as unavailable (text and audio are what a build is made of)."""
+
+
+def unavailable_modalities(build_dir: str | Path) -> dict[str, str]:
+    """``{modality: why}`` for each optional query modality the build records as unavailable.
+
+    Reads ``build_info.json["modalities"]`` (written by the importers, :mod:`mars_core.data.importers`):
+    a status starting with ``unavailable`` marks the modality missing; ``why`` names the build and
+    quotes the status. A build without that record (the offline benchmark) has every modality.
+
+    Raises:
+        ValueError: ``build_info.json`` exists but is not readable JSON (named, with what to do).
+    """
+    build_dir = Path(build_dir)
+    info_path = build_dir / "build_info.json"
+    if not info_path.is_file():
+        return {}
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{info_path} is not readable JSON ({exc}): build or import the data again") from exc
+    status = info.get("modalities") or {}
+    return {m: f"{build_dir}: build_info.json records the {m} modality as {str(status[m])!r}"
+            for m in OPTIONAL_MODALITIES
+            if isinstance(status.get(m), str) and status[m].strip().lower().startswith("unavailable")}
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,10 @@ class MixtureDataset:
         seed: default ``profile.data.seed``.
         load_images: decode the query image (set False for audio-only loops).
 
+    Attributes:
+        unavailable: ``{modality: why}`` of the query modalities the build records as unavailable
+            (:func:`unavailable_modalities`; ``{}`` for the offline benchmark).
+
     Each item is a dict::
 
         mixture      (samples,) float32     sum of ``sources``
@@ -85,7 +123,7 @@ class MixtureDataset:
         classes      [target, interferer, ...]  labels: class indices (classes.csv)
         family       target's family; clip_ids; gains
         query_text   str; query_template (template id)
-        query_image  (H, W, 3) uint8; query_image_id
+        query_image  (H, W, 3) uint8; query_image_id   (None and "" when the build has no images)
         query_audio  (samples,) float32; query_audio_clip_id (never the target clip)
     """
 
@@ -140,6 +178,7 @@ class MixtureDataset:
         self.prompts = {c: list(zip(g["template_id"], g["text"])) for c, g in group.groupby("class_name")}
         images = read_table(self.build_dir, "images", split)
         self.images = {c: list(zip(g["image_id"], g["path"])) for c, g in images.groupby("class_name")}
+        self.unavailable = unavailable_modalities(self.build_dir)
 
         by_family: dict[str, list[str]] = {}
         for c in self.class_names:
@@ -196,8 +235,11 @@ class MixtureDataset:
         q_clip = self.clips[target][q_choices[int(rng.integers(len(q_choices)))]]
         query_audio = self._crop(rng, q_clip)
         template_id, text = self._pick(rng, self.prompts, target, "prompt")
-        image_id, image_path = self._pick(rng, self.images, target, "image")
-        image = self._load_image(image_path) if self.load_images else None
+        if "image" in self.unavailable:  # no draw: the other draws of the item are unchanged
+            image_id, image = "", None
+        else:
+            image_id, image_path = self._pick(rng, self.images, target, "image")
+            image = self._load_image(image_path) if self.load_images else None
         return {
             "index": int(index),
             "mixture": mixture,
@@ -215,11 +257,11 @@ class MixtureDataset:
             "query_audio_clip_id": q_clip.clip_id,
         }
 
-    @staticmethod
-    def _pick(rng: np.random.Generator, table: dict[str, list], cls: str, what: str):
+    def _pick(self, rng: np.random.Generator, table: dict[str, list], cls: str, what: str):
         options = table.get(cls)
         if not options:
-            raise ValueError(f"class {cls!r} has no {what} in this split's manifest")
+            raise ValueError(f"class {cls!r} has no {what} in split {self.split!r} of {self.build_dir} (every class "
+                             f"needs one; a build without any records it in build_info.json['modalities'])")
         return options[int(rng.integers(len(options)))]
 
     def _load_image(self, rel_path: str) -> np.ndarray:
