@@ -17,7 +17,8 @@ Five probes, each built on the evaluation code (:mod:`mars_core.evaluate`, :mod:
    ``drop = SI(s_t, s_t) - SI(s_i, s_t)``, large (:func:`swap_scores`, :func:`swap_summary`).
 3. **Retrieval per family**: audio->text and audio->image R@1 of the query encoder, split by the clip's
    family (:func:`family_retrieval`), with the class prototypes of
-   :mod:`mars_core.encoders.retrieval`.
+   :mod:`mars_core.encoders.retrieval`; and how far held-out prompts/images sit from the training ones
+   (:func:`held_out_shift`).
 4. **Encoder vs separator**: the same separator fed (a) **class-mean** queries, the normalised mean of
    the bank's ``train`` embeddings of the target class per modality (:func:`class_mean_queries`), an
    upper bound on what a better query encoder could give this separator; (b) the **modality-gap
@@ -251,6 +252,27 @@ def class_mean_queries(bank: QueryBank, classes: Sequence[str], modality: str,
                          + (" among the kept keys" if keep is not None else ""))
     means = {c: bank.mean(modality, [groups[c]])[0] for c in dict.fromkeys(classes)}
     return torch.stack([means[c] for c in classes])
+
+
+def held_out_shift(bank: QueryBank, build_dir: str | os.PathLike, modality: str, split: str = "test",
+                   reference: str = "train") -> dict[str, float]:
+    """How far the held-out queries of ``split`` sit from the ``reference`` queries the separator was trained on.
+
+    Per class present in both, ``h_c`` and ``r_c`` are the class means of ``modality`` over the two splits'
+    bank rows (:func:`class_mean_queries`). Returns the mean ``cos(h_c, r_c)`` (``same``), the mean over
+    classes of the highest ``cos(h_c, r_c')`` with ``c' != c`` (``other``), and ``r1``: the fraction of
+    classes whose held-out mean is closest to its own reference mean, with ``classes`` (how many).
+    """
+    ids_h, ids_r = split_ids(build_dir, split)[modality], split_ids(build_dir, reference)[modality]
+    in_h = {c for k, c in zip(bank.ids[modality], bank.classes[modality]) if k in ids_h}
+    in_r = {c for k, c in zip(bank.ids[modality], bank.classes[modality]) if k in ids_r}
+    classes = sorted(in_h & in_r)
+    if len(classes) < 2:
+        raise ValueError(f"{modality}: {len(classes)} class(es) in both {split!r} and {reference!r}; need two")
+    sims = class_mean_queries(bank, classes, modality, ids_h) @ class_mean_queries(bank, classes, modality, ids_r).T
+    eye = torch.eye(len(classes), dtype=torch.bool)
+    return {"same": float(sims.diag().mean()), "other": float(sims.masked_fill(eye, -2.0).max(1).values.mean()),
+            "r1": float((sims.argmax(1) == torch.arange(len(classes))).float().mean()), "classes": len(classes)}
 
 
 def modality_gap(bank: QueryBank, source: str = "text", target: str = "audio") -> torch.Tensor:

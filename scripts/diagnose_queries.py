@@ -5,8 +5,8 @@
 Loads the query encoder, its query bank and the separator checkpoint (default: the shipped
 ``checkpoints/separator_<profile>.pt``) **directly**: nothing is trained, even when the checkpoint's
 recorded data fingerprint differs from this machine's build (then a note says so). Writes
-``family.csv``, ``swap.csv``, ``retrieval.csv``, ``probes.csv``, ``temperature.csv`` and ``report.md``
-(every table as text) under ``--out``, and prints the report.
+``family.csv``, ``swap.csv``, ``retrieval.csv``, ``held_out_shift.csv``, ``probes.csv``, ``temperature.csv``
+and ``report.md`` (every table as text) under ``--out``, and prints the report.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ def main(argv=None) -> int:
 
     retrieval = qd.encoder_family_retrieval(encoder, build)
     show("query encoder retrieval R@1 per family of the audio clip", retrieval.set_index(["split", "family"]), lines)
+    shift = pd.DataFrame([{"modality": m, "split": sp, **qd.held_out_shift(bank, build, m, sp)}
+                          for m in ("text", "image") for sp in ("test", "test_timbre")])
+    show("held-out queries vs training queries: cos of class means, same class / best other class; r1 = fraction "
+         "of classes whose held-out mean is closest to its own training mean", shift.set_index(["modality", "split"]),
+         lines)
 
     val = load_eval_set(prof, "val", args.n_val)
     sweep = qd.temperature_sweep(model, prof, bank, val, TEMPERATURES)
@@ -122,6 +127,7 @@ def main(argv=None) -> int:
     pd.concat(family_rows).to_csv(out / "family.csv", index=False)
     pd.concat(swap_rows).to_csv(out / "swap.csv", index=False)
     retrieval.to_csv(out / "retrieval.csv", index=False)
+    shift.to_csv(out / "held_out_shift.csv", index=False)
     pd.concat(probe_rows).to_csv(out / "probes.csv", index=False)
     pd.concat([val_tab.reset_index().assign(split="val"), test_tab.reset_index().assign(split="test")]
               ).to_csv(out / "temperature.csv", index=False)

@@ -187,6 +187,34 @@ def test_class_mean_queries_and_gap_by_hand():
     torch.testing.assert_close(shifted, torch.tensor([[r, r, 0.0]]))
 
 
+def test_held_out_shift_by_hand(fake_build):
+    prompts = read_table(fake_build, "prompts")
+    classes = list(dict.fromkeys(prompts["class_name"]))  # violin, cello, trumpet, dog
+    e = torch.eye(4)
+    # train prompts (two per class) at e_c; the held-out prompt of class c at n(2 e_c + e_{c+1}) (own class
+    # cos 2/sqrt(5), next class 1/sqrt(5)), except dog's at e_violin (own 0, violin 1)
+    rows = []
+    for _, p in prompts.iterrows():
+        c = classes.index(p["class_name"])
+        if p["split_group"] == "train":
+            rows.append(e[c])
+        else:
+            rows.append(F.normalize(2 * e[c] + e[c + 1], dim=0) if c < 3 else e[0])
+    bank = fake_bank(fake_build, 4)
+    bank = QueryBank(bank.ids, bank.classes, {**bank.embeddings, "text": torch.stack(rows)}, bank.encoder,
+                     bank.manifest)
+    out = qd.held_out_shift(bank, fake_build, "text")
+    r5 = 1 / math.sqrt(5)
+    assert out["classes"] == 4
+    assert out["same"] == pytest.approx((3 * 2 * r5 + 0) / 4, abs=1e-6)
+    assert out["other"] == pytest.approx((3 * r5 + 1) / 4, abs=1e-6)
+    assert out["r1"] == 0.75  # dog's held-out mean is closest to violin's
+    with pytest.raises(ValueError, match="need two"):
+        qd.held_out_shift(QueryBank({**bank.ids, "text": bank.ids["text"][:3]}, {**bank.classes,
+                          "text": bank.classes["text"][:3]}, {**bank.embeddings, "text": torch.stack(rows)[:3]},
+                          bank.encoder, bank.manifest), fake_build, "text")
+
+
 def test_probe_queries_use_train_rows_of_the_target_class(eval_set, bank, fake_build):
     probes = qd.probe_queries(bank, eval_set, fake_build)
     assert set(probes) == {"class-mean image", "class-mean text", "class-mean audio", "text + gap", "image + gap",
