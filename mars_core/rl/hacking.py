@@ -35,6 +35,11 @@ copy to the oracle's reward (for ``oracle_x0.1``, whose unscaled copy *is* the o
 ``R(g s) > R(oracle) + GAIN_TOL``: a mask divided by 10 would earn more). A gain-invariant reward scores 0
 there (:data:`GAIN_TOL` absorbs float rounding).
 
+**Which oracle output** (``oracle=`` of :func:`probe_inputs`): ``benchmark`` is the benchmark's ``oracle IRM``
+row, reconstructed like every separator output; ``padded`` is the same mask through :func:`reconstruct_padded`,
+without the iSTFT edge spikes that :meth:`~mars_core.audio.FrontEnd.reconstruct` leaves in the last samples of
+every masked output at the profiles' segment lengths (the SI-SDR term sees them; the embeddings barely do).
+
 The **hack rates**: ``rate`` of the ``hack`` candidates and ``gain_rate`` of the ``scaled`` ones;
 :func:`hack_summary` checks them against a limit (:data:`HACK_LIMIT`, 5 %).
 
