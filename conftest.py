@@ -2,9 +2,10 @@
 
 PyTorch's tutorials learned this the hard way: a notebook that silently did not run
 looks green. When ``notebooks/`` is on the command line, every ``notebooks/NN_*.ipynb``
-must be collected by nbval and every one of its cells must have run (passed); a
-notebook that was not collected, or whose cells were skipped or failed, fails the
-session with its name printed.
+must be collected by nbval and every one of its cells must have run (passed), and its
+outputs must include at least one figure (``image/png``): a notebook that was not
+collected, whose cells were skipped or failed, or that drew no figure (e.g. because
+``MPLBACKEND=Agg`` replaced the kernel's inline backend) fails the session with its name printed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ NB_DIR = ROOT / "notebooks"
 _expected: set[str] = set()
 _cells: dict[str, int] = defaultdict(int)
 _passed: dict[str, int] = defaultdict(int)
+_figures: dict[str, int] = defaultdict(int)
 
 
 def _nb_of(nodeid: str) -> str | None:
@@ -40,6 +42,18 @@ def pytest_collection_modifyitems(session, config, items):
             _cells[nb] += 1
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Count the ``image/png`` outputs nbval received from the kernel for this cell (``item.test_outputs``)."""
+    try:
+        return (yield)
+    finally:
+        nb = _nb_of(item.nodeid)
+        if nb:
+            outputs = getattr(item, "test_outputs", None) or []
+            _figures[nb] += sum("image/png" in (out.get("data") or {}) for out in outputs)
+
+
 def pytest_runtest_logreport(report):
     nb = _nb_of(report.nodeid)
     if nb and report.when == "call" and report.passed:
@@ -55,6 +69,8 @@ def pytest_sessionfinish(session, exitstatus):
             problems.append(f"{nb}: not collected (is nbval installed and --nbval-lax given?)")
         elif _passed[nb] != _cells[nb]:
             problems.append(f"{nb}: {_passed[nb]} of {_cells[nb]} cells ran and passed")
+        elif _figures[nb] == 0:
+            problems.append(f"{nb}: no image/png output (is MPLBACKEND set to a non-inline backend such as Agg? unset it)")
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if problems:
         if reporter:
@@ -63,4 +79,5 @@ def pytest_sessionfinish(session, exitstatus):
                 reporter.write_line(p)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif reporter:
-        reporter.write_line(f"notebook guard: all {len(_expected)} notebooks executed every cell")
+        reporter.write_line(f"notebook guard: all {len(_expected)} notebooks executed every cell and drew figures "
+                            f"({', '.join(f'{nb[:2]}: {_figures[nb]}' for nb in sorted(_expected))} image/png outputs)")

@@ -561,6 +561,10 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None,
     ``sem = std(x, ddof=1) / sqrt(n)`` over the non-skipped, non-NaN values ``x`` of a
     group (NaN when ``n < 2``; mean and median NaN when ``n == 0``). ``n_skipped`` counts
     the group's rows with ``skipped=True`` (0 if the frame has no such column).
+    Infinite values are kept: BSS Eval gives SAR = +inf to an estimate with no artefact term
+    (the unprocessed mixture, exactly target + interference) and SIR = +inf without interferers.
+    A group holding any gets mean +inf (or -inf), the median of its values and sem NaN (an
+    infinite spread); +inf and -inf together give mean and median NaN. No numpy warning.
 
     Returns one row per (group, metric): columns ``[*by, "metric", "mean", "sem",
     "median", "n", "n_skipped"]``. ``metrics`` defaults to :data:`SUMMARY_METRICS` present in ``df``.
@@ -582,8 +586,14 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None,
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
-    """Mean, standard error (ddof=1), median and count of a 1-D array."""
+    """Mean, standard error (ddof=1), median and count of a 1-D array without NaN (infinite values: see
+    :func:`summarize`; handled here because ``np.std`` would compute ``inf - inf`` and warn)."""
     n = len(x)
+    infinite = np.isinf(x)
+    if infinite.any():
+        signs = np.unique(np.sign(x[infinite]))
+        value = float(signs[0]) * np.inf if len(signs) == 1 else np.nan
+        return {"mean": value, "sem": np.nan, "median": float(np.median(x)) if len(signs) == 1 else np.nan, "n": n}
     return {"mean": float(x.mean()) if n else np.nan,
             "sem": float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan,
             "median": float(np.median(x)) if n else np.nan, "n": n}

@@ -10,7 +10,10 @@ bash scripts/setup.sh
 # MARS_STATIC=1: the executed copies are read as files, so notebook 05 shows its listening view as static
 # HTML (players, table) instead of live ipywidgets controls (under papermill, which has no frontend, the live
 # widget cell did not return). Open the notebook in JupyterLab for the interactive widget.
-export MARS_PROFILE=$PROFILE MPLBACKEND=Agg PYTHONUNBUFFERED=1 MARS_STATIC=1
+# No MPLBACKEND here: the kernels inherit this environment and a non-inline backend (e.g. Agg) would leave the
+# executed copies without figures; scripts/check_figures.py fails the run if a copy has none.
+export MARS_PROFILE=$PROFILE PYTHONUNBUFFERED=1 MARS_STATIC=1
+unset MPLBACKEND
 PY=.venv/bin/python
 "$PY" -m mars_core.data build --profile "$PROFILE"
 mkdir -p "runs/$PROFILE"
@@ -20,4 +23,5 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
   t0=$(date +%s)
   "$PY" -m papermill --cwd notebooks -p profile "$PROFILE" "$nb" "runs/$PROFILE/$name"
   echo "[main] $name done in $(( $(date +%s) - t0 )) s -> runs/$PROFILE/$name"
+  "$PY" scripts/check_figures.py "runs/$PROFILE/$name"
 done

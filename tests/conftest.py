@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny hand-made benchmark (independent of the builder)."""
+"""Shared fixtures: a tiny hand-made benchmark (independent of the builder) and the path of the
+recorded official ImageBind fixture (``tests/fixtures/imagebind``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,17 @@ import soundfile as sf
 from mars_core.data.manifest import AUDIO_COLUMNS, IMAGE_COLUMNS, PROMPT_COLUMNS, sha256_file, write_csv_atomic
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+IMAGEBIND_FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "imagebind"
+
+
+def imagebind_fixture(name: str) -> Path:
+    """One file of the recorded official ImageBind fixture (provenance: ``tests/fixtures/imagebind/README.md``)."""
+    path = IMAGEBIND_FIXTURE_DIR / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the ImageBind fixture is part of the repository; restore the folder "
+                    "tests/fixtures/imagebind from git", pytrace=False)
+    return path
 
 # class -> (family, tone frequency in Hz)
 FAKE_CLASSES = {

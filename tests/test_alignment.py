@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import zlib
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from mars_core.encoders.alignment import (
     triplet_loss,
 )
 from mars_core.encoders.base import TriModalEncoder
-from tests.conftest import make_fake_build
+from tests.conftest import imagebind_fixture, make_fake_build
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -473,20 +472,11 @@ def test_reward_hacking_probe_rewards(fake_build):
 
 
 # ----------------------------------------------------------------------------- the real tiny ImageBind
-def _imagebind_fixture() -> Path:
-    shared = os.environ.get("MARS_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
-    path = root / "fixtures" / "imagebind" / "tiny_state_dict.pt"
-    if not path.is_file():
-        pytest.fail(f"ImageBind fixture not found at {path} (set MARS_SHARED to the shared/ folder)", pytrace=False)
-    return path
-
-
 def test_three_stages_on_tiny_imagebind(tmp_path):
     from mars_core.encoders import ImageBind
 
     enc = ImageBind("tiny")
-    enc.load_state_dict(torch.load(_imagebind_fixture(), weights_only=True))
+    enc.load_state_dict(torch.load(imagebind_fixture("tiny_state_dict.pt"), weights_only=True))
     smoke = get_profile("smoke")
     prof = get_profile("smoke", audio=dataclasses.replace(smoke.audio, sample_rate=16000))  # native rate: no resampling
     build = make_fake_build(tmp_path / "b16k", sample_rate=16000, seconds=1.2)

@@ -6,9 +6,6 @@ minimal toy encoder, which shows what a new encoder has to implement.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,21 +15,13 @@ from PIL import Image
 from mars_core.encoders import ImageBind, TriModalEncoder
 from mars_core.encoders.base import as_image_batch, as_waveform_list
 from mars_core.encoders.preprocess import resample
-
-
-def fixture_dir() -> Path:
-    shared = os.environ.get("MARS_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
-    path = root / "fixtures" / "imagebind"
-    if not (path / "tiny_state_dict.pt").is_file():
-        pytest.fail(f"ImageBind fixture not found at {path} (set MARS_SHARED to the shared/ folder)", pytrace=False)
-    return path
+from tests.conftest import imagebind_fixture
 
 
 @pytest.fixture(scope="module")
 def model():
     m = ImageBind("tiny")
-    m.load_state_dict(torch.load(fixture_dir() / "tiny_state_dict.pt", weights_only=True))
+    m.load_state_dict(torch.load(imagebind_fixture("tiny_state_dict.pt"), weights_only=True))
     return m.eval()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -460,6 +461,21 @@ def test_summarize_standard_error_by_hand():
     assert s.loc["c", "mean"] == 4.0
     with pytest.raises(ValueError, match="not in the frame"):
         M.summarize(df, by="modality")
+
+
+def test_summarize_keeps_infinite_scores_without_warnings():
+    # the unprocessed mixture is exactly target + interference: no artefact term, so SAR = 10 log10(x / 0) = +inf
+    # in exact arithmetic; round-off leaves a denominator of about 1e-15 (150 dB) or <= 0 (+inf)
+    mix = np.stack([np.sin(np.arange(4000) / 7.0), np.cos(np.arange(4000) / 3.0)])
+    assert M.bss_eval(mix.sum(0)[None], mix[None])["sar"][0] > 100
+    df = pd.DataFrame({"group": ["inf", "inf", "some", "some", "some", "both", "both"],
+                       "sar": [np.inf, np.inf, 1.0, 2.0, np.inf, np.inf, -np.inf]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # np.std over inf would warn "invalid value encountered in subtract"
+        s = M.summarize(df, by="group", metrics=["sar"]).set_index("group")
+    assert s.loc["inf", "mean"] == np.inf and s.loc["inf", "median"] == np.inf and np.isnan(s.loc["inf", "sem"])
+    assert s.loc["some", "mean"] == np.inf and s.loc["some", "median"] == 2.0 and np.isnan(s.loc["some", "sem"])
+    assert np.isnan(s.loc["both", "mean"]) and np.isnan(s.loc["both", "median"]) and s.loc["both", "n"] == 2
 
 
 # ----------------------------------------------------------------------------- embedding scores
