@@ -35,17 +35,17 @@ copy to the oracle's reward (for ``oracle_x0.1``, whose unscaled copy *is* the o
 ``R(g s) > R(oracle) + GAIN_TOL``: a mask divided by 10 would earn more). A gain-invariant reward scores 0
 there (:data:`GAIN_TOL` absorbs float rounding).
 
-**Which oracle output** (``oracle=`` of :func:`probe_inputs`): ``benchmark`` is the benchmark's ``oracle IRM``
-row, reconstructed like every separator output; ``padded`` is the same mask through :func:`reconstruct_padded`,
-without the iSTFT edge spikes that :meth:`~mars_core.audio.FrontEnd.reconstruct` leaves in the last samples of
-every masked output at the profiles' segment lengths (the SI-SDR term sees them; the embeddings barely do).
+**The oracle output** is the benchmark's ``oracle IRM`` row, reconstructed as every separator's output is
+(:meth:`~mars_core.audio.FrontEnd.reconstruct`, free of the iSTFT tail spikes since that fix: docs/method.md
+section 1; before it, the spikes alone let the mixture reach the oracle's ``plus`` reward on 16.5 % of cpu
+test items).
 
 The **hack rates**: ``rate`` of the ``hack`` candidates and ``gain_rate`` of the ``scaled`` ones;
 :func:`hack_summary` checks them against a limit (:data:`HACK_LIMIT`, 5 %).
 
 Command line (the profile's test mixtures, the RL reward stack, every variant)::
 
-    python -m mars_core.rl.hacking --profile cpu [--oracle padded] [--proposed] [--n-items 200] [--out table.csv]
+    python -m mars_core.rl.hacking --profile cpu [--proposed] [--n-items 200] [--out table.csv]
 """
 
 from __future__ import annotations
@@ -59,9 +59,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from ..audio import FrontEnd, apply_mask
 from ..config import Profile, get_profile, rl_preset
 from ..data.mixing import MixtureDataset
 from ..encoders.stack import load_reward_stack
@@ -317,74 +315,27 @@ class ProbeInputs:
     z_neg: torch.Tensor
 
 
-def reconstruct_padded(fe: FrontEnd, mask_linear: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """:meth:`FrontEnd.reconstruct` without the iSTFT's edge spikes: the mixture is padded with one hop of
-    zeros (one more STFT frame), the mask's last frame is repeated over it, and the output is cropped.
-
-    Why: at the profiles' segment lengths (``2^k - 1`` samples) the last samples of the centred STFT are
-    covered only by the tail of the last Hann window, where ``torch.istft`` divides by a window envelope
-    down to 2e-8; a mask that is not a consistent spectrogram (any real mask) turns them into spikes (cpu
-    test split, oracle IRM: up to 60 against a signal peak of 0.4; SI-SDRi 5.29 dB with 34 % of items below
-    0 dB, and 15.20 dB with none below 0 dB when reconstructed here). A mask of ones still gives the mixture.
-
-    Shape:
-        mask_linear ``(N, n_freq, frames)`` (frames of the unpadded mixture); mixture ``(N, samples)``;
-        returns ``(N, samples)``.
-    """
-    n = mixture.shape[-1]
-    spec = fe.stft(F.pad(mixture, (0, fe.cfg.hop_length)))
-    extra = spec.shape[-1] - mask_linear.shape[-1]
-    mask = torch.cat([mask_linear, mask_linear[..., -1:].expand(*mask_linear.shape[:-1], extra)], dim=-1)
-    return fe.istft(apply_mask(mask.to(spec.real.dtype), spec), n + fe.cfg.hop_length)[..., :n]
-
-
-def padded_oracle_irm(profile: str | Profile | None, mixtures: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-    """The benchmark's oracle IRM (the target's warped-domain ratio mask) reconstructed by
-    :func:`reconstruct_padded`.
-
-    Shape:
-        mixtures ``(N, samples)``; sources ``(N, n_src, samples)`` (target first); returns ``(N, samples)`` float32.
-    """
-    fe = FrontEnd(get_profile(profile).audio)
-    mix, src = mixtures.double(), sources.double()
-    mask = fe.unwarp(fe.oracle_masks(src, mix, "irm", "warped")[:, 0])
-    return reconstruct_padded(fe, mask, mix).float()
-
-
-ORACLES = ("benchmark", "padded")
-"""Oracle outputs of :func:`probe_inputs`: the benchmark's ``oracle IRM`` row, or :func:`padded_oracle_irm`."""
-
-
 def probe_inputs(profile: str | Profile | None, stack, bank, split: str = "test", n_items: int | None = None,
-                 hard_pairs: bool = False, build_dir=None, oracle: str = "benchmark") -> ProbeInputs:
+                 hard_pairs: bool = False, build_dir=None) -> ProbeInputs:
     """The benchmark's seeded test mixtures of ``split`` (:func:`mars_core.evaluate.load_eval_set`: gain 1,
     centred crops, the first ``n_items``), an oracle IRM output, the target's evaluation anchor and the
     interferer's anchor (its query material from :func:`~mars_core.queries.item_queries`), both from the
     reward encoder's ``bank``.
-
-    Args:
-        oracle: ``"benchmark"`` (the benchmark's ``oracle IRM`` row, reconstructed as every separator's
-            output is) or ``"padded"`` (:func:`padded_oracle_irm`: the same mask without the iSTFT's
-            edge spikes).
     """
-    if oracle not in ORACLES:
-        raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}")
     prof = get_profile(profile)
     es = load_eval_set(prof, split, n_items, hard_pairs=hard_pairs, build_dir=build_dir)
     ds = MixtureDataset(split, prof, n_items=len(es), hard_pairs=hard_pairs, random_gain=False, random_crop=False,
                         build_dir=build_dir, load_images=False)
     neg_refs = [item_queries(ds, ds[int(i)])[1] for i in es.meta["index"]]
     mix, src = es.mixtures, es.sources
-    est = reference_estimates(prof, es)[("oracle IRM", "-")] if oracle == "benchmark" else \
-        padded_oracle_irm(prof, mix, src)
+    est = reference_estimates(prof, es)[("oracle IRM", "-")]
     return ProbeInputs(mix.float(), src[:, 0].float(), src[:, 1].float(), est.float(),
                        anchors(stack, bank, es.refs).cpu(), anchors(stack, bank, neg_refs).cpu())
 
 
 def hacking_probe(profile: str | Profile | None = None, *, stack=None, bank=None, split: str = "test",
                   n_items: int | None = None, variants: Sequence[RewardVariant] | None = None,
-                  hard_pairs: bool = False, level: float = 0.95, oracle: str = "benchmark",
-                  build_dir=None) -> pd.DataFrame:
+                  hard_pairs: bool = False, level: float = 0.95, build_dir=None) -> pd.DataFrame:
     """:func:`hacking_table` on the profile's test mixtures with the RL reward stack.
 
     Args:
@@ -392,12 +343,11 @@ def hacking_probe(profile: str | Profile | None = None, *, stack=None, bank=None
             first use); bank: its embeddings of the build (default :func:`mars_core.rl.rewards.reward_bank`).
         n_items: test mixtures (default the profile's ``n_test_mixtures``, as the benchmark).
         variants: default :func:`reward_variants`.
-        oracle: the reference output (:data:`ORACLES`, :func:`probe_inputs`).
     """
     prof = get_profile(profile)
     stack = stack if stack is not None else load_reward_stack(prof)
     bank = bank if bank is not None else reward_bank(stack, prof, build_dir=build_dir, progress=False)
-    inp = probe_inputs(prof, stack, bank, split, n_items, hard_pairs, build_dir, oracle)
+    inp = probe_inputs(prof, stack, bank, split, n_items, hard_pairs, build_dir)
     cands = candidate_outputs(inp.mixtures, inp.targets, inp.interferers, inp.oracle)
     rewards = candidate_rewards(stack, prof.audio.sample_rate, cands, inp.z, inp.z_neg, inp.targets,
                                 variants if variants is not None else reward_variants(prof))
@@ -432,13 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
     p.add_argument("--split", default="test", help="test split (default: test)")
     p.add_argument("--n-items", type=int, default=None, help="test mixtures (default: the profile's n_test_mixtures)")
-    p.add_argument("--oracle", default="benchmark", choices=ORACLES,
-                   help="reference output: the benchmark's oracle IRM row, or the same mask without iSTFT edge spikes")
     p.add_argument("--proposed", action="store_true", help="also probe proposed_variants() (not presets)")
     p.add_argument("--out", default=None, help="also write the full table to this CSV file")
     a = p.parse_args(argv)
     variants = reward_variants(a.profile) + (proposed_variants(a.profile) if a.proposed else [])
-    table = hacking_probe(a.profile, split=a.split, n_items=a.n_items, variants=variants, oracle=a.oracle)
+    table = hacking_probe(a.profile, split=a.split, n_items=a.n_items, variants=variants)
     print(format_table(table))
     print()
     print(hack_summary(table).to_string(index=False))
