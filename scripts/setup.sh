@@ -45,7 +45,7 @@ VPY=$VENV/bin/python
 STAMP=$VENV/.mars-setup-stamp
 want=$(cat requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  log "installing the pinned Python stack into $VENV (about 1.6 GB, 1-3 min)"
+  log "installing the pinned Python stack into $VENV (about 1.7 GB, 1-3 min)"
   "$VPY" -m pip install -q --upgrade pip
   "$VPY" -m pip install -q "$TORCH_SPEC" "$TORCHAUDIO_SPEC"
   "$VPY" -m pip install -q -r requirements.txt
