@@ -20,7 +20,7 @@ from mars_core.config import get_profile
 from tests.conftest import FAKE_CLASSES
 from tests.test_evaluate import constant_separator, v4_sdr
 from tests.test_queries import StubEncoder, fake_bank
-from tests.tolerances import assert_within, istft_atol
+from tests.tolerances import assert_within, reconstruct_atol
 
 SMOKE = get_profile("smoke")
 N_ITEMS = 4
@@ -257,7 +257,7 @@ def test_hard_pairs_share_a_family_and_contamination_is_computed(result):
 def test_item_signals_are_the_systems_estimates(result):
     sig = B.item_signals(result, "test/random", 1, "audio")
     es = result.test_sets["test/random"].eval_set
-    atol = istft_atol(SMOKE.audio, es.mixtures.shape[-1], es.mixtures[1].abs().max().item())  # float32 round trip
+    atol = reconstruct_atol(SMOKE.audio, es.mixtures.shape[-1], es.mixtures[1].abs().max().item())  # float32 round trip
     assert_within(sig["supervised"], es.mixtures[1], atol, "all-pass estimate")
     assert_within(sig["MARS-Sep plus"], 0.5 * es.mixtures[1], atol / 2, "mask 1/2")
     np.testing.assert_array_equal(sig["target"], es.sources[1, 0].numpy())

@@ -19,7 +19,7 @@ from mars_core.evaluate import (EVAL_MODALITIES, JudgeScorer, compact_table, eva
 from mars_core.metrics import bss_eval
 from mars_core.supervised import new_separator
 from tests.test_queries import StubEncoder, fake_bank
-from tests.tolerances import assert_within, istft_atol
+from tests.tolerances import assert_within, reconstruct_atol
 
 SMOKE = get_profile("smoke")
 
@@ -79,7 +79,7 @@ def test_separate_with_an_all_pass_mask_returns_the_mixture(eval_set):
     q = torch.randn(6, 3, SMOKE.separator.query_dim)
     est, masks = separate(constant_separator(40.0), fe, eval_set.mixtures, q, batch_size=4)
     assert est.shape == (6, 3, SMOKE.audio.segment_samples) and masks.shape[:2] == (6, 3)
-    atol = istft_atol(SMOKE.audio, eval_set.mixtures.shape[-1], eval_set.mixtures.abs().max().item())  # float32 round trip
+    atol = reconstruct_atol(SMOKE.audio, eval_set.mixtures.shape[-1], eval_set.mixtures.abs().max().item())  # float32 round trip
     for k in range(3):
         assert_within(est[:, k], eval_set.mixtures, atol, f"all-pass estimate {k}")
     half, _ = separate(constant_separator(0.0), fe, eval_set.mixtures, q)

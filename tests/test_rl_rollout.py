@@ -26,7 +26,7 @@ from mars_core.rl.rollout import (policy_proposal, reconstruct_group, rl_batch,
                                   rollout, step_seed)
 from mars_core.supervised import new_separator
 from tests.test_queries import fake_bank
-from tests.tolerances import assert_within, istft_atol
+from tests.tolerances import assert_within, reconstruct_atol
 
 SMOKE = get_profile("smoke")
 
@@ -187,7 +187,7 @@ def test_rollout_shapes_order_and_values(parts):
     assert ro.trunk.shape == (batch.n_mixtures, 2 * SMOKE.separator.down_channels[0], f // 2, t // 2)
     # one waveform and its reward, rebuilt by hand: mask (item 3, sample 2) on mixture 1
     wav = parts["fe"].reconstruct(ro.masks[3, 2], batch.mixtures[1])
-    atol = istft_atol(SMOKE.audio, wav.shape[-1], batch.mixtures[1].abs().max().item())  # batched vs single FFTs
+    atol = reconstruct_atol(SMOKE.audio, wav.shape[-1], batch.mixtures[1].abs().max().item())  # batched vs single FFTs
     assert_within(ro.waveforms[3, 2], wav, atol, "rollout waveform")
     r, terms = rm(wav[None], batch.z[3:4], batch.z_neg[3:4], batch.sources[1, 1][None])
     assert math.isclose(ro.rewards[3, 2].item(), r.item(), abs_tol=1e-5)

@@ -18,7 +18,7 @@ from mars_core.supervised import load_separator
 from tests.test_queries import fake_bank
 from tests.test_rl_rollout import smoke_stack, trained_looking_separator
 from tests.test_supervised import _assert_same, _weights
-from tests.tolerances import assert_within, istft_atol
+from tests.tolerances import assert_within, reconstruct_atol
 
 SMOKE = get_profile("smoke")
 TINY = RLConfig(steps=4, batch_mixtures=2, group_size=2, ppo_epochs=2, minibatches=2, lambda_sig=0.5, lambda_neg=0.5,
@@ -294,7 +294,7 @@ def test_validate_rl_scores_one_set_of_estimates_for_sdr_and_judge(env, fake_bui
     with torch.no_grad():
         model.bias.fill_(30.0)  # P = 1 - 1e-13: every estimate is its mixture
     out = tr.validate_rl(model, tr.RLValidation(val, None, scorer), FrontEnd(SMOKE.audio))
-    atol = istft_atol(SMOKE.audio, val.mixtures.shape[-1], val.mixtures.abs().max().item())  # float32 STFT round trip
+    atol = reconstruct_atol(SMOKE.audio, val.mixtures.shape[-1], val.mixtures.abs().max().item())  # float32 STFT round trip
     assert_within(seen[0], val.mixtures, atol, "estimates of an all-pass mask")
     mix_sdr = sdr_metric(val.mixtures.double().numpy(), val.targets.double().numpy())
     assert math.isclose(out["sdr"], float(np.nanmean(mix_sdr)), abs_tol=1e-3) and out["semantic"] == 7.0

@@ -39,7 +39,8 @@ def istft_gain(cfg: AudioConfig, length: int) -> torch.Tensor:
 
 
 def istft_atol(cfg: AudioConfig, length: int, scale: float, k: float = 16.0) -> torch.Tensor:
-    """Per-sample absolute tolerance of a float32 STFT -> iSTFT round trip of a signal of peak ``scale``.
+    """Per-sample absolute tolerance of a float32 STFT -> :func:`mars_core.audio.istft` round trip of a
+    signal of peak ``scale`` (for :meth:`~mars_core.audio.FrontEnd.reconstruct` use :func:`reconstruct_atol`).
 
     An FFT of size ``n`` rounds each output to about ``EPS32 * log2(n)`` times the frame's magnitude
     (at most ``scale``), the same for every sample of the frame; the overlap-add multiplies it by
@@ -50,6 +51,16 @@ def istft_atol(cfg: AudioConfig, length: int, scale: float, k: float = 16.0) -> 
         returns: ``(length,)`` float64.
     """
     return k * EPS32 * math.log2(cfg.n_fft) * scale * istft_gain(cfg, length)
+
+
+def reconstruct_atol(cfg: AudioConfig, length: int, scale: float, k: float = 16.0) -> torch.Tensor:
+    """:func:`istft_atol` for :meth:`mars_core.audio.FrontEnd.reconstruct`, which overlap-adds ``length + n_fft // 2``
+    samples (the mixture extended by the reflection the centred STFT makes anyway) and keeps the first ``length``.
+
+    Shape:
+        returns: ``(length,)`` float64.
+    """
+    return istft_atol(cfg, length + cfg.n_fft // 2, scale, k)[:length]
 
 
 def assert_within(actual, expected, atol, what: str = "values") -> None:
