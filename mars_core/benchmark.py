@@ -1,4 +1,4 @@
-"""The benchmark: every system, every query, both test splits, random and hard pairs (method.md section 8).
+"""The benchmark: every system, every query, both test splits, random and hard pairs (docs/method.md section 8).
 
 One harness evaluates the reference systems and the learned separators on the **same**
 seeded test mixtures with the functions of :mod:`mars_core.evaluate` (nothing here
@@ -358,7 +358,7 @@ def evaluate_test_set(ctx: BenchmarkContext, ts: TestSet, systems: Mapping[str, 
         fp = encoder_fingerprint(judge)
         banks = [ctx.query_bank()] + [s.bank for s in systems.values() if s.bank is not None]
         if any(b.encoder == fp for b in banks):
-            raise ValueError("the judge must be another encoder than every query/reward encoder (method.md section 8)")
+            raise ValueError("the judge must be another encoder than every query/reward encoder (docs/method.md section 8)")
         scorer = BenchmarkScorer(judge, ts.eval_set, ctx.profile.audio.sample_rate)
     separators = {name: (s.model, s.bank or ctx.query_bank()) for name, s in systems.items()}
     df = evaluate_systems(ctx.profile, ts.eval_set, separators, references=references, scorer=scorer,

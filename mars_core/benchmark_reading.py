@@ -24,7 +24,7 @@ __all__ = ["PAPER_RESULTS", "COLLAPSE_DB", "NEAR_DB", "change_sentence", "descri
            "describe_paper_comparison"]
 
 PAPER_RESULTS: dict[str, Any] = {
-    "source": "method.md section 9 (MARS-Sep, arXiv 2510.10509): SDR in dB, CLAP score in %",
+    "source": "docs/method.md section 9 (MARS-Sep, arXiv 2510.10509): SDR in dB, CLAP score in %",
     "VGGSound-clean+": {
         "n_targets": 100, "ours": "test",
         "sdr": {"text": (6.70, 6.91), "audio": (7.15, 7.33), "image": (6.66, 6.93), "omni": (7.79, 7.93)},

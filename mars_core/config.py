@@ -26,7 +26,7 @@ ENV_VAR = "MARS_PROFILE"
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Signal front end (method.md section 1)."""
+    """Signal front end (docs/method.md section 1)."""
 
     sample_rate: int = 16000
     """Sampling rate in Hz of every waveform the package handles."""
@@ -62,7 +62,7 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Offline benchmark size and mixing (method.md section 3, offline-data.md)."""
+    """Offline benchmark size and mixing (docs/method.md section 3; the benchmark: datasets/README.md)."""
 
     clip_seconds: float = 6.0
     """Duration of each stored source clip; segments are cropped from it."""
@@ -96,7 +96,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SeparatorConfig:
-    """Query-conditioned U-Net separator (method.md section 2)."""
+    """Query-conditioned U-Net separator (docs/method.md section 2)."""
 
     down_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512)
     """Output channels of the U-Net's down blocks, outermost first; one entry per level."""
@@ -160,7 +160,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class SupervisedConfig:
-    """Supervised mix-and-separate training of the separator (method.md section 3; OmniSep recipe at ``full``)."""
+    """Supervised mix-and-separate training of the separator (docs/method.md section 3; OmniSep recipe at ``full``)."""
 
     steps: int = 100_000
     """Optimisation steps (OmniSep: linear decay to 0.1 x lr at 100k steps)."""
@@ -196,7 +196,7 @@ class SupervisedConfig:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """RL fine-tuning of the separator as a Beta mask policy (method.md sections 4-6).
+    """RL fine-tuning of the separator as a Beta mask policy (docs/method.md sections 4-6).
 
     A step samples ``group_size`` masks for each of ``n_sources x batch_mixtures`` items from
     the frozen old policy, rewards every waveform, and runs ``ppo_epochs x minibatches`` clipped
@@ -269,7 +269,7 @@ class RLConfig:
 
 
 PLUS: dict[str, Any] = dict(trainable="head", kappa=30.0, kappa_end=30.0, ent_coef=0.01, lambda_sig=1.0, lambda_neg=0.5)
-"""How the ``plus`` preset (every profile's ``rl``) departs from the method.md defaults of :class:`RLConfig`.
+"""How the ``plus`` preset (every profile's ``rl``) departs from the :class:`RLConfig` defaults (docs/method.md sections 4-6).
 Measured at cpu size from the supervised checkpoint (200 steps, validation SDR and judge score on 50 val mixtures;
 commands in the RL issue's notes, ``scripts/rl_fixed_batch.py`` and ``scripts/rl_gradient_check.py``): training every
 weight lowered validation SDR in every full run tried (five configurations) and costs 1.3-1.5x the head-only step; the

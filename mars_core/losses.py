@@ -1,4 +1,4 @@
-"""Supervised mask losses (method.md section 3).
+"""Supervised mask losses (docs/method.md section 3).
 
 * Weighted binary cross-entropy on the ideal binary mask (CLIPSep / OmniSep):
   ``L = mean( w * BCE(P, M_gt) )`` with ``M_gt = 1[|S| > 0.5 |X|]`` and

@@ -1,4 +1,4 @@
-"""Supervised mix-and-separate training of the query-conditioned separator (method.md section 3).
+"""Supervised mix-and-separate training of the query-conditioned separator (docs/method.md section 3).
 
 One step, for ``B = batch_mixtures`` training mixtures:
 

@@ -15,7 +15,7 @@ from mars_core.separator import QuerySeparator, UNet, UNetBlock
 @pytest.mark.parametrize(
     "channels, params",
     [
-        # parameter counts measured for the Sound-of-Pixels U-Net family (environment.md, "CPU speed")
+        # parameter counts measured for the Sound-of-Pixels U-Net family (docs/environment.md section 5)
         ((64, 128, 256, 512, 512, 512, 512), 30.3e6),
         ((16, 32, 64, 128, 128, 128, 128), 1.9e6),
         ((8, 16, 32, 64, 64, 64, 64), 0.47e6),

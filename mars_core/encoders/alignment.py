@@ -1,4 +1,4 @@
-"""Progressive alignment of the reward encoder (method.md sections 5, 7 and 8).
+"""Progressive alignment of the reward encoder (docs/method.md sections 5, 7 and 8).
 
 MARS-Sep rewards a separated waveform ``y^`` with ``R = cos(phi_a(y^), z*)``. With an
 off-the-shelf encoder the reward barely separates a clean target from the mixture that
@@ -1082,7 +1082,7 @@ def _recall_at_1(query: torch.Tensor, keys: torch.Tensor, truth: torch.Tensor) -
 def measure_alignment(
     encoder: TriModalEncoder, dataset: Any, *, stage: str = "", n_items: int | None = None, mlbp: Any = None
 ) -> dict[str, Any]:
-    """Reward-relevant alignment metrics on the mixtures of one split (method.md section 7).
+    """Reward-relevant alignment metrics on the mixtures of one split (docs/method.md section 7).
 
     * ``gap_<anchor> = mean_i [cos(phi_a(target_i), z_i) - cos(phi_a(mixture_i), z_i)]`` for the
       anchors ``text`` (the item's prompt embedding: the paper's 0.0035 -> 0.0258 number),

@@ -1,4 +1,4 @@
-"""The target anchor z* of the reward ``R = cos(phi_a(y^), z*)`` (method.md sections 5 and 7).
+"""The target anchor z* of the reward ``R = cos(phi_a(y^), z*)`` (docs/method.md sections 5 and 7).
 
 z* fuses the target side's embeddings: ``e_a`` (another clip of the target class: the audio
 query, never the target clip itself, which the reward must not see), ``e_t`` (the prompt)

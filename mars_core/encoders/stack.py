@@ -1,6 +1,6 @@
 """The reward stack: the (aligned) frozen encoder and the MLBP target anchor, built once per profile.
 
-MARS-Sep's reward ``R = cos(phi_a(y^), z*)`` needs two trained things (method.md sections 5 and 7):
+MARS-Sep's reward ``R = cos(phi_a(y^), z*)`` needs two trained things (docs/method.md sections 5 and 7):
 
 1. the encoder after **progressive alignment** (:func:`~mars_core.encoders.alignment.run_alignment`:
    S1 audio-text, S2 audio-audio, S3 audio-visual; backbone frozen, heads trained);

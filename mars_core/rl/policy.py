@@ -1,4 +1,4 @@
-"""The factorised Beta mask policy (method.md section 4).
+"""The factorised Beta mask policy (docs/method.md section 4).
 
 Every time-frequency bin of the warped mask is an independent Beta variable whose
 parameters come from the separator's mask proposal ``P`` in [0, 1]:

@@ -1,4 +1,4 @@
-"""One rollout (method.md section 5): old-policy masks, G samples per item, waveforms, rewards.
+"""One rollout (docs/method.md section 5): old-policy masks, G samples per item, waveforms, rewards.
 
 For ``B`` training mixtures with ``K = n_sources`` items each (every source is a target with
 its own query, as in supervised training; ``N = B K`` items, item ``n = b K + k``):

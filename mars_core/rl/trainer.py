@@ -1,4 +1,4 @@
-"""RL fine-tuning of the separator: PPO/GRPO with the Beta mask policy (method.md sections 4-6).
+"""RL fine-tuning of the separator: PPO/GRPO with the Beta mask policy (docs/method.md sections 4-6).
 
 One step (CleanRL's order):
 
