@@ -119,7 +119,8 @@ def listening_view(result, test_set: str = "test/random", index: int = 0, modali
     q = query_material(result, test_set, index)
     table = item_metrics(result, test_set, index, modality, systems)
     head = (f"<h4>{test_set} · item {index}: target <i>{q['target']}</i> + interferer <i>{q['interferer']}</i></h4>"
-            f"<p><b>{modality} query.</b> text: “{q['text']}” · image: {_image_html(q['image'])} · audio: mean "
+            f"<p><b>{modality} query.</b> text: “{q['text']}” · image: "
+            f"{'n/a (this data has no images)' if q['image'] is None else _image_html(q['image'])} · audio: mean "
             f"embedding of {q['n_audio_clips']} other clip(s) of the class (one is played) · interferer's prompt "
             f"(contamination): “{q['interferer_text']}”</p>")
     sig = players(listening_signals(result, test_set, index, modality, systems), result.profile.audio.sample_rate)

@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from mars_core import benchmark as B
 from mars_core.config import get_profile
 from mars_core.encoders.minibind import MiniBind
 from mars_core.evaluate import JudgeScorer, compact_table, eval_queries, evaluate_separator, load_eval_set, \
@@ -26,6 +27,7 @@ from mars_core.evaluate import JudgeScorer, compact_table, eval_queries, evaluat
 from mars_core.data.mixing import MixtureDataset
 from mars_core.queries import ModalityUnavailableError, build_query_bank, compose, item_queries, modality_embeddings
 from mars_core.supervised import train_supervised
+from mars_core.widgets import listening_view
 from mars_core.data.importers import import_dataset, main
 from mars_core.data.importers.common import DatasetLayoutError, most_active_window, noun_phrases
 from mars_core.data.manifest import AUDIO_COLUMNS, read_table
@@ -132,15 +134,22 @@ def test_esc50_classes_prompts_and_missing_images(esc50_build):
     assert "Piczak" in attribution["credit"][0] and attribution["license"][0] == "CC-BY-NC-3.0"
 
 
-def test_esc50_import_trains_and_evaluates_without_images(esc50_build):
-    """No images: training (Query-Mixup over text and audio, omni validation) and the text, audio and
-    omni queries work; the image query is reported, never made up."""
+@pytest.fixture(scope="module")
+def esc50_trained(esc50_build):
+    """A smoke separator trained 2 steps on the ESC-50 import (no images), with its query bank."""
     _, out = esc50_build
     bank = build_query_bank(MiniBind.from_profile(SMOKE, seed=0), out, SMOKE.audio.sample_rate, progress=False)
-    assert len(bank.ids["image"]) == 0
     cfg = replace(SMOKE.supervised, steps=2, batch_mixtures=2, eval_every=2, val_mixtures=2, ckpt_every=2)
     assert cfg.query == "mixup"  # the default training query mixes all three modalities where they exist
     model, history = train_supervised(SMOKE, bank, cfg, build_dir=out, device="cpu", progress=False)
+    return model, history, bank, out
+
+
+def test_esc50_import_trains_and_evaluates_without_images(esc50_trained):
+    """No images: training (Query-Mixup over text and audio, omni validation) and the text, audio and
+    omni queries work; the image query is reported, never made up."""
+    model, history, bank, out = esc50_trained
+    assert len(bank.ids["image"]) == 0
     assert history["steps_done"] == 2 and np.isfinite(history["loss"]).all()
 
     eval_set = load_eval_set(SMOKE, "test", n_items=4, build_dir=out)
@@ -180,6 +189,19 @@ def test_esc50_image_query_names_the_build_and_modality(esc50_build):
     # omni without images: n((2 e_t + e_a) / 3), computed here from the bank's rows
     want = torch.nn.functional.normalize(2 * emb["text"] + emb["audio"], dim=-1)
     torch.testing.assert_close(compose(emb, "omni"), want)
+
+
+def test_esc50_benchmark_and_listening_view_without_images(esc50_trained):
+    model, _, bank, out = esc50_trained
+    ctx = B.BenchmarkContext(SMOKE, build_dir=out, bank=bank, judge=None, progress=False)
+    res = B.run_benchmark(SMOKE, context=ctx, loaded={"supervised": B.SystemModel(model, bank)}, splits=("test",),
+                          pair_types=("random",), n_items=3, n_resamples=10, progress=False)
+    wide = B.wide_table(res.summary, "test", "random", ["sdr"]).set_index(["system", "modality"])["sdr"]
+    assert wide[("supervised", "image")] == "n/a" and wide[("supervised", "text")] != "n/a"
+    html = listening_view(res, "test/random", 0, "text").data
+    assert "image: n/a (this data has no images)" in html and html.count("<audio") >= 4
+    with pytest.raises(ModalityUnavailableError, match=f"no image \\({out}: build_info.json"):
+        listening_view(res, "test/random", 0, "image")
 
 
 def test_esc50_bad_layout_is_named(tmp_path, capsys):
