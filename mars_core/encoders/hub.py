@@ -1,6 +1,6 @@
 """Load ImageBind weights from a local file or a URL (cached, hash-checked, atomic).
 
-The official checkpoint (``imagebind_huge.pth``, about 4.5 GB, CC-BY-NC-SA 4.0) is not
+The official checkpoint (``imagebind_huge.pth``, about 4.5 GB, CC-BY-NC 4.0) is not
 shipped with this project. On a machine with internet, ``from_pretrained(OFFICIAL_HUGE_URL)``
 downloads it once into ``$MARS_DATA/models``; offline, download it elsewhere and pass the
 local path.
