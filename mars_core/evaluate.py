@@ -28,7 +28,6 @@ build, so :func:`compact_table` shows ``n/a``; omni is the weighted mean of the 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 from .audio import FrontEnd
 from .config import Profile, get_profile
 from .data.mixing import MixtureDataset, collate
+from .encoders.load import load_judge  # noqa: F401  (re-exported: the loader lives in encoders/load.py)
 from .inputs import validate_audio
 from .metrics import evaluate_many, summarize
 from .queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
@@ -177,26 +177,6 @@ def separate(model: torch.nn.Module, fe: FrontEnd, mixtures: torch.Tensor, queri
 
 
 # --------------------------------------------------------------------------- judge
-def load_judge(profile: str | Profile | None = None):
-    """The shipped judge MiniBind of the profile (eval mode), or ``None`` (with a warning) if there is none.
-
-    At ``smoke`` size without a shipped judge, a seeded untrained judge-sized MiniBind
-    stands in (the scores then test the code path only).
-    """
-    from .encoders.judge import JUDGE_SEED, judge_encoder_config
-    from .encoders.minibind import MiniBind, load_shipped
-
-    prof = get_profile(profile)
-    try:
-        return load_shipped(prof, "judge").eval()
-    except FileNotFoundError as exc:
-        if prof.name == "smoke":
-            warnings.warn(f"{exc}; using an untrained seeded judge at smoke size", stacklevel=2)
-            return MiniBind(judge_encoder_config(prof), prof.audio.sample_rate, seed=JUDGE_SEED).eval()
-        warnings.warn(f"{exc}; the semantic score is left out", stacklevel=2)
-        return None
-
-
 class JudgeScorer:
     """Semantic scores of waveforms against each item's prompt and query image, judge embeddings cached.
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,6 +57,7 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Profile, get_profile
 from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
 from .data.verify import read_clip
+from .encoders.load import load_query_encoder  # noqa: F401  (re-exported: the loader lives in encoders/load.py)
 from .seeding import item_rng
 
 MODALITIES = ("image", "text", "audio")
@@ -271,35 +271,6 @@ def load_or_build_query_bank(encoder, profile: str | Profile | None = None, *, b
     bank = build_query_bank(encoder, build_dir, prof.audio.sample_rate, progress=progress)
     save_checkpoint(path, with_rng=False, kind=BANK_KIND, bank=bank.to_payload())
     return bank
-
-
-# --------------------------------------------------------------------------- the query encoder
-def load_query_encoder(profile: str | Profile | None = None):
-    """The profile's frozen query encoder (eval mode).
-
-    * ``encoder.kind == "minibind"``: the shipped reward MiniBind
-      (:func:`mars_core.encoders.minibind.load_shipped`). At ``smoke`` size, if none is
-      shipped, a seeded **untrained** MiniBind stands in (with a warning): its embeddings
-      still tell prompts, images and clips apart, which is all a smoke run checks.
-    * ``encoder.kind == "imagebind"``: ImageBind-Huge from ``$MARS_IMAGEBIND`` (a local
-      ``.pth``) or the official URL (downloaded once into ``$MARS_DATA/models``).
-    """
-    prof = get_profile(profile)
-    if prof.encoder.kind == "minibind":
-        from .encoders.minibind import MiniBind, load_shipped
-
-        try:
-            return load_shipped(prof, "reward").eval()
-        except FileNotFoundError as exc:
-            if prof.name != "smoke":
-                raise
-            warnings.warn(f"{exc}; using an untrained seeded MiniBind as the smoke query encoder", stacklevel=2)
-            return MiniBind.from_profile(prof, seed=0).eval()
-    if prof.encoder.kind == "imagebind":
-        from .encoders.hub import OFFICIAL_HUGE_URL, from_pretrained
-
-        return from_pretrained(os.environ.get("MARS_IMAGEBIND", OFFICIAL_HUGE_URL), modalities=("vision", "text", "audio"))
-    raise ValueError(f"unknown encoder kind {prof.encoder.kind!r}")
 
 
 # --------------------------------------------------------------------------- per-item queries

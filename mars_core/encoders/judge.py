@@ -17,7 +17,7 @@ import torch
 
 from ..config import EncoderConfig, Profile, get_profile
 from ..metrics import semantic_score as metric_semantic_score
-from .train import TrainConfig
+from .train_config import TrainConfig
 
 JUDGE_SEED = 1234
 """Seed of the judge's weights and batches (the reward MiniBind uses TrainConfig.seed = 0)."""

@@ -198,7 +198,7 @@ def sample_batch(data: SplitData, model, cfg, step: int, per_class: int | None =
 
     ``per_class`` defaults to ``cfg.items_per_class``.
 
-    ``cfg`` is a :class:`~mars_core.encoders.train.TrainConfig`; ``model`` supplies the
+    ``cfg`` is a :class:`~mars_core.encoders.train_config.TrainConfig`; ``model`` supplies the
     front end (``prepare_audio_crops``, ``prepare_text``, ``audio_cfg``). With
     ``audio=False`` (the CLIP stage) the audio entry is an empty ``(0,)`` tensor.
     """

@@ -1,0 +1,63 @@
+"""The one place that hands out encoders: the profile's query encoder and its judge.
+
+* :func:`load_query_encoder`: the frozen encoder whose embeddings condition the separator
+  (and, after progressive alignment, produce the reward: :mod:`mars_core.alignment.stack`).
+* :func:`load_judge`: a second encoder that never produced a query or a reward, for the
+  semantic score (:mod:`.judge`).
+
+Both come in eval mode; neither is trained here.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ..config import Profile, get_profile
+from .hub import OFFICIAL_HUGE_URL, from_pretrained
+from .judge import JUDGE_SEED, judge_encoder_config
+from .minibind import MiniBind, load_shipped
+
+
+def load_query_encoder(profile: str | Profile | None = None):
+    """The profile's frozen query encoder (eval mode).
+
+    * ``encoder.kind == "minibind"``: the shipped reward MiniBind
+      (:func:`mars_core.encoders.minibind.load_shipped`). At ``smoke`` size, if none is
+      shipped, a seeded **untrained** MiniBind stands in (with a warning): its embeddings
+      still tell prompts, images and clips apart, which is all a smoke run checks.
+    * ``encoder.kind == "imagebind"``: ImageBind-Huge from ``$MARS_IMAGEBIND`` (a local
+      ``.pth``) or the official URL (downloaded once into ``$MARS_DATA/models``).
+
+    Raises:
+        ValueError: an encoder kind other than ``minibind`` or ``imagebind`` in the profile.
+    """
+    prof = get_profile(profile)
+    if prof.encoder.kind == "minibind":
+        try:
+            return load_shipped(prof, "reward").eval()
+        except FileNotFoundError as exc:
+            if prof.name != "smoke":
+                raise
+            warnings.warn(f"{exc}; using an untrained seeded MiniBind as the smoke query encoder", stacklevel=2)
+            return MiniBind.from_profile(prof, seed=0).eval()
+    if prof.encoder.kind == "imagebind":
+        return from_pretrained(os.environ.get("MARS_IMAGEBIND", OFFICIAL_HUGE_URL), modalities=("vision", "text", "audio"))
+    raise ValueError(f"unknown encoder kind {prof.encoder.kind!r}")
+
+
+def load_judge(profile: str | Profile | None = None):
+    """The shipped judge MiniBind of the profile (eval mode), or ``None`` (with a warning) if there is none.
+
+    At ``smoke`` size without a shipped judge, a seeded untrained judge-sized MiniBind
+    stands in (the scores then test the code path only).
+    """
+    prof = get_profile(profile)
+    try:
+        return load_shipped(prof, "judge").eval()
+    except FileNotFoundError as exc:
+        if prof.name == "smoke":
+            warnings.warn(f"{exc}; using an untrained seeded judge at smoke size", stacklevel=2)
+            return MiniBind(judge_encoder_config(prof), prof.audio.sample_rate, seed=JUDGE_SEED).eval()
+        warnings.warn(f"{exc}; the semantic score is left out", stacklevel=2)
+        return None
