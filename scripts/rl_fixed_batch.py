@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from mars_core.rl.cli import base_parser
     from mars_core.rl.diagnostics import setup_from_args
     from mars_core.rl.rollout import policy_proposal, reconstruct_group, rl_batch, rollout
-    from mars_core.rl.trainer import advantages, make_optimizer, ppo_update
+    from mars_core.rl.update import advantages, make_optimizer, ppo_update
 
     ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=60)

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from mars_core.rl.cli import base_parser
     from mars_core.rl.diagnostics import cosine, exact_gradient, first_update_gradient, mode_si_sdr, setup_from_args
     from mars_core.rl.rollout import rl_batch
-    from mars_core.rl.trainer import make_optimizer, trainable_parameters, validate_rl, validation
+    from mars_core.rl.update import make_optimizer, trainable_parameters
+    from mars_core.rl.validation import validate_rl, validation
 
     ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--kappa", type=float, nargs="+", default=[30.0, 300.0, 1000.0])

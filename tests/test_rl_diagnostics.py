@@ -13,7 +13,7 @@ from mars_core.rl.advantages import group_advantages
 from mars_core.rl.diagnostics import cosine, exact_gradient, first_update_gradient, flat, mode_si_sdr
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rollout
-from mars_core.rl.trainer import trainable_parameters
+from mars_core.rl.update import trainable_parameters
 from tests.test_rl_rollout import SMOKE, _batch, parts, trained_looking_separator  # noqa: F401  (fixture)
 from tests.tolerances import EPS32
 

@@ -1,4 +1,4 @@
-"""Rollout: closed-form Beta terms, batch layout, reconstruction, item order, determinism under a seed."""
+"""Rollout: batch layout, reconstruction, item order, determinism under a seed."""
 
 from __future__ import annotations
 
@@ -8,23 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.special
-import scipy.stats
 import torch
 
 from mars_core.audio import FrontEnd
 from mars_core.config import get_profile
 from mars_core.data.mixing import MixtureDataset
-from mars_core.encoders.anchor import MLBPAnchor
+from mars_core.alignment.anchor import MLBPAnchor
 from mars_core.encoders.minibind import MiniBind
-from mars_core.encoders.stack import RewardStack
+from mars_core.alignment.stack import RewardStack
 from mars_core.queries import build_query_bank, item_queries
-from mars_core.rl import policy
 from mars_core.rl.rewards import RewardModel, anchors
-from mars_core.rl.policy import beta_entropy, beta_kl, beta_log_prob
 from mars_core.rl.rollout import (policy_proposal, reconstruct_group, rl_batch,
                                   rollout, step_seed)
-from mars_core.supervised import new_separator
+from mars_core.separator import new_separator
+from tests import beta_reference as beta_ref  # torch.distributions.Beta: the oracle
 from tests.test_queries import fake_bank
 from tests.tolerances import assert_within, reconstruct_atol
 
@@ -61,69 +58,6 @@ def parts(fake_build):
 
 def _batch(parts, step=0, b=2):
     return rl_batch(parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], step, b, "mixup", 0)
-
-
-# --------------------------------------------------------------------------- Beta terms in closed form
-@pytest.mark.parametrize("kappa", [1.0, 9.0, 30.0])
-def test_closed_form_beta_terms_match_scipy_and_the_policy(kappa):
-    P = torch.tensor([0.0, 1e-7, 0.1, 0.5, 0.83, 1.0 - 1e-7, 1.0]).reshape(7, 1, 1, 1)
-    masks = torch.tensor([[0.05, 0.3], [0.5, 0.0], [0.7, 0.95], [0.2, 1.0], [0.6, 0.01], [0.99, 0.4], [0.5, 1e-9]])
-    masks = masks.reshape(7, 2, 1, 1)
-    a, b = (1 + kappa * P).double().numpy(), (1 + kappa * (1 - P)).double().numpy()
-    m = masks.float().clamp(1e-6, 1 - 1e-6).double().numpy()  # clamped in float32, as the policy does
-    np.testing.assert_allclose(beta_log_prob(P, masks, kappa).double().numpy(), scipy.stats.beta.logpdf(m, a, b),
-                               rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(beta_log_prob(P, masks, kappa), policy.log_prob(P, masks, kappa), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(beta_entropy(P, kappa).double().numpy(), scipy.stats.beta.entropy(a, b),
-                               rtol=1e-4, atol=1e-5)
-    P_old = P.flip(0)
-    a0, b0 = (1 + kappa * P_old).double().numpy(), (1 + kappa * (1 - P_old)).double().numpy()
-    lbeta = lambda x, y: scipy.special.betaln(x, y)  # noqa: E731
-    psi = scipy.special.digamma
-    kl_ref = lbeta(a0, b0) - lbeta(a, b) + (a - a0) * psi(a) + (b - b0) * psi(b) + (a0 - a + b0 - b) * psi(a + b)
-    np.testing.assert_allclose(beta_kl(P, P_old, kappa).double().numpy(), kl_ref, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(beta_kl(P, P_old, kappa), policy.kl(P, P_old, kappa), rtol=1e-4, atol=1e-5)
-    assert torch.all(beta_kl(P, P, kappa).abs() < 1e-5)
-
-
-def test_closed_form_beta_gradients_match_the_policy():
-    P = torch.rand(3, 1, 4, 5, generator=torch.Generator().manual_seed(0)).clamp(0.01, 0.99)
-    masks = policy.sample_masks(P[:, 0], 9.0, 4)
-    grads = []
-    for fns in ((beta_log_prob, beta_entropy, beta_kl), (policy.log_prob, policy.entropy, policy.kl)):
-        x = P.clone().requires_grad_()
-        (fns[0](x, masks, 9.0).sum() + fns[1](x, 9.0).sum() + fns[2](x, P.flip(0), 9.0).sum()).backward()
-        grads.append(x.grad)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("kappa", [9.0, 300.0])
-def test_shared_update_terms_equal_scipy_and_their_gradients_the_policy(kappa):
-    """beta_policy_terms (one lgamma / digamma evaluation for log-prob, entropy and KL) against
-    scipy's values and against torch.distributions' gradients."""
-    P = torch.tensor([0.0, 0.02, 0.5, 0.83, 1.0]).reshape(5, 1, 1, 1)
-    masks = torch.tensor([[0.05, 0.3], [0.5, 1e-3], [0.7, 0.95], [0.2, 0.99], [0.6, 0.999]]).reshape(5, 2, 1, 1)
-    P_old = torch.tensor([0.1, 0.0, 0.45, 0.9, 0.97]).reshape(5, 1, 1, 1)
-    logp, ent, kl = policy.beta_policy_terms(P, *policy.mask_logs(masks), kappa, P_old)
-    a, b = (1 + kappa * P).double().numpy(), (1 + kappa * (1 - P)).double().numpy()
-    a0, b0 = (1 + kappa * P_old).double().numpy(), (1 + kappa * (1 - P_old)).double().numpy()
-    m = masks.float().clamp(1e-6, 1 - 1e-6).double().numpy()
-    np.testing.assert_allclose(logp.double().numpy(), scipy.stats.beta.logpdf(m, a, b), rtol=1e-4, atol=2e-3)
-    np.testing.assert_allclose(ent.double().numpy(), scipy.stats.beta.entropy(a, b), rtol=1e-4, atol=1e-3)
-    psi, lbeta = scipy.special.digamma, scipy.special.betaln
-    kl_ref = lbeta(a0, b0) - lbeta(a, b) + (a - a0) * psi(a) + (b - b0) * psi(b) + (a0 - a + b0 - b) * psi(a + b)
-    np.testing.assert_allclose(kl.double().numpy(), kl_ref, rtol=1e-4, atol=2e-3)
-    assert policy.beta_policy_terms(P, *policy.mask_logs(masks), kappa)[2] is None
-    grads = []
-    for shared in (True, False):
-        x = P.clamp(0.01, 0.99).clone().requires_grad_()
-        if shared:
-            lp, h, k = policy.beta_policy_terms(x, *policy.mask_logs(masks), kappa, P_old)
-        else:
-            lp, h, k = policy.log_prob(x, masks, kappa), policy.entropy(x, kappa), policy.kl(x, P_old, kappa)
-        (lp.sum() + h.sum() + k.sum()).backward()
-        grads.append(x.grad)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-3)
 
 
 # --------------------------------------------------------------------------- batch
@@ -180,7 +114,7 @@ def test_rollout_shapes_order_and_values(parts):
             b, k = divmod(item, 2)
             p = model(batch.features[b : b + 1], batch.queries[b, k][None])[0]
             torch.testing.assert_close(ro.P_old[item], p, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ro.old_logp, policy.log_prob(ro.P_old.unsqueeze(1), ro.masks, 9.0), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ro.old_logp, beta_ref.log_prob(ro.P_old.unsqueeze(1), ro.masks, 9.0), rtol=1e-5, atol=1e-4)
     m = ro.masks.double().clamp(1e-6, 1 - 1e-6)  # the per-sample logs the updates reuse, by hand in float64
     torch.testing.assert_close(ro.mask_logit.double(), torch.log(m / (1 - m)), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ro.mask_log1m.double(), torch.log(1 - m), rtol=1e-5, atol=1e-6)

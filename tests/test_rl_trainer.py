@@ -1,4 +1,4 @@
-"""RL trainer: presets, config errors, history, exact resume, best-by-val-SDR, the paper preset, load_or_train_rl."""
+"""RL trainer (train_rl, load_or_train_rl): history, exact resume, best-by-val-SDR, the paper preset, load_or_train_rl."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import dataclasses
 import math
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
 from mars_core.checkpoints import load_checkpoint
-from mars_core.config import RLConfig, field_docs, get_profile, rl_preset
+from mars_core.config import RLConfig, get_profile, rl_preset
 from mars_core.rl import trainer as tr
-from mars_core.rl.trainer import STEP_KEYS, VAL_KEYS, check_config, train_rl
+from mars_core.rl import update
+from mars_core.rl.bookkeeping import STEP_KEYS, VAL_KEYS
+from mars_core.rl.config import check_config
+from mars_core.rl.trainer import train_rl
 from mars_core.supervised import load_separator
 from tests.test_queries import fake_bank
 from tests.test_rl_rollout import smoke_stack, trained_looking_separator
 from tests.test_supervised import _assert_same, _weights
-from tests.tolerances import assert_within, reconstruct_atol
 
 SMOKE = get_profile("smoke")
 TINY = RLConfig(steps=4, batch_mixtures=2, group_size=2, ppo_epochs=2, minibatches=2, lambda_sig=0.5, lambda_neg=0.5,
@@ -52,40 +53,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-# --------------------------------------------------------------------------- config and presets
-def test_every_rl_field_has_a_docstring_and_the_presets():
-    docs = field_docs(RLConfig)
-    assert all(docs.get(f.name) for f in dataclasses.fields(RLConfig))
-    d = RLConfig()
-    assert (d.kappa, d.clip_eps, d.ent_coef, d.kl_coef, d.ppo_epochs, d.ema_decay, d.lr, d.weight_decay) == \
-        (9.0, 0.2, 0.1, 0.01, 2, 0.92, 2e-4, 0.01)  # docs/method.md sections 4-6
-    for name, g in (("smoke", 4), ("cpu", 4), ("full", 8)):
-        plus = rl_preset(name, "plus")
-        assert (plus.preset, plus.group_size, plus.ppo_epochs, plus.advantage) == ("plus", g, 2, "group")
-        assert (plus.trainable, plus.kappa, plus.kappa_end, plus.ent_coef, plus.lambda_sig, plus.lambda_neg) == \
-            ("head", 30.0, 30.0, 0.01, 1.0, 0.5)
-        paper = rl_preset(name, "paper")
-        assert (paper.group_size, paper.ppo_epochs, paper.minibatches, paper.advantage) == (1, 1, 1, "ema")
-        assert (paper.lambda_sig, paper.lambda_neg, paper.ent_coef, paper.trainable, paper.kappa) == \
-            (0.0, 0.0, 0.1, "all", 9.0)
-        assert paper.steps == plus.steps and paper.batch_mixtures == plus.batch_mixtures
-        check_config(plus), check_config(paper)
-    assert 2 * rl_preset("full").batch_mixtures == 128  # the paper's batch of 128 items
-    with pytest.raises(ValueError, match="unknown RL preset"):
-        rl_preset("smoke", "grpo")
-
-
-@pytest.mark.parametrize("field, value, match", [
-    ("advantage", "gae", "advantage must be"), ("steps", 0, "steps"), ("group_size", 0, "group_size"),
-    ("minibatches", 3, "cannot exceed batch_mixtures"), ("kappa", 0.0, "kappa"), ("kappa_schedule", "exp", "kappa_schedule"),
-    ("query", "video", "query"), ("ema_decay", 1.0, "ema_decay"), ("lambda_neg", -1.0, "lambda_neg"), ("clip_eps", 0.0, "clip_eps"),
-    ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'ema' or 'none'"),
-])
-def test_bad_config_is_refused(field, value, match):
-    with pytest.raises(ValueError, match=match):
-        check_config(replace(TINY, **{field: value}))
-
-
+# --------------------------------------------------------------------------- a run refuses bad settings at the start
 def test_group_of_one_with_group_advantages_is_refused_with_the_reason(env):
     with pytest.raises(ValueError, match="every advantage would be 0"):
         check_config(replace(TINY, group_size=1))
@@ -225,42 +193,8 @@ def test_load_or_train_rl_trains_once_per_config(env, tmp_path, monkeypatch):
     assert len(calls) == 2 and calls[1] != calls[0]  # another reward stack: another run
 
 
-def test_cli_parser():
-    from mars_core.rl.__main__ import _parser
-
-    args = _parser().parse_args(["--profile", "cpu", "--preset", "paper", "--unaligned", "--steps", "5"])
-    assert (args.profile, args.preset, args.unaligned, args.steps) == ("cpu", "paper", True, 5)
-    with pytest.raises(SystemExit):
-        _parser().parse_args(["--preset", "grpo"])
-
-
-def test_cli_overrides_are_typed_like_the_field():
-    from mars_core.rl.__main__ import parse_overrides
-
-    got = parse_overrides(["lr=1e-4", "trainable=head", "group_size=8", "steps=3"])
-    assert got == {"lr": 1e-4, "trainable": "head", "group_size": 8, "steps": 3}
-    assert isinstance(got["group_size"], int) and isinstance(got["lr"], float)
-    for bad in (["learning_rate=1"], ["lr"], ["group_size=many"]):
-        with pytest.raises(SystemExit):
-            parse_overrides(bad)
-
-
 # --------------------------------------------------------------------------- trainable="head"
 SMOKE_FT = (SMOKE.audio.n_freq_warped, SMOKE.audio.n_frames)
-
-
-def test_head_parameters_are_the_last_up_conv_and_the_query_fusion():
-    model = trained_looking_separator()
-    outer = model.unet.net.model
-    last_conv = [n for n, p in model.named_parameters() if any(p is q for q in outer[-1].parameters())]
-    assert len(last_conv) == 2  # the outermost up-convolution has a weight and a bias
-    assert sorted(model.head_parameter_names()) == sorted(
-        last_conv + ["query_proj.weight", "query_proj.bias", "scale", "bias"])
-    # the trunk output is what the head turns into the U-Net's maps
-    x = torch.randn(2, 1, *SMOKE_FT)
-    with torch.no_grad():
-        assert model.unet.trunk(x).shape == (2, 2 * SMOKE.separator.down_channels[0], SMOKE_FT[0] // 2, SMOKE_FT[1] // 2)
-        torch.testing.assert_close(model.unet.head(model.unet.trunk(x)), outer(model.unet.input_norm(x)))
 
 
 def test_head_training_leaves_the_trunk_bit_identical_and_moves_the_head(env):
@@ -278,64 +212,7 @@ def test_head_training_leaves_the_trunk_bit_identical_and_moves_the_head(env):
         check_config(replace(TINY, trainable="decoder"))
 
 
-def test_validate_rl_scores_one_set_of_estimates_for_sdr_and_judge(env, fake_build):
-    from mars_core.audio import FrontEnd
-    from mars_core.metrics import sdr as sdr_metric
-    from mars_core.supervised import new_separator, validation_set
-
-    val = validation_set(SMOKE, env["bank"], 3, build_dir=fake_build)
-    seen = []
-
-    def scorer(est):  # a stand-in judge: records what it is given, scores 7 per item
-        seen.append(est.clone())
-        return {"semantic": np.full(len(est), 7.0)}
-
-    model = new_separator(SMOKE, 0)
-    with torch.no_grad():
-        model.bias.fill_(30.0)  # P = 1 - 1e-13: every estimate is its mixture
-    out = tr.validate_rl(model, tr.RLValidation(val, None, scorer), FrontEnd(SMOKE.audio))
-    atol = reconstruct_atol(SMOKE.audio, val.mixtures.shape[-1], val.mixtures.abs().max().item())  # float32 STFT round trip
-    assert_within(seen[0], val.mixtures, atol, "estimates of an all-pass mask")
-    mix_sdr = sdr_metric(val.mixtures.double().numpy(), val.targets.double().numpy())
-    assert math.isclose(out["sdr"], float(np.nanmean(mix_sdr)), abs_tol=1e-3) and out["semantic"] == 7.0
-
-
-def test_make_optimizer_sgd_steps_by_the_gradient_and_adamw_by_its_sign():
-    """One step on a loss whose gradient is (1000, 0.1) on two weights: SGD moves them by lr x gradient,
-    AdamW's first step moves both by about lr (Adam normalises each weight by its own gradient size)."""
-    from mars_core.rl.trainer import make_optimizer
-
-    model = trained_looking_separator()
-    start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    moved = {}
-    for name in ("sgd", "adamw"):
-        model.load_state_dict({n: v.clone() for n, v in start.items()}, strict=False)
-        opt = make_optimizer(model, replace(TINY, optimizer=name, lr=1e-4, weight_decay=0.0, trainable="head"))
-        assert isinstance(opt, torch.optim.SGD if name == "sgd" else torch.optim.AdamW)
-        assert {id(p) for g in opt.param_groups for p in g["params"]} == {
-            id(p) for n, p in model.named_parameters() if n in set(model.head_parameter_names())}
-        loss = 1000.0 * model.bias.sum() + 0.1 * model.scale[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        moved[name] = ((start["bias"] - model.bias.detach()).item(), (start["scale"][0] - model.scale[0].detach()).item())
-    assert moved["sgd"] == pytest.approx((0.1, 1e-5), rel=1e-2)
-    assert moved["adamw"] == pytest.approx((1e-4, 1e-4), rel=1e-3)
-
-
-
 # --------------------------------------------------------------------------- non-finite values
-@pytest.mark.parametrize("field, value", [
-    ("kappa", float("nan")), ("kappa", 0.0), ("kappa", -1.0), ("kappa", float("inf")), ("kappa_end", float("nan")),
-    ("lr", float("nan")), ("lr", float("inf")), ("grad_clip", float("nan")), ("clip_eps", 1.0),
-    ("clip_eps", float("nan")), ("ema_decay", float("nan")), ("ent_coef", float("nan")), ("kl_coef", float("inf")),
-    ("weight_decay", -0.1), ("steps", 2.5), ("max_skipped_updates", -1), ("reward_batch_size", float("nan")),
-])
-def test_non_finite_or_out_of_range_values_are_refused_naming_the_field(field, value):
-    with pytest.raises(ValueError, match=rf"^{field} must be .*got {value!r}"):
-        check_config(replace(TINY, **{field: value}))
-
-
 def _poison_rewards(monkeypatch, at_step: int) -> None:
     """Make one reward NaN in the rollout of ``at_step`` (rollouts run once per step, from step 0)."""
     real, calls = tr.rollout, {"n": 0}
@@ -371,7 +248,7 @@ def test_nan_reward_skips_the_step_with_the_weights_unchanged(env, tmp_path, mon
 
 
 def test_nan_loss_skips_that_update_only(env, monkeypatch):
-    real, calls = tr.ppo_loss, {"n": 0}
+    real, calls = update.ppo_loss, {"n": 0}
 
     def nan_first(*args, **kw):
         loss, stats = real(*args, **kw)
@@ -380,7 +257,7 @@ def test_nan_loss_skips_that_update_only(env, monkeypatch):
             return loss * float("nan"), dict(stats, loss=float("nan"))
         return loss, stats
 
-    monkeypatch.setattr(tr, "ppo_loss", nan_first)
+    monkeypatch.setattr(update, "ppo_loss", nan_first)
     model, h = _train(env, replace(TINY, steps=1, eval_every=1))
     assert h["skipped_updates"] == [1.0] and math.isfinite(h["loss"][0])  # the mean of the 3 updates that ran
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())

@@ -10,7 +10,7 @@ exactly ``P``: at test time the policy acts deterministically with ``P``. ``kapp
 is a concentration: larger means samples stay closer to ``P`` (default 9).
 
 Numerics (project decisions): everything is computed in float32; samples are
-clamped to ``[1e-6, 1 - 1e-6]`` before ``log_prob`` so a sample that rounds to
+clamped to ``[1e-6, 1 - 1e-6]`` before the log-density so a sample that rounds to
 exactly 0 or 1 still has a finite log-density; ``P`` may be exactly 0 or 1
 (then ``alpha`` or ``beta`` is 1 and every quantity is finite).
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Beta, kl_divergence
 
 SAMPLE_EPS = 1e-6
 
@@ -37,11 +36,6 @@ def beta_params(P: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tens
     if torch.any((P < 0) | (P > 1)) or not torch.all(torch.isfinite(P)):
         raise ValueError("mask proposal P must be finite and in [0, 1]")
     return 1.0 + kappa * P, 1.0 + kappa * (1.0 - P)
-
-
-def distribution(P: torch.Tensor, kappa: float) -> Beta:
-    """The per-bin ``torch.distributions.Beta`` of a mask proposal."""
-    return Beta(*beta_params(P, kappa), validate_args=False)
 
 
 def clamp_sample(mask: torch.Tensor) -> torch.Tensor:
@@ -116,25 +110,6 @@ def sample_beta(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return x / (x + y)
 
 
-def log_prob(P: torch.Tensor, mask: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin log-density ``log Beta(mask; alpha(P), beta(P))``; broadcasts ``P`` against ``mask``.
-
-    Shape:
-        P: ``(batch, 1, F, T)`` or ``(batch, G, F, T)``; mask: ``(batch, G, F, T)``; returns like mask.
-    """
-    return distribution(P, kappa).log_prob(clamp_sample(mask))
-
-
-def entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin differential entropy of the Beta policy (nats); same shape as ``P``."""
-    return distribution(P, kappa).entropy()
-
-
-def kl(P_new: torch.Tensor, P_old: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin ``KL(pi_new || pi_old)`` between the two Beta policies (closed form)."""
-    return kl_divergence(distribution(P_new, kappa), distribution(P_old, kappa))
-
-
 def mode(P: torch.Tensor) -> torch.Tensor:
     """The deterministic test-time action: the Beta mode, which is ``P`` itself."""
     return P
@@ -167,22 +142,12 @@ def kappa_schedule(step: int, total_steps: int, start: float = 9.0, end: float |
 
 # --------------------------------------------------------------------------- Beta terms in closed form
 # alpha + beta = 2 + kappa for every bin, so lgamma(alpha + beta) and digamma(alpha + beta) are
-# constants. These equal log_prob / entropy / kl above (tested) at a fraction of
-# the cost of torch.distributions' Dirichlet-based forms, which evaluate the Gamma functions on
+# constants. These equal torch.distributions.Beta's log_prob / entropy / KL (the oracle in the tests)
+# at a fraction of the cost of its Dirichlet-based forms, which evaluate the Gamma functions on
 # stacked (alpha, beta) pairs, once per sampled mask, and recompute the constant terms.
 def _log_norm(a: torch.Tensor, b: torch.Tensor, kappa: float) -> torch.Tensor:
     """``log B(alpha, beta) = lgamma(alpha) + lgamma(beta) - lgamma(2 + kappa)``."""
     return torch.lgamma(a) + torch.lgamma(b) - math.lgamma(2.0 + kappa)
-
-
-def beta_log_prob(P: torch.Tensor, masks: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per-bin ``log Beta(m; alpha, beta) = (alpha - 1) log m + (beta - 1) log(1 - m) - log B(alpha, beta)``,
-    ``P`` broadcast over the group axis (the Gamma functions once per bin of ``P``, not per mask).
-
-    Shape:
-        P ``(N, 1, F, T)``; masks ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
-    """
-    return beta_log_prob_from_logs(P, *mask_logs(masks), kappa)
 
 
 def mask_logs(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,14 +161,32 @@ def mask_logs(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.log(m) - log_1m, log_1m
 
 
-def beta_log_prob_from_logs(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tensor, kappa: float) -> torch.Tensor:
-    """:func:`beta_log_prob` from :func:`mask_logs`: ``kappa (P logit(m) + log(1 - m)) - log B(alpha, beta)``
-    (``(alpha - 1) log m + (beta - 1) log(1 - m)`` with ``alpha - 1 = kappa P``, ``beta - 1 = kappa (1 - P)``).
+def beta_log_prob_from_logs(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tensor, kappa: float,
+                            log_norm: torch.Tensor | None = None) -> torch.Tensor:
+    """THE per-bin log-density of the policy (every log-prob of training goes through here):
+
+        log pi(m | P) = (alpha - 1) log m + (beta - 1) log(1 - m) - log B(alpha, beta)
+                      = kappa (P logit(m) + log(1 - m)) - log B(alpha, beta)
+
+    (``alpha - 1 = kappa P``, ``beta - 1 = kappa (1 - P)``), from the sample's :func:`mask_logs`
+    computed once per rollout. ``log_norm``: ``log B(alpha, beta)`` when the caller already has it
+    (:func:`beta_policy_terms` shares it with the entropy and the KL); computed from ``P`` otherwise.
 
     Shape:
-        P ``(N, 1, F, T)``; logit_m, log_1m ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
+        P ``(N, 1, F, T)``; logit_m, log_1m ``(N, G, F, T)``; log_norm like ``P``; returns ``(N, G, F, T)`` float32.
     """
-    return _log_prob(P, logit_m, log_1m, _log_norm(*beta_params(P, kappa), kappa), kappa)
+    if log_norm is None:
+        log_norm = _log_norm(*beta_params(P, kappa), kappa)
+    return kappa * (P.float() * logit_m + log_1m) - log_norm
+
+
+def beta_log_prob(P: torch.Tensor, masks: torch.Tensor, kappa: float) -> torch.Tensor:
+    """:func:`beta_log_prob_from_logs` of raw (unclamped) mask samples.
+
+    Shape:
+        P ``(N, 1, F, T)``; masks ``(N, G, F, T)``; returns ``(N, G, F, T)`` float32.
+    """
+    return beta_log_prob_from_logs(P, *mask_logs(masks), kappa)
 
 
 def beta_entropy(P: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -234,17 +217,13 @@ def beta_policy_terms(P: torch.Tensor, logit_m: torch.Tensor, log_1m: torch.Tens
     """
     g = _gamma_terms(P, kappa)
     kl = _kl(g, P_old.detach(), kappa) if P_old is not None else None
-    return _log_prob(P, logit_m, log_1m, g[2], kappa), _entropy(g, kappa), kl
+    return beta_log_prob_from_logs(P, logit_m, log_1m, kappa, log_norm=g[2]), _entropy(g, kappa), kl
 
 
 def _gamma_terms(P: torch.Tensor, kappa: float) -> tuple[torch.Tensor, ...]:
     """``(alpha, beta, log B(alpha, beta), psi(alpha), psi(beta))`` of a proposal."""
     a, b = beta_params(P, kappa)
     return a, b, _log_norm(a, b, kappa), torch.digamma(a), torch.digamma(b)
-
-
-def _log_prob(P, logit_m, log_1m, log_norm, kappa: float) -> torch.Tensor:
-    return kappa * (P.float() * logit_m + log_1m) - log_norm
 
 
 def _entropy(g: tuple[torch.Tensor, ...], kappa: float) -> torch.Tensor:

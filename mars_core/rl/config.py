@@ -1,0 +1,89 @@
+"""An RL run's settings: the checks of an :class:`~mars_core.config.RLConfig` and the run config that keys
+its run folder (:func:`run_config`, hashed by ``config_hash`` into ``$MARS_DATA/runs/rl/<profile>-<preset>-<hash>``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Profile, RLConfig
+from ..queries import TRAIN_QUERIES, encoder_fingerprint
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_choices(cfg: RLConfig) -> None:
+    if cfg.trainable not in ("all", "head"):
+        raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+    if cfg.advantage not in ("group", "ema", "none"):
+        raise ValueError(f"advantage must be 'group', 'ema' or 'none', got {cfg.advantage!r}")
+    if cfg.advantage == "group" and cfg.group_size == 1:
+        raise ValueError("group_size=1 with advantage='group': a group of one sample has std 0, so every "
+                         "advantage would be 0 and nothing would be learned; use group_size >= 2 or "
+                         "advantage='ema' (the paper's batch-as-group reading)")
+    if cfg.minibatches > cfg.batch_mixtures:
+        raise ValueError(f"minibatches ({cfg.minibatches}) cannot exceed batch_mixtures ({cfg.batch_mixtures}): "
+                         "minibatches split the batch's mixtures")
+
+
+def _check_reals(cfg: RLConfig) -> None:
+    for name in ("kappa", "kappa_end", "lr", "grad_clip"):
+        v = getattr(cfg, name)
+        if not _is_real(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    for name in ("clip_eps", "ema_decay"):
+        v = getattr(cfg, name)
+        if not _is_real(v) or not 0 < v < 1:
+            raise ValueError(f"{name} must be a finite number in (0, 1), got {v!r}")
+    for name in ("ent_coef", "kl_coef", "lambda_sig", "lambda_neg", "weight_decay"):
+        v = getattr(cfg, name)
+        if not _is_real(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def check_config(cfg: RLConfig) -> None:
+    """Raise ``ValueError`` naming the first invalid field of an :class:`RLConfig`.
+
+    Counts are integers (>= 1, or >= 0 for ``reward_batch_size`` and ``max_skipped_updates``); every
+    real number is finite (NaN and inf are refused): ``kappa``, ``kappa_end``, ``lr`` and ``grad_clip``
+    > 0, ``clip_eps`` and ``ema_decay`` in (0, 1), coefficients and weight decay >= 0.
+    """
+    for name in ("steps", "batch_mixtures", "group_size", "ppo_epochs", "minibatches", "eval_every", "ckpt_every",
+                 "val_mixtures"):
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("reward_batch_size", "max_skipped_updates", "seed"):
+        v = getattr(cfg, name)
+        if not _is_int(v) or (name != "seed" and v < 0):
+            raise ValueError(f"{name} must be an integer{'' if name == 'seed' else ' >= 0'}, got {v!r}")
+    _check_choices(cfg)
+    _check_reals(cfg)
+    if cfg.kappa_schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"kappa_schedule must be constant, linear or cosine, got {cfg.kappa_schedule!r}")
+    if cfg.query not in TRAIN_QUERIES:
+        raise ValueError(f"query must be one of {TRAIN_QUERIES}, got {cfg.query!r}")
+
+
+def separator_key(model: torch.nn.Module) -> str:
+    """16 hex digits of the sha256 of a separator's weights (the start of an RL run)."""
+    return encoder_fingerprint(model)[:16]
+
+
+def run_config(profile: Profile, cfg: RLConfig, start_key: str, bank_key: str, stack) -> dict[str, Any]:
+    """What an RL run depends on: sizes, the RL config, the starting separator, the query bank and the reward stack."""
+    return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
+            "separator": asdict(profile.separator), "rl": asdict(cfg), "start": start_key, "queries": bank_key,
+            "reward": stack.key, "aligned": bool(stack.aligned)}

@@ -1,0 +1,145 @@
+"""One PPO/GRPO update (docs/method.md section 6): the optimiser, the advantages of a batch, and
+``ppo_epochs`` passes of the clipped surrogate over shuffled minibatches of one rollout.
+
+Minibatches split the mixtures (all ``K`` items of a mixture share its U-Net pass), in an order
+drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``; advantages are computed once per batch
+and never re-normalised per minibatch. Non-finite values are skipped, not stepped
+(:attr:`RLConfig.max_skipped_updates`, :func:`check_skipped`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import RLConfig
+from ..seeding import item_rng
+from .advantages import EMABaseline, group_advantages
+from .policy import beta_policy_terms
+from .ppo import ppo_loss
+from .rollout import Rollout, proposal_from_trunk
+
+PPO_STATS = ("loss", "pg_loss", "entropy_loss", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
+"""What :func:`ppo_update` averages over a step's updates."""
+
+
+def trainable_parameters(model: torch.nn.Module, trainable: str) -> list[torch.nn.Parameter]:
+    """Set ``requires_grad`` for RL and return the trained parameters: all of them (``"all"``) or
+    the last up-path layer and the query fusion (``"head"``, :meth:`QuerySeparator.head_parameter_names`)."""
+    names = set(model.head_parameter_names()) if trainable == "head" else None
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(names is None or n in names)
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RLConfig) -> torch.optim.Optimizer:
+    """The RL optimizer over :func:`trainable_parameters`: AdamW, or SGD when ``cfg.optimizer == "sgd"``.
+
+    Why SGD is offered: Adam divides every weight's step by the running size of its own gradient,
+    so a weight whose policy gradient is almost pure sampling noise still moves by about ``lr``
+    each update; with SGD a weight moves in proportion to its (clipped) gradient.
+    """
+    params = trainable_parameters(model, cfg.trainable)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) -> tuple[torch.Tensor, float]:
+    """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``.
+
+    ``advantage="none"`` returns zeros (``frac_zero_std`` 1): the policy-gradient term vanishes and
+    what still trains is the entropy bonus and the KL term, the ablation that tells what the
+    reward teaches from what the regularisers do. Non-finite rewards give zeros and ``frac_zero_std``
+    NaN (:func:`ppo_update` then skips the step)."""
+    if not torch.isfinite(rewards).all():  # the step is skipped (ppo_update); the EMA baseline is not touched
+        return torch.zeros_like(rewards), float("nan")
+    if cfg.advantage == "group":
+        return group_advantages(rewards)
+    if cfg.advantage == "none":
+        return torch.zeros_like(rewards), 1.0
+    return ema(rewards)
+
+
+def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: torch.Tensor,
+                   cfg: RLConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped-surrogate loss (:func:`~mars_core.rl.ppo.ppo_loss`) of the mixtures ``mb`` of a rollout.
+
+    With ``cfg.trainable == "head"`` the frozen trunk's output is taken from the rollout (it is the same
+    for the old and the new policy), so only the last layer and the query fusion run.
+
+    Shape:
+        adv ``(N, G)``; mb ``(b,)`` mixture indices; the loss is a scalar.
+    """
+    k = ro.queries.shape[1]
+    items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
+    trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
+    P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+    new_logp, ent, kl_t = beta_policy_terms(P, ro.mask_logit[items], ro.mask_log1m[items], ro.kappa,
+                                            ro.P_old[items].unsqueeze(1) if cfg.kl_coef > 0 else None)
+    return ppo_loss(new_logp, ro.old_logp[items], adv[items], ent, kl_t, clip_eps=cfg.clip_eps,
+                    ent_coef=cfg.ent_coef, kl_coef=cfg.kl_coef)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, stats: dict[str, float], grad_clip: float) -> str:
+    """Backward, clip, and step unless the loss or the gradient norm is not finite; ``""`` or why it was skipped."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
+        opt.zero_grad(set_to_none=True)  # skipped: no step, so weights and optimiser state stay
+        return f"loss {stats['loss']}" if not math.isfinite(stats["loss"]) else f"gradient norm {stats['grad_norm']}"
+    opt.step()
+    return ""
+
+
+def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, adv: torch.Tensor, cfg: RLConfig,
+               step: int) -> dict[str, float]:
+    """``ppo_epochs x minibatches`` clipped updates on one rollout; the mean of each statistic.
+
+    Non-finite values (:attr:`RLConfig.max_skipped_updates`): when a reward is not finite no update
+    runs; an update whose loss or gradient norm is not finite is skipped before ``opt.step`` (weights
+    and optimiser state unchanged). ``skipped_updates`` counts them and ``skip_reason`` (a string,
+    present only then) says what was not finite; the statistics are means over the updates that ran.
+    """
+    bad = int((~torch.isfinite(ro.rewards)).sum())
+    if bad:
+        return {**dict.fromkeys(PPO_STATS, float("nan")), "skipped_updates": float(cfg.ppo_epochs * cfg.minibatches),
+                "skip_reason": f"{bad} of {ro.rewards.numel()} rewards not finite"}
+    adv = adv.to(ro.rewards.device)
+    sums: dict[str, float] = {}
+    n, skipped, reason = 0, 0, ""
+    for epoch in range(cfg.ppo_epochs):
+        order = torch.as_tensor(item_rng(cfg.seed, "rl-minibatch", step, epoch).permutation(ro.queries.shape[0]))
+        for mb in order.tensor_split(cfg.minibatches):
+            loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg)
+            why = _step(opt, loss, stats, cfg.grad_clip)
+            if why:
+                skipped += 1
+                reason = reason or why
+                continue
+            for key, v in stats.items():
+                sums[key] = sums.get(key, 0.0) + v
+            n += 1
+    out = {key: sums[key] / n if n else float("nan") for key in PPO_STATS}
+    out["skipped_updates"] = float(skipped)
+    if skipped:
+        out["skip_reason"] = f"{reason} (epoch/minibatch update of step {step})"
+    return out
+
+
+def check_skipped(history: dict, stats: dict, cfg: RLConfig, step: int) -> None:
+    """Raise ``FloatingPointError`` once more than ``cfg.max_skipped_updates`` updates were skipped in total
+    (``history["skipped_updates"]`` already holds this step's count)."""
+    total = int(sum(history["skipped_updates"]))
+    if total > cfg.max_skipped_updates:
+        raise FloatingPointError(
+            f"RL step {step}: {total} updates skipped for non-finite values, more than max_skipped_updates="
+            f"{cfg.max_skipped_updates} (this step: {stats.get('skip_reason', 'none')}). The weights are those "
+            "before the skipped updates; last.pt holds the last checkpointed step. Lower lr or kappa, check the "
+            "reward's inputs, or allow more skips (--set max_skipped_updates=N)")

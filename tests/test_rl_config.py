@@ -1,0 +1,56 @@
+"""RL config (mars_core.rl.config): the presets' documented values and every invalid field refused by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import replace
+
+import pytest
+
+from mars_core.config import RLConfig, field_docs, rl_preset
+from mars_core.rl.config import check_config
+from tests.test_rl_trainer import TINY
+
+
+def test_every_rl_field_has_a_docstring_and_the_presets():
+    docs = field_docs(RLConfig)
+    assert all(docs.get(f.name) for f in dataclasses.fields(RLConfig))
+    d = RLConfig()
+    assert (d.kappa, d.clip_eps, d.ent_coef, d.kl_coef, d.ppo_epochs, d.ema_decay, d.lr, d.weight_decay) == \
+        (9.0, 0.2, 0.1, 0.01, 2, 0.92, 2e-4, 0.01)  # docs/method.md sections 4-6
+    for name, g in (("smoke", 4), ("cpu", 4), ("full", 8)):
+        plus = rl_preset(name, "plus")
+        assert (plus.preset, plus.group_size, plus.ppo_epochs, plus.advantage) == ("plus", g, 2, "group")
+        assert (plus.trainable, plus.kappa, plus.kappa_end, plus.ent_coef, plus.lambda_sig, plus.lambda_neg) == \
+            ("head", 30.0, 30.0, 0.01, 1.0, 0.5)
+        paper = rl_preset(name, "paper")
+        assert (paper.group_size, paper.ppo_epochs, paper.minibatches, paper.advantage) == (1, 1, 1, "ema")
+        assert (paper.lambda_sig, paper.lambda_neg, paper.ent_coef, paper.trainable, paper.kappa) == \
+            (0.0, 0.0, 0.1, "all", 9.0)
+        assert paper.steps == plus.steps and paper.batch_mixtures == plus.batch_mixtures
+        check_config(plus), check_config(paper)
+    assert 2 * rl_preset("full").batch_mixtures == 128  # the paper's batch of 128 items
+    with pytest.raises(ValueError, match="unknown RL preset"):
+        rl_preset("smoke", "grpo")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("advantage", "gae", "advantage must be"), ("steps", 0, "steps"), ("group_size", 0, "group_size"),
+    ("minibatches", 3, "cannot exceed batch_mixtures"), ("kappa", 0.0, "kappa"), ("kappa_schedule", "exp", "kappa_schedule"),
+    ("query", "video", "query"), ("ema_decay", 1.0, "ema_decay"), ("lambda_neg", -1.0, "lambda_neg"), ("clip_eps", 0.0, "clip_eps"),
+    ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'ema' or 'none'"),
+])
+def test_bad_config_is_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        check_config(replace(TINY, **{field: value}))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("kappa", float("nan")), ("kappa", 0.0), ("kappa", -1.0), ("kappa", float("inf")), ("kappa_end", float("nan")),
+    ("lr", float("nan")), ("lr", float("inf")), ("grad_clip", float("nan")), ("clip_eps", 1.0),
+    ("clip_eps", float("nan")), ("ema_decay", float("nan")), ("ent_coef", float("nan")), ("kl_coef", float("inf")),
+    ("weight_decay", -0.1), ("steps", 2.5), ("max_skipped_updates", -1), ("reward_batch_size", float("nan")),
+])
+def test_non_finite_or_out_of_range_values_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"^{field} must be .*got {value!r}"):
+        check_config(replace(TINY, **{field: value}))
