@@ -36,9 +36,9 @@ import bench_train_step as bts  # noqa: E402
 
 from mars_core.audio import FrontEnd  # noqa: E402
 from mars_core.config import rl_preset  # noqa: E402
-from mars_core.encoders.anchor import MLBPAnchor  # noqa: E402
+from mars_core.alignment.anchor import MLBPAnchor  # noqa: E402
 from mars_core.encoders.minibind import MiniBind  # noqa: E402
-from mars_core.encoders.stack import RewardStack  # noqa: E402
+from mars_core.alignment.stack import RewardStack  # noqa: E402
 from mars_core.rl.advantages import EMABaseline  # noqa: E402
 from mars_core.rl.rewards import RewardModel  # noqa: E402
 from mars_core.rl.rollout import RLBatch, rollout  # noqa: E402

@@ -206,9 +206,9 @@ def load_aligned_no_rl(ctx: BenchmarkContext) -> SystemModel:
         SystemUnavailable: the reward stack module does not exist (yet).
     """
     try:
-        from .encoders.stack import load_reward_stack
+        from .alignment.stack import load_reward_stack
     except ImportError as exc:
-        raise SystemUnavailable(f"mars_core.encoders.stack.load_reward_stack is not available ({exc})") from exc
+        raise SystemUnavailable(f"mars_core.alignment.stack.load_reward_stack is not available ({exc})") from exc
     from .queries import load_or_build_query_bank
 
     stack = load_reward_stack(ctx.profile, aligned=True, build_dir=ctx.build_dir)

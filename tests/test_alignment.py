@@ -23,23 +23,18 @@ from PIL import Image
 from mars_core.checkpoints import load_checkpoint, save_checkpoint
 from mars_core.config import field_docs, get_profile
 from mars_core.data.mixing import MixtureDataset
-from mars_core.encoders import alignment as al
-from mars_core.encoders.alignment import (
-    AlignmentConfig,
-    AlignmentData,
-    augment_audio,
-    consistency_loss,
-    embed_items,
-    head_parameter_names,
-    info_nce_from_logits,
-    load_heads,
-    measure_alignment,
-    reward_hacking_probe,
-    run_alignment,
-    symmetric_info_nce,
-    triplet_loss,
-)
+from mars_core.alignment.config import AlignmentConfig
+from mars_core.alignment.embedding import augment_audio, embed_items, embed_waveforms, make_batch
+from mars_core.alignment.heads import head_parameter_names, load_heads
+from mars_core.alignment.losses import LogitScales, consistency_loss, symmetric_info_nce, triplet_loss
+from mars_core.alignment.measure import measure_alignment, objective_terms
+from mars_core.alignment.probe import PROBE_OUTPUTS, reward_hacking_probe
+from mars_core.alignment import runner
+from mars_core.alignment.runner import history_frame, run_alignment, run_stage
+from mars_core.alignment.sampling import AlignmentData, draw_batch, train_pool
+from mars_core.alignment.stages import OBJECTIVES, StageContext
 from mars_core.encoders.base import TriModalEncoder
+from mars_core.encoders.contrastive import info_nce_from_logits
 from tests.conftest import imagebind_fixture, make_fake_build
 
 
@@ -306,21 +301,21 @@ def test_each_stage_learns_and_keeps_its_best_checkpoint(aligned):
     assert {"s3_nce", "s3_triplet", "replay_s1_audio_text", "replay_s2_audio_audio"} <= set(h3)
     assert "replay_s1_audio_text" not in out["history"]["s1_audio_text"]
     assert "s1_triplet" not in out["history"]["s1_audio_text"]  # ours, off by default
-    frame = al.history_frame(h2)
+    frame = history_frame(h2)
     assert list(frame.columns) == ["step", "loss", *sorted(h2["terms"])] and len(frame) == CFG.steps_per_stage
 
 
 def test_each_stage_starts_from_the_previous_best(aligned, data, tmp_path, monkeypatch):
     enc, out, _, _, _ = aligned
     seen = []
-    real = al.run_stage
+    real = run_stage
 
     def spy(stage, encoder, *args, init_from=None, **kw):
         seen.append((stage, Path(init_from).name))
         return real(stage, encoder, *args, init_from=init_from, **kw)
 
-    monkeypatch.setattr(al, "run_stage", spy)
-    al.run_alignment(SpectralToyEncoder(), data, dataclasses.replace(CFG, steps_per_stage=1), tmp_path)
+    monkeypatch.setattr(runner, "run_stage", spy)
+    run_alignment(SpectralToyEncoder(), data, dataclasses.replace(CFG, steps_per_stage=1), tmp_path)
     assert seen == [
         ("s1_audio_text", "pretrained.pt"),
         ("s2_audio_audio", "s1_audio_text_best.pt"),
@@ -330,7 +325,7 @@ def test_each_stage_starts_from_the_previous_best(aligned, data, tmp_path, monke
 
 def test_the_encoder_leaves_a_stage_at_its_best_validation_step(data, tmp_path, monkeypatch):
     values = iter([1.0, 0.5, 0.9])  # validations at steps 0, 4, 8: the best is step 4, not the last
-    monkeypatch.setattr(al, "_objective_value", lambda *a, **k: next(values))
+    monkeypatch.setattr(runner, "_objective_value", lambda *a, **k: next(values))
     enc = SpectralToyEncoder()
     h = run_alignment(enc, data, CFG, tmp_path, stages=["s1_audio_text"])["history"]["s1_audio_text"]
     assert h["val_step"] == [0, 4, 8] and h["best_step"] == 4 and h["best_val_loss"] == 0.5
@@ -343,7 +338,7 @@ def test_the_encoder_leaves_a_stage_at_its_best_validation_step(data, tmp_path, 
 def test_resume_loads_completed_stages_without_training(aligned, data, monkeypatch):
     enc, out, _, _, run_dir = aligned
     fresh = SpectralToyEncoder()
-    monkeypatch.setattr(al, "run_stage", lambda *a, **k: pytest.fail("resume retrained a completed stage"))
+    monkeypatch.setattr(runner, "run_stage", lambda *a, **k: pytest.fail("resume retrained a completed stage"))
     again = run_alignment(fresh, data, CFG, run_dir, resume=True)
     assert again["history"]["s2_audio_audio"]["val_loss"] == out["history"]["s2_audio_audio"]["val_loss"]
     assert _same(dict(fresh.heads.state_dict()), dict(enc.heads.state_dict()))
@@ -353,13 +348,13 @@ def test_resume_loads_completed_stages_without_training(aligned, data, monkeypat
 
 
 def _objectives_with_and_without_cache(enc, data, cfg):
-    scales = al.LogitScales()
-    batch = al._draw(data, cfg, 4, None, "probe")
+    scales = LogitScales()
+    batch = draw_batch(data, cfg, 4, None, "probe")
     out = {}
-    for stage, objective in al.OBJECTIVES.items():
+    for stage, objective in OBJECTIVES.items():
         vals, cache = [], {}
         for c in (None, cache, cache):  # direct; cold cache; warm cache (every feature from the cache)
-            ctx = al.StageContext(enc, scales, cfg, data.sample_rate, c)
+            ctx = StageContext(enc, scales, cfg, data.sample_rate, c)
             loss, parts = objective(ctx, batch, "heads", torch.Generator().manual_seed(3))
             vals.append((loss.item(), parts))
         out[stage] = vals
@@ -383,9 +378,9 @@ def test_pool_bounds_the_items_seen(data, tmp_path):
     enc = SpectralToyEncoder()
     cache: dict = {}
     names = head_parameter_names(enc)
-    al.run_stage("s2_audio_audio", enc, data, cfg, al.LogitScales(), names, tmp_path, cache=cache)
+    run_stage("s2_audio_audio", enc, data, cfg, LogitScales(), names, tmp_path, cache=cache)
     train_keys = {k for (_, _, k) in cache if k.startswith("train")}
-    assert 0 < len(train_keys) <= 6 and train_keys <= {f"{t}:{i}" for t, i in al.train_pool(data, cfg)}
+    assert 0 < len(train_keys) <= 6 and train_keys <= {f"{t}:{i}" for t, i in train_pool(data, cfg)}
     assert sum(k.startswith("train_hard") for k in train_keys) > 0  # hard pairs are in the pool
     assert {r for (_, r, _) in cache} == {"target", "query_audio", "mixture", "interferer", "aug"}
 
@@ -457,7 +452,7 @@ def test_reward_hacking_probe_rewards(fake_build):
     enc = SpectralToyEncoder()
     ds = MixtureDataset("test", "smoke", build_dir=fake_build, n_items=6)
     table = reward_hacking_probe(enc, ds).set_index("output")
-    assert list(table.index) == list(al.PROBE_OUTPUTS)
+    assert list(table.index) == list(PROBE_OUTPUTS)
     items = [ds[i] for i in range(6)]
     text = enc.embed_text([it["query_text"] for it in items])
     silent = enc.embed_audio(torch.zeros(1, 1000), ds.sr)[0]
@@ -510,7 +505,7 @@ def test_objective_terms_measure_every_term_on_train_and_val(aligned, data):
     ck = out["checkpoints"]["s1_audio_text"]
     heads = {k: v.clone() for k, v in enc.heads.state_dict().items()}
     cfg = dataclasses.replace(CFG, s1_triplet_weight=0.0, s3_nce_weight=0.0)  # weights are set to 1 for the table
-    df = al.objective_terms(enc, data, cfg, ck, n_items=6)
+    df = objective_terms(enc, data, cfg, ck, n_items=6)
     assert _same(dict(enc.heads.state_dict()), heads)  # the encoder's heads are restored
     terms = df.groupby("stage")["term"].apply(set).to_dict()
     assert terms == {"s1_audio_text": {"s1_nce", "s1_triplet"}, "s2_audio_audio": {"s2_nce", "s2_triplet", "s2_consistency"},
@@ -521,8 +516,8 @@ def test_objective_terms_measure_every_term_on_train_and_val(aligned, data):
     fresh = SpectralToyEncoder()
     load_heads(fresh, ck)
     items = [data.val[i] for i in range(3)] + [data.val_hard[i] for i in range(3)]
-    b = al.make_batch(items)
-    a, t, labels = al.embed_waveforms(fresh, b.target, data.sample_rate), fresh.embed_text(b.text), b.labels
+    b = make_batch(items)
+    a, t, labels = embed_waveforms(fresh, b.target, data.sample_rate), fresh.embed_text(b.text), b.labels
     scale = float(torch.exp(blob["logit_scales"]["log_scale.audio_text"]).clamp(max=100.0))
     want = symmetric_info_nce(a, t, scale, labels).item()
     got = df.set_index(["stage", "term"]).loc[("s1_audio_text", "s1_nce"), "val"]

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mars_core.data.mixing import MixtureDataset
-from mars_core.encoders.alignment import ItemEmbeddings, embed_items
-from mars_core.encoders.anchor import (
+from mars_core.alignment.anchor import (
     AnchorConfig,
     MLBPAnchor,
     anchor_gap,
@@ -27,6 +26,7 @@ from mars_core.encoders.anchor import (
     save_mlbp,
     train_mlbp,
 )
+from mars_core.alignment.embedding import ItemEmbeddings, embed_items
 from tests.test_alignment import SpectralToyEncoder
 
 

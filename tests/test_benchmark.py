@@ -161,7 +161,7 @@ def test_aligned_encoder_ablation_queries_the_baseline_with_the_aligned_bank(mon
         seen.update(aligned=aligned, build_dir=build_dir)
         return types.SimpleNamespace(encoder=aligned_encoder, key="k" * 16)
 
-    monkeypatch.setitem(sys.modules, "mars_core.encoders.stack", types.SimpleNamespace(load_reward_stack=fake_stack))
+    monkeypatch.setitem(sys.modules, "mars_core.alignment.stack", types.SimpleNamespace(load_reward_stack=fake_stack))
     ctx = B.BenchmarkContext(SMOKE, build_dir=fake_build, bank=fake_bank(fake_build, 128), judge=None, progress=False)
     baseline = constant_separator(3.0)
     ctx._cache["supervised"] = B.SystemModel(baseline, source="baseline.pt")

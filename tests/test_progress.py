@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mars_core.config import get_profile
-from mars_core.encoders.anchor import AnchorConfig, MLBPAnchor, train_mlbp
+from mars_core.alignment.anchor import AnchorConfig, MLBPAnchor, train_mlbp
 from mars_core.progress import CsvLog, Progress, default_every, format_duration, format_value, last_row
 from mars_core.rl.trainer import STEP_KEYS, train_rl
 from mars_core.supervised import train_supervised

@@ -14,9 +14,9 @@ from mars_core.audio import FrontEnd
 from mars_core.config import get_profile
 from mars_core.data.manifest import benchmark_dir
 from mars_core.data.mixing import MixtureDataset
-from mars_core.encoders.anchor import MLBPAnchor, fuse_anchor
+from mars_core.alignment.anchor import MLBPAnchor, fuse_anchor
 from mars_core.encoders.minibind import checkpoints_dir, load_minibind
-from mars_core.encoders.stack import RewardStack
+from mars_core.alignment.stack import RewardStack
 from mars_core.queries import QueryRef
 from mars_core.rl.rewards import RewardModel, anchors, signal_term
 from mars_core.rl.rollout import reconstruct_group

@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mars_core.encoders.alignment import STAGES, AlignmentConfig, head_parameter_names
-from mars_core.encoders.anchor import AnchorConfig
+from mars_core.alignment.config import STAGES, AlignmentConfig
+from mars_core.alignment.heads import head_parameter_names
+from mars_core.alignment.anchor import AnchorConfig
 from mars_core.encoders.minibind import MiniBind
-from mars_core.encoders.stack import load_reward_stack
+from mars_core.alignment.stack import load_reward_stack
 
 SMALL_ALIGN = AlignmentConfig.for_profile("smoke", steps_per_stage=4, eval_every=2, n_val_items=8, pool_items=16)
 SMALL_ANCHOR = AnchorConfig.for_profile("smoke", steps=10)

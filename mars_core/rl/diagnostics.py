@@ -54,7 +54,7 @@ def setup_from_args(args) -> Setup:
 def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None) -> Setup:
     """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields)."""
     from ..config import get_profile, rl_preset
-    from ..encoders.stack import load_reward_stack
+    from ..alignment.stack import load_reward_stack
     from ..queries import load_or_build_query_bank, load_query_encoder
     from ..supervised import load_or_train
     from .rewards import reward_bank

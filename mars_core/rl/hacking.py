@@ -62,7 +62,7 @@ import torch
 
 from ..config import Profile, get_profile, rl_preset
 from ..data.mixing import MixtureDataset
-from ..encoders.stack import load_reward_stack
+from ..alignment.stack import load_reward_stack
 from ..evaluate import load_eval_set, reference_estimates
 from ..metrics import SILENCE_L1
 from ..queries import item_queries
@@ -339,7 +339,7 @@ def hacking_probe(profile: str | Profile | None = None, *, stack=None, bank=None
     """:func:`hacking_table` on the profile's test mixtures with the RL reward stack.
 
     Args:
-        stack: the reward stack (default :func:`mars_core.encoders.stack.load_reward_stack`, trained on
+        stack: the reward stack (default :func:`mars_core.alignment.stack.load_reward_stack`, trained on
             first use); bank: its embeddings of the build (default :func:`mars_core.rl.rewards.reward_bank`).
         n_items: test mixtures (default the profile's ``n_test_mixtures``, as the benchmark).
         variants: default :func:`reward_variants`.

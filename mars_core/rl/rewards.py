@@ -7,7 +7,7 @@ For an estimate ``y^`` of item ``i`` (float32, no gradient)::
         - lambda_neg * cos(phi_a(y^), z-_i)                   contamination penalty (ours)
 
 * ``phi_a`` is the frozen reward encoder's audio tower and ``z*_i`` the target anchor
-  (:meth:`~mars_core.encoders.stack.RewardStack.target_anchor`: the MLBP fusion of the target's
+  (:meth:`~mars_core.alignment.stack.RewardStack.target_anchor`: the MLBP fusion of the target's
   audio-query, text and image embeddings *in the reward encoder's space*). ``z-_i`` is the same
   anchor for the interferer's query material (the mean of the cosines if there are several).
 * SI-SDR is in dB, clamped to ``[-30, 30]`` and divided by 10, so the term is O(1) like a
@@ -85,7 +85,7 @@ class RewardModel:
     """The reward of a batch of waveforms, with the terms it is made of.
 
     Attributes:
-        stack: a :class:`~mars_core.encoders.stack.RewardStack` (frozen encoder and anchor).
+        stack: a :class:`~mars_core.alignment.stack.RewardStack` (frozen encoder and anchor).
         sample_rate: rate of the waveforms (resampled to the encoder's when they differ).
         lambda_sig, lambda_neg: weights of the signal and contamination terms (0: not computed).
         batch_size: waveforms per encoder call; 0 puts all of them in one call.

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..progress import CsvLog, Progress, default_every, last_row
-from .alignment import ItemEmbeddings, embed_items
-from .contrastive import info_nce_from_logits
+from ..encoders.contrastive import info_nce_from_logits
+from .embedding import ItemEmbeddings, embed_items
 
 ANCHOR_KINDS = ("mlbp", "mean", "max")
 """Fusions accepted by :func:`fuse_anchor`."""

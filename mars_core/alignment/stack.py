@@ -2,10 +2,10 @@
 
 MARS-Sep's reward ``R = cos(phi_a(y^), z*)`` needs two trained things (docs/method.md sections 5 and 7):
 
-1. the encoder after **progressive alignment** (:func:`~mars_core.encoders.alignment.run_alignment`:
+1. the encoder after **progressive alignment** (:func:`~mars_core.alignment.runner.run_alignment`:
    S1 audio-text, S2 audio-audio, S3 audio-visual; backbone frozen, heads trained);
 2. the **MLBP anchor** that fuses the target's audio-query, text and image embeddings into z*
-   (:func:`~mars_core.encoders.anchor.fit_mlbp`), trained on that encoder's embeddings.
+   (:func:`~mars_core.alignment.anchor.fit_mlbp`), trained on that encoder's embeddings.
 
 :func:`load_reward_stack` returns both, training them only when no matching run exists under
 ``$MARS_DATA/runs/alignment/<profile>-<hash>`` (the hash covers the base encoder's weights, the
@@ -17,8 +17,6 @@ the un-aligned encoder": the base encoder with an anchor fitted to it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -30,10 +28,15 @@ import torch.nn.functional as F
 
 from ..checkpoints import load_checkpoint
 from ..config import Profile, get_profile
-from ..data.manifest import benchmark_dir, data_root
-from .alignment import AlignmentConfig, AlignmentData, run_alignment
+from ..data.manifest import benchmark_dir
+from ..encoders.base import TriModalEncoder
+from ..encoders.load import load_query_encoder
+from ..queries import encoder_fingerprint
+from ..runs import config_hash, manifest_hash, runs_dir
 from .anchor import MLBP_FORM, AnchorConfig, MLBPAnchor, fit_mlbp, load_mlbp, save_mlbp
-from .base import TriModalEncoder
+from .config import AlignmentConfig
+from .runner import run_alignment
+from .sampling import AlignmentData
 
 
 @dataclass
@@ -42,7 +45,7 @@ class RewardStack:
 
     Attributes:
         encoder: the tri-modal encoder (eval mode, no parameter requires grad).
-        anchor: the trained :class:`~mars_core.encoders.anchor.MLBPAnchor` (eval mode, frozen).
+        anchor: the trained :class:`~mars_core.alignment.anchor.MLBPAnchor` (eval mode, frozen).
         aligned: whether the encoder went through progressive alignment.
         key: 16 hex digits identifying encoder weights + anchor weights (keys RL runs).
         info: run directory, checkpoints and training histories.
@@ -85,22 +88,15 @@ def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module.eval()
 
 
-def _digest(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def run_directory(profile: str | Profile | None, encoder: TriModalEncoder, align_cfg: AlignmentConfig,
                   anchor_cfg: AnchorConfig, build_dir: str | os.PathLike | None = None,
                   run_root: str | os.PathLike | None = None) -> Path:
     """``<run_root or $MARS_DATA/runs/alignment>/<profile>-<hash>`` of a base encoder, data and configs."""
-    from ..queries import encoder_fingerprint, manifest_hash
-
     prof = get_profile(profile)
     build = Path(build_dir) if build_dir is not None else benchmark_dir(prof.name)
-    key = _digest(encoder_fingerprint(encoder), manifest_hash(build), dataclasses.asdict(align_cfg),
-                  dataclasses.asdict(anchor_cfg))
-    return Path(run_root or data_root() / "runs" / "alignment") / f"{prof.name}-{key}"
+    key = config_hash([encoder_fingerprint(encoder), manifest_hash(build), dataclasses.asdict(align_cfg),
+                       dataclasses.asdict(anchor_cfg)])
+    return Path(run_root or runs_dir("alignment")) / f"{prof.name}-{key}"
 
 
 def _load_or_fit_anchor(path: Path, encoder: TriModalEncoder, data: AlignmentData, cfg: AnchorConfig,
@@ -130,7 +126,7 @@ def load_reward_stack(
     """The profile's reward encoder (aligned or not) and MLBP anchor, trained only if needed.
 
     Args:
-        encoder: the base encoder (default: :func:`mars_core.queries.load_query_encoder`, a fresh
+        encoder: the base encoder (default: :func:`mars_core.encoders.load.load_query_encoder`, a fresh
             copy; it is modified in place by alignment, so do not pass one you still query with).
         align_cfg, anchor_cfg: default ``AlignmentConfig.for_profile`` / ``AnchorConfig.for_profile``.
         retrain: ignore finished stages and anchors in the run directory.
@@ -139,8 +135,6 @@ def load_reward_stack(
         a :class:`RewardStack` whose ``info`` holds ``run_dir``, ``checkpoints`` (alignment
         stages) and ``history`` (``{"alignment": {stage: ...}, "anchor": ...}``).
     """
-    from ..queries import encoder_fingerprint, load_query_encoder
-
     prof = get_profile(profile)
     enc = encoder if encoder is not None else load_query_encoder(prof)
     align_cfg = align_cfg or AlignmentConfig.for_profile(prof.name)
@@ -156,5 +150,5 @@ def load_reward_stack(
                                        anchor_cfg, retrain)
     info["history"]["anchor"] = hist
     _freeze(anchor)
-    key = _digest(encoder_fingerprint(enc), encoder_fingerprint(anchor))
+    key = config_hash([encoder_fingerprint(enc), encoder_fingerprint(anchor)])
     return RewardStack(encoder=enc, anchor=anchor, aligned=aligned, key=key, info=info)
