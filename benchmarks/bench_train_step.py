@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from mars_core.audio import FrontEnd  # noqa: E402
 from mars_core.config import get_profile  # noqa: E402
-from mars_core.losses import mask_targets, weighted_bce  # noqa: E402
-from mars_core.supervised import make_optimizer, multi_query_logits, new_separator  # noqa: E402
+from mars_core.separator import multi_query_logits, new_separator  # noqa: E402
+from mars_core.supervised import make_optimizer  # noqa: E402
+from mars_core.supervised.loss import mask_targets, weighted_bce  # noqa: E402
 
 
 def synthetic_batch(profile, batch_mixtures: int, device, seed: int = 0) -> dict[str, torch.Tensor]:

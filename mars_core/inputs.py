@@ -1,6 +1,6 @@
 """One validator for every public entry point that takes audio, and the conversions it points to.
 
-:func:`validate_audio` is called by :func:`mars_core.evaluate.separate`, the metrics
+:func:`validate_audio` is called by :func:`mars_core.evaluation.evaluate.separate`, the metrics
 (:mod:`mars_core.metrics`), the reward (:class:`mars_core.rl.rewards.RewardModel`) and the encoders'
 ``embed_audio``. It returns its input **unchanged** (the same object, no copy) when it is fine and
 raises :class:`AudioInputError` (a ``ValueError``) otherwise, with a message that names the argument

@@ -58,6 +58,7 @@ from .config import Profile, get_profile
 from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
 from .data.verify import read_clip
 from .encoders.load import load_query_encoder  # noqa: F401  (re-exported: the loader lives in encoders/load.py)
+from .runs import manifest_hash
 from .seeding import item_rng
 
 MODALITIES = ("image", "text", "audio")
@@ -76,26 +77,6 @@ class ModalityUnavailableError(ValueError):
 
 
 # --------------------------------------------------------------------------- fingerprints
-def manifest_hash(build_dir: str | os.PathLike) -> str:
-    """sha256 (hex) of the benchmark's manifests: ``classes.csv``, ``prompts.csv`` and every
-    ``audio/<split>.csv`` / ``images/<split>.csv`` present, each hashed with its name.
-
-    Raises:
-        FileNotFoundError: ``classes.csv`` or ``prompts.csv`` is missing (not a build).
-    """
-    build_dir = Path(build_dir)
-    h = hashlib.sha256()
-    names = ["classes.csv", "prompts.csv"] + [f"{k}/{s}.csv" for k in ("audio", "images") for s in SPLITS]
-    for name in names:
-        path = build_dir / name
-        if not path.exists():
-            if name in ("classes.csv", "prompts.csv"):
-                raise FileNotFoundError(f"{path} not found: {build_dir} is not a benchmark build")
-            continue
-        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:
     """sha256 (hex) of an encoder's identity: class name, native sample rate, and every
     state-dict entry (name, dtype, shape, bytes). Equal weights give equal fingerprints."""

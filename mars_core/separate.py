@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from .audio import FrontEnd
 from .config import PROFILE_NAMES, Profile, get_profile
-from .evaluate import separate as separate_segments
+from .evaluation.evaluate import separate as separate_segments
 from .inputs import resample_to, validate_audio
 from .queries import encoder_fingerprint, load_query_encoder
 from .supervised import load_or_train, load_separator, shipped_separator

@@ -12,6 +12,10 @@ Architecture (``full`` sizes; smaller profiles only change the channel numbers):
   mask proposal ``P = sigmoid(z)`` -- the mode of MARS-Sep's Beta policy;
 * FiLM fusion as an option: ``z = sum_c s_c ((1 + gamma_c) A_c + beta_c) + b`` with ``(gamma, beta)`` a linear map of the query.
 
+The U-Net does not see the query (it meets the K feature maps only at the output), so ``K``
+queries of one mixture share one U-Net pass (:func:`multi_query_logits`, used by supervised
+training, RL rollouts and evaluation alike).
+
 Initialisation as the reference: conv weights ``N(0, 0.001)``, BN weights ``N(1, 0.02)``,
 linear weights ``N(0, 1e-4)``, biases 0.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import SeparatorConfig
+from .config import Profile, SeparatorConfig
 
 
 class UNetBlock(nn.Module):
@@ -190,3 +194,49 @@ class QuerySeparator(nn.Module):
             raise ValueError(f"batch sizes differ: features {features.shape[0]}, query {query.shape[0]}")
         z = self.fuse(self.unet(features), self.query_vector(query))
         return z if return_logits else torch.sigmoid(z)
+
+
+def new_separator(profile: Profile, seed: int, query_init_std: float = 0.0) -> QuerySeparator:
+    """A freshly initialised separator whose weights depend only on ``seed``.
+
+    ``query_init_std > 0`` redraws the query projection ``W ~ N(0, query_init_std^2)``
+    (``SupervisedConfig.query_init_std``); 0 keeps the reference ``N(0, 1e-4)``.
+    """
+    if query_init_std < 0:
+        raise ValueError(f"query_init_std must be >= 0, got {query_init_std}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = QuerySeparator(profile.separator)
+        if query_init_std > 0:
+            with torch.no_grad():
+                model.query_proj.weight.normal_(0.0, query_init_std)
+    return model
+
+
+def multi_query_logits(model: QuerySeparator, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Logits of ``K`` queries per mixture with one U-Net pass per mixture.
+
+    Equals ``model(features[b], queries[b, k], return_logits=True)`` for every ``(b, k)``
+    (the query meets the U-Net's maps only in the output fusion).
+
+    Shape:
+        features: ``(B, 1, F, T)``; queries: ``(B, K, D)``; returns ``(B, K, F, T)``.
+    """
+    if queries.dim() != 3 or queries.shape[0] != features.shape[0]:
+        raise ValueError(f"queries must be (batch={features.shape[0]}, K, D), got {tuple(queries.shape)}")
+    return logits_from_trunk(model, model.unet.trunk(features), queries)
+
+
+def logits_from_trunk(model: QuerySeparator, trunk: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """:func:`multi_query_logits` from the U-Net's trunk output (``model.unet.trunk(features)``).
+
+    Shape:
+        trunk: ``(B, 2 ch_0, F/2, T/2)``; queries: ``(B, K, D)``; returns ``(B, K, F, T)``.
+    """
+    b, k, d = queries.shape
+    maps = model.unet.head(trunk)  # (B, C, F, T)
+    qv = model.query_vector(queries.reshape(b * k, d)).reshape(b, k, -1)
+    if model.cfg.conditioning == "inner":  # without copying the maps K times
+        return model.inner_logits(maps, qv)
+    rep = maps.unsqueeze(1).expand(b, k, *maps.shape[1:]).reshape(b * k, *maps.shape[1:])
+    return model.fuse(rep, qv.reshape(b * k, -1)).reshape(b, k, *maps.shape[-2:])

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from mars_core import benchmark as B
-from mars_core import benchmark_reading as R
+from mars_core.benchmark import cli, registry
+from mars_core.benchmark import reading as R
 from mars_core.config import get_profile
 from tests.conftest import FAKE_CLASSES
 from tests.test_evaluate import constant_separator, v4_sdr
@@ -173,12 +174,12 @@ def test_aligned_encoder_ablation_queries_the_baseline_with_the_aligned_bank(mon
 
 def test_loader_return_values_are_normalised():
     m = constant_separator(1.0)
-    assert B._as_system_model((m, {"reward_mean": [1.0]}), "x").history == {"reward_mean": [1.0]}
+    assert registry._as_system_model((m, {"reward_mean": [1.0]}), "x").history == {"reward_mean": [1.0]}
     wrapper = torch.nn.Module()
     wrapper.separator = m
-    assert B._as_system_model(wrapper, "x").model is m
+    assert registry._as_system_model(wrapper, "x").model is m
     with pytest.raises(TypeError):
-        B._as_system_model("not a model", "x")
+        registry._as_system_model("not a model", "x")
 
 
 # --------------------------------------------------------------------------- tables
@@ -390,7 +391,7 @@ def test_wide_and_bootstrap_tables(result):
 
 
 def test_figures_cli_and_run_md(result, bench_dir, tmp_path, capsys):
-    assert B.main(["figures", "--csv", str(bench_dir), "--out", str(tmp_path / "fig")]) == 0
+    assert cli.main(["figures", "--csv", str(bench_dir), "--out", str(tmp_path / "fig")]) == 0
     paths = [tmp_path / "fig" / line for line in
              (p.rsplit("/", 1)[-1] for p in capsys.readouterr().out.split())]
     names = {p.name for p in paths}
@@ -406,7 +407,7 @@ def test_training_curves_tolerate_missing_keys():
     import matplotlib
 
     matplotlib.use("Agg")
-    from mars_core.benchmark_figures import plot_training_curves
+    from mars_core.benchmark.figures import plot_training_curves
 
     axes = plot_training_curves({"a": {"reward_mean": [1.0, 2.0, None], "val_sdr": [1.0], "val_step": [2]},
                                  "supervised": {"loss": [1.0]}})
@@ -424,9 +425,9 @@ def test_cli_run_passes_its_options(monkeypatch, tmp_path, capsys):
         seen.update(kw, profile=prof.name)
         raise SystemExit(0)
 
-    monkeypatch.setattr(B, "run_benchmark", fake_run)
+    monkeypatch.setattr(cli, "run_benchmark", fake_run)
     with pytest.raises(SystemExit):
-        B.main(["--profile", "smoke", "--systems", "supervised", "plus", "--n-items", "3", "--pairs", "hard",
+        cli.main(["--profile", "smoke", "--systems", "supervised", "plus", "--n-items", "3", "--pairs", "hard",
                 "--seed", "5", "--out", str(tmp_path)])
     assert seen["profile"] == "smoke" and seen["systems"] == ["supervised", "plus"] and seen["n_items"] == 3
     assert seen["pair_types"] == ["hard"] and seen["splits"] == list(B.SPLITS) and seen["seed"] == 5
@@ -439,7 +440,7 @@ def test_cli_run_passes_its_options(monkeypatch, tmp_path, capsys):
 
 def test_portable_path_hides_this_machines_directories(monkeypatch, tmp_path):
     monkeypatch.setenv("MARS_DATA", str(tmp_path / "data"))
-    root = Path(B.__file__).resolve().parents[1]
+    root = Path(B.__file__).resolve().parents[2]  # mars_core/benchmark/__init__.py
     assert B.portable_path(f"{root}/checkpoints/separator_cpu.pt") == "checkpoints/separator_cpu.pt"
     assert B.portable_path(f"{tmp_path}/data/runs/rl/cpu-plus-1/final.pt") == "$MARS_DATA/runs/rl/cpu-plus-1/final.pt"
     assert B.portable_path(f"{root}/checkpoints/s.pt, queried by the aligned encoder ab12") == \

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from mars_core.audio import FrontEnd
 from mars_core.config import get_profile
 from mars_core.data.manifest import read_table
-from mars_core.evaluate import (EVAL_MODALITIES, JudgeScorer, compact_table, eval_queries, evaluate_all,
-                                evaluate_references, evaluate_separator, evaluate_systems, load_eval_set, results_table,
-                                separate)
+from mars_core.evaluation.evaluate import (EVAL_MODALITIES, JudgeScorer, compact_table, eval_queries, evaluate_all,
+                                           evaluate_references, evaluate_systems, load_eval_set, results_table,
+                                           separate)
 from mars_core.metrics import bss_eval
-from mars_core.supervised import new_separator
+from mars_core.separator import new_separator
 from tests.test_queries import StubEncoder, fake_bank
 from tests.tolerances import assert_within, reconstruct_atol
 
@@ -100,10 +100,11 @@ def test_reference_systems(eval_set):
     assert (ibm["sdr"].to_numpy() > mix["sdr"].to_numpy() + 5).all()  # tones of different pitch separate well
 
 
-def test_evaluate_separator_rows_and_judge(eval_set, bank, fake_build):
+def test_evaluate_systems_one_separator_rows_and_judge(eval_set, bank, fake_build):
     judge = StubEncoder(dim=32, sample_rate=8000)
     scorer = JudgeScorer(judge, eval_set, 8000)
-    df = evaluate_separator(constant_separator(40.0), SMOKE, bank, eval_set, scorer=scorer, progress=False)
+    df = evaluate_systems(SMOKE, eval_set, {"baseline": (constant_separator(40.0), bank)}, references=False, scorer=scorer,
+                          progress=False)
     assert len(df) == 6 * 4 and list(dict.fromkeys(df["modality"])) == list(EVAL_MODALITIES)
     assert (df["system"] == "baseline").all()
     # all-pass mask: every modality equals the mixture
@@ -161,7 +162,7 @@ def test_evaluate_systems_scores_references_and_separators_in_one_pass(eval_set,
                                atol=1e-9)
     # the per-system path (one BSS Eval pass per call) gives the same frame
     per_system = pd.concat([evaluate_references(SMOKE, eval_set)]
-                           + [evaluate_separator(mod, SMOKE, b, eval_set, system=name, progress=False)
+                           + [evaluate_systems(SMOKE, eval_set, {name: (mod, b)}, references=False, progress=False)
                               for name, (mod, b) in separators.items()], ignore_index=True)
     pd.testing.assert_frame_equal(df, per_system, check_exact=False, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="nothing to evaluate"):
@@ -169,7 +170,7 @@ def test_evaluate_systems_scores_references_and_separators_in_one_pass(eval_set,
 
 
 def test_silent_estimates_are_skipped(eval_set, bank):
-    df = evaluate_separator(constant_separator(-200.0), SMOKE, bank, eval_set, progress=False)
+    df = evaluate_systems(SMOKE, eval_set, {"baseline": (constant_separator(-200.0), bank)}, references=False, progress=False)
     assert df["skipped"].all() and df["sdr"].isna().all()
     table = results_table(df)
     assert (table["n"] == 0).all() and (table["n_skipped"] == 6).all()

@@ -22,12 +22,12 @@ from PIL import Image
 from mars_core import benchmark as B
 from mars_core.config import get_profile
 from mars_core.encoders.minibind import MiniBind
-from mars_core.evaluate import JudgeScorer, compact_table, eval_queries, evaluate_separator, load_eval_set, \
+from mars_core.evaluation.evaluate import JudgeScorer, compact_table, eval_queries, evaluate_systems, load_eval_set, \
     results_table
 from mars_core.data.mixing import MixtureDataset
 from mars_core.queries import ModalityUnavailableError, build_query_bank, compose, item_queries, modality_embeddings
 from mars_core.supervised import train_supervised
-from mars_core.widgets import listening_view
+from mars_core.benchmark.widgets import listening_view
 from mars_core.data.importers import import_dataset, main
 from mars_core.data.importers.common import DatasetLayoutError, most_active_window, noun_phrases
 from mars_core.data.manifest import AUDIO_COLUMNS, read_table
@@ -156,7 +156,8 @@ def test_esc50_import_trains_and_evaluates_without_images(esc50_trained):
     assert list(eval_set.unavailable) == ["image"] and str(out) in eval_set.unavailable["image"]
     assert eval_set.images == [None] * 4 and set(eval_set.meta["query_image_id"]) == {""}
     judge = MiniBind.from_profile(SMOKE, seed=7)  # any encoder other than the query encoder
-    df = evaluate_separator(model, SMOKE, bank, eval_set, scorer=JudgeScorer(judge, eval_set, 8000), progress=False)
+    df = evaluate_systems(SMOKE, eval_set, {"baseline": (model, bank)}, references=False,
+                          scorer=JudgeScorer(judge, eval_set, 8000), progress=False)
     assert list(df["modality"].unique()) == ["text", "image", "audio", "omni"] and len(df) == 16
     scored = df[df["modality"] != "image"]
     assert not scored["skipped"].any() and np.isfinite(scored[["sdr", "si_sdri", "semantic"]]).all().all()
@@ -178,7 +179,7 @@ def test_esc50_image_query_names_the_build_and_modality(esc50_build):
     with pytest.raises(ModalityUnavailableError, match=expected):
         eval_queries(bank, eval_set, ("text", "image"))
     with pytest.raises(ModalityUnavailableError, match=expected):
-        evaluate_separator(None, SMOKE, bank, eval_set, modalities=("image",), progress=False)
+        evaluate_systems(SMOKE, eval_set, {"baseline": (None, bank)}, references=False, modalities=("image",), progress=False)
     ds = MixtureDataset("test", SMOKE, n_items=2, build_dir=out)
     refs = item_queries(ds, ds[0])  # the interferer's query material: no image drawn either
     assert [r.image_id for r in refs] == [None, None] and all(dict(r.unavailable) == ds.unavailable for r in refs)
@@ -275,7 +276,8 @@ def train_and_evaluate(out: Path, classes: set[str]) -> None:
     model, history = train_supervised(SMOKE, bank, cfg, build_dir=out, device="cpu", progress=False)
     assert history["steps_done"] == 2 and np.isfinite(history["loss"]).all()
     eval_set = load_eval_set(SMOKE, "test", n_items=4, build_dir=out)
-    df = evaluate_separator(model, SMOKE, bank, eval_set, modalities=("text", "image", "audio"), progress=False)
+    df = evaluate_systems(SMOKE, eval_set, {"baseline": (model, bank)}, references=False, modalities=("text", "image", "audio"),
+                          progress=False)
     assert len(df) == 12 and set(df["modality"]) == {"text", "image", "audio"}
     assert set(df["target"]) <= classes and np.isfinite(df["sdr"]).any()
 

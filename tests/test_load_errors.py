@@ -9,10 +9,12 @@ from mars_core.checkpoints import CheckpointError, UnsafeCheckpointError
 from mars_core.config import get_profile
 from mars_core.encoders import ImageBind
 from mars_core.encoders.hub import WeightsMismatchError, from_pretrained, load_state_dict_file
-from mars_core.queries import encoder_fingerprint, load_or_build_query_bank, manifest_hash
-from mars_core import supervised as sup
+from mars_core.queries import encoder_fingerprint, load_or_build_query_bank
+from mars_core.supervised import cli as sup_cli
+from mars_core.supervised import store as sup_store
 from mars_core.rl import trainer as rl_trainer
-from mars_core.supervised import config_hash, load_or_train, resume_last, run_config
+from mars_core.runs import config_hash, manifest_hash, resume_last
+from mars_core.supervised import load_or_train, run_config
 from tests.test_checkpoints import _WritesAFile
 from tests.test_queries import StubEncoder, fake_bank
 
@@ -129,13 +131,13 @@ def _capture_bank_call(monkeypatch, module) -> dict:
 
 @pytest.mark.parametrize("retrain", [False, True])
 def test_retrain_rebuilds_the_query_bank_cache(monkeypatch, retrain):
-    seen = _capture_bank_call(monkeypatch, sup)
+    seen = _capture_bank_call(monkeypatch, sup_cli)
     with pytest.raises(_Stop):
-        sup.main(["--profile", "smoke", "--no-eval"] + (["--retrain"] if retrain else []))
+        sup_cli.main(["--profile", "smoke", "--no-eval"] + (["--retrain"] if retrain else []))
     assert seen["rebuild"] is retrain
-    seen.clear()
+    seen = _capture_bank_call(monkeypatch, sup_store)
     with pytest.raises(_Stop):
-        sup.load_or_train(SMOKE, retrain=retrain)
+        sup_store.load_or_train(SMOKE, retrain=retrain)
     assert seen["rebuild"] is retrain
     seen = _capture_bank_call(monkeypatch, rl_trainer)
     with pytest.raises(_Stop):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mars_core.losses import bce_weight, mask_targets, weighted_bce, weighted_l1
+from mars_core.supervised.loss import bce_weight, mask_targets, weighted_bce, weighted_l1
 
 
 def test_weight_clamps():

@@ -21,7 +21,8 @@ from mars_core.encoders.minibind import (ByteTokenizer, MiniBind, imagebind_conf
                                          shipped_checkpoint)
 from mars_core.encoders.pairs import load_split, pick, sample_batch
 from mars_core.encoders.retrieval import family_accuracy, recall_at_1, retrieval_metrics
-from mars_core.encoders.train import TrainConfig, data_fingerprint, lr_factor, reference_embeddings, train_minibind
+from mars_core.encoders.train import TrainConfig, lr_factor, reference_embeddings, train_minibind
+from mars_core.runs import data_fingerprint
 
 SMOKE = get_profile("smoke")
 

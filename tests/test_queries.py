@@ -18,7 +18,8 @@ from mars_core.data.manifest import SPLITS, read_table
 from mars_core.data.mixing import MixtureDataset
 from mars_core.queries import (ModalityEmbeddings, ModalityUnavailableError, QueryBank, QueryRef, build_query_bank,
                                compose, encoder_fingerprint, evaluation_ref, item_queries, load_or_build_query_bank,
-                               manifest_hash, mixup_weights, modality_embeddings, omni_query, query_mixup)
+                               mixup_weights, modality_embeddings, omni_query, query_mixup)
+from mars_core.runs import manifest_hash
 
 SMOKE = get_profile("smoke")
 
@@ -279,7 +280,7 @@ def test_missing_query_material_is_named(fake_build):
 
 
 def test_a_none_query_into_the_separator_names_the_query_kinds():
-    from mars_core.supervised import new_separator
+    from mars_core.separator import new_separator
 
     model = new_separator(SMOKE, 0)
     feats = torch.zeros(1, 1, SMOKE.audio.n_freq_warped, SMOKE.audio.n_frames)

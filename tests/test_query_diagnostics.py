@@ -12,13 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mars_core import query_diagnostics as qd
+from mars_core.evaluation import query_diagnostics as qd
 from mars_core.config import get_profile
 from mars_core.data.manifest import read_table
-from mars_core.evaluate import load_eval_set
+from mars_core.evaluation.evaluate import load_eval_set
 from mars_core.metrics import SI_SDR_EPS
 from mars_core.queries import QueryBank
-from mars_core.supervised import multi_query_logits, new_separator
+from mars_core.separator import multi_query_logits, new_separator
 from tests.test_queries import fake_bank
 
 SMOKE = get_profile("smoke")

@@ -21,7 +21,8 @@ from mars_core.encoders.minibind import MiniBind
 from mars_core.queries import load_query_encoder
 from mars_core.separate import (Query, SeparationInputError, load_model, main, output_paths, overlap_add, separate,
                                 separate_blocks, separate_waveform)
-from mars_core.supervised import new_separator, save_separator, shipped_separator
+from mars_core.separator import new_separator
+from mars_core.supervised import save_separator, shipped_separator
 
 SMOKE = get_profile("smoke")
 SEG = SMOKE.audio.segment_samples

@@ -16,10 +16,12 @@ from mars_core.checkpoints import load_checkpoint, save_checkpoint
 from mars_core.config import SupervisedConfig, field_docs, get_profile
 from mars_core.data.mixing import MixtureDataset
 from mars_core.queries import item_queries
-from mars_core import supervised as sup
-from mars_core.supervised import (check_config, config_hash, load_or_train, load_separator, lr_factor,
-                                  make_optimizer, multi_query_logits, new_separator, run_config, save_separator,
-                                  supervised_loss, train_supervised, training_batch)
+from mars_core.evaluation import validation
+from mars_core.runs import config_hash
+from mars_core.separator import multi_query_logits, new_separator
+from mars_core.supervised import store, trainer
+from mars_core.supervised import (check_config, load_or_train, load_separator, lr_factor, make_optimizer, run_config,
+                                  save_separator, supervised_loss, train_supervised, training_batch)
 from tests.test_queries import fake_bank
 
 SMOKE = get_profile("smoke")
@@ -163,7 +165,7 @@ def test_resumed_run_reaches_the_same_weights(fake_build, bank, tmp_path, monkey
     assert h_straight["val_step"] == [3, 6] and len(h_straight["loss"]) == 6
 
     # run 2: killed in the middle of step 3 (last.pt holds step 2), then started again
-    real = sup.training_batch
+    real = trainer.training_batch
     state = {"killed": False}
 
     def dying(ds, bank_, fe, step, cfg, device="cpu"):
@@ -172,7 +174,7 @@ def test_resumed_run_reaches_the_same_weights(fake_build, bank, tmp_path, monkey
             raise KeyboardInterrupt("killed")
         return real(ds, bank_, fe, step, cfg, device)
 
-    monkeypatch.setattr(sup, "training_batch", dying)
+    monkeypatch.setattr(trainer, "training_batch", dying)
     with pytest.raises(KeyboardInterrupt):
         train_supervised(SMOKE, bank, TINY, run_dir=tmp_path / "b", build_dir=fake_build, progress=False)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 2
@@ -203,7 +205,7 @@ def test_best_checkpoint_is_the_best_validation_step(fake_build, bank, tmp_path,
         snapshots[s] = _weights(model)
         return {"sdr": s, "si_sdri": 0.0}
 
-    monkeypatch.setattr(sup, "validate", fake_validate)
+    monkeypatch.setattr(trainer, "validate", fake_validate)
     cfg = replace(TINY, steps=6, eval_every=2)
     model, history = train_supervised(SMOKE, bank, cfg, build_dir=fake_build, progress=False)
     assert history["val_step"] == [2, 4, 6] and history["best_step"] == 4 and history["best_sdr"] == 5.0
@@ -213,11 +215,11 @@ def test_best_checkpoint_is_the_best_validation_step(fake_build, bank, tmp_path,
 def test_validation_sdr_of_an_all_pass_mask_is_the_mixture_sdr(fake_build, bank):
     from mars_core.metrics import sdr as sdr_metric
 
-    val = sup.validation_set(SMOKE, bank, 3, build_dir=fake_build)
+    val = validation.validation_set(SMOKE, bank, 3, build_dir=fake_build)
     model = new_separator(SMOKE, 0)
     with torch.no_grad():
         model.bias.fill_(30.0)  # P = sigmoid(30) = 1 - 1e-13: the estimate is the mixture
-    out = sup.validate(model, val, FrontEnd(SMOKE.audio))
+    out = validation.validate(model, val, FrontEnd(SMOKE.audio))
     mix_sdr = sdr_metric(val.mixtures.double().numpy(), val.targets.double().numpy())
     assert math.isclose(out["sdr"], float(np.nanmean(mix_sdr)), abs_tol=1e-3)
     assert abs(out["si_sdri"]) < 1e-3
@@ -245,14 +247,14 @@ def test_config_hash_changes_with_config_and_queries(fake_build, bank):
 
 def test_load_or_train_trains_once(fake_build, bank, tmp_path, monkeypatch):
     monkeypatch.setenv("MARS_CHECKPOINTS", str(tmp_path / "none"))
-    real = sup.train_supervised
+    real = store.train_supervised
     calls = []
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sup, "train_supervised", counted)
+    monkeypatch.setattr(store, "train_supervised", counted)
     cfg = replace(TINY, steps=2, eval_every=2)
     kw = dict(bank=bank, run_root=tmp_path, build_dir=fake_build, progress=False)
     first, h1 = load_or_train(SMOKE, cfg, **kw)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mars_core import widgets
+from mars_core.benchmark import widgets
 from tests.test_benchmark import small_result
 
 

@@ -52,8 +52,9 @@ import torch
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import EncoderConfig, Profile, get_profile
-from ..data.manifest import SPLITS, benchmark_dir, write_json_atomic
+from ..data.manifest import benchmark_dir, write_json_atomic
 from ..progress import CsvLog, Progress, last_row
+from ..runs import data_fingerprint
 from .contrastive import info_nce, retrieval_accuracy
 from .minibind import MiniBind, load_minibind, save_minibind
 from .pairs import PairBatch, SplitData, load_split, sample_batch, step_seed
@@ -160,18 +161,6 @@ def validate(model: MiniBind, val: SplitData) -> dict[str, float]:
     own_sim = sims.gather(1, own[:, None])[:, 0]
     other = sims.scatter(1, own[:, None], float("-inf")).max(dim=1).values
     return {"a2t": a2t, "a2i": a2i, "score": 0.5 * (a2t + a2i), "margin": (own_sim - other).mean().item()}
-
-
-def data_fingerprint(build_dir: Path) -> str:
-    """SHA-256 (16 hex) of the manifests of every split plus prompts and classes.
-
-    The manifests hold each file's sha256, so equal fingerprints mean equal data.
-    """
-    h = hashlib.sha256()
-    rels = ["classes.csv", "prompts.csv"] + [f"{kind}/{split}.csv" for kind in ("audio", "images") for split in SPLITS]
-    for rel in rels:
-        h.update((Path(build_dir) / rel).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _run_config(profile: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path) -> dict:

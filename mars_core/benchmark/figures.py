@@ -17,9 +17,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .atomic import write_bytes_atomic
-from .benchmark import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, REFERENCE_SYSTEMS, load_results, machine_info
-from .queries import EVAL_MODALITIES
+from ..atomic import write_bytes_atomic
+from ..audio import FrontEnd
+from ..config import get_profile
+from ..queries import EVAL_MODALITIES
+from ..viz import plot_spectrogram
+from .io import load_results, machine_info
+from .tables import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, REFERENCE_SYSTEMS
 
 RL_CURVE_KEYS = ("reward_mean", "approx_kl", "clipfrac", "entropy", "val_sdr")
 """History keys drawn by :func:`plot_training_curves` (missing keys are tolerated)."""
@@ -192,10 +196,6 @@ def plot_example_spectrograms(examples: Mapping[str, np.ndarray], profile: str, 
     """Warped log-magnitude spectrograms of the saved example: mixture, target and each estimate."""
     import matplotlib.pyplot as plt
 
-    from .audio import FrontEnd
-    from .config import get_profile
-    from .viz import plot_spectrogram
-
     labels = [k for k in (labels or examples) if k in examples and k != "interferer"]
     if axes is None:
         ncol = min(4, max(len(labels), 1))
@@ -271,7 +271,7 @@ def write_run_md(out: Path, run: dict, figures: Sequence[Path], command: str | N
         "",
         "Written by `make_figures` (`python -m mars_core.benchmark figures`); do not edit by hand.",
         "",
-        f"- figures command: `{command or 'mars_core.benchmark_figures.make_figures'}`",
+        f"- figures command: `{command or 'mars_core.benchmark.figures.make_figures'}`",
         f"- figures date (UTC): {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- figures machine: {m['host']} ({m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']})",
         f"- benchmark command: `{run.get('command', '?')}`",

@@ -14,7 +14,7 @@ class) and ``omni`` ``= n((2 e_v + 2 e_t + e_a) / 5)``.
 
 Semantic score: ``100 cos(judge(estimate), judge(text))`` (and against the query image)
 from the **judge** encoder, an encoder that never produced a query or a reward
-(:mod:`mars_core.encoders.judge`); :func:`evaluate_all` refuses the query encoder.
+(:mod:`mars_core.encoders.judge`, loaded by :func:`mars_core.encoders.load.load_judge`); :func:`evaluate_all` refuses the query encoder.
 
 Any separator ``model(features, query) -> P`` works here, so the RL notebook evaluates
 its policy (whose mode is ``P``) with the same functions.
@@ -37,14 +37,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .audio import FrontEnd
-from .config import Profile, get_profile
-from .data.mixing import MixtureDataset, collate
-from .encoders.load import load_judge  # noqa: F401  (re-exported: the loader lives in encoders/load.py)
-from .inputs import validate_audio
-from .metrics import evaluate_many, summarize
-from .queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
+from ..audio import FrontEnd
+from ..config import Profile, get_profile
+from ..data.mixing import MixtureDataset, collate
+from ..inputs import validate_audio
+from ..metrics import evaluate_many, is_silent, semantic_score, summarize
+from ..queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
     evaluation_ref, KIND_MODALITIES, kind_available, modality_embeddings, unavailable_error
+from ..separator import multi_query_logits
 
 SEMANTIC_METRICS = ("semantic", "semantic_image")
 """Judge scores: ``100 cos(judge_audio(estimate), judge_text(prompt))`` and ``... judge_image(image)``."""
@@ -121,7 +121,7 @@ def check_queries(queries, n_mixtures: int, name: str = "queries") -> torch.Tens
     if queries is None:
         raise ValueError(f"{name} is None: pass query embeddings (N, K, D), one row per mixture and query kind; "
                          f"the kinds are {', '.join(TRAIN_QUERIES)} (mars_core.queries.compose, or "
-                         f"mars_core.evaluate.eval_queries for an eval set)")
+                         f"mars_core.evaluation.evaluate.eval_queries for an eval set)")
     if isinstance(queries, np.ndarray):
         queries = torch.from_numpy(queries)
     if not isinstance(queries, torch.Tensor):
@@ -154,8 +154,6 @@ def separate(model: torch.nn.Module, fe: FrontEnd, mixtures: torch.Tensor, queri
         mixtures: ``(N, samples)`` numpy or torch; queries: ``(N, K, D)``.
         returns ``(estimates (N, K, samples), masks P (N, K, F, T))``.
     """
-    from .supervised import multi_query_logits
-
     mixtures = fe.check_input(mixtures, "mixtures", sample_rate=sample_rate, ndim=2)
     if isinstance(mixtures, np.ndarray):
         mixtures = torch.from_numpy(mixtures)
@@ -176,7 +174,7 @@ def separate(model: torch.nn.Module, fe: FrontEnd, mixtures: torch.Tensor, queri
     return torch.cat(est), torch.cat(masks)
 
 
-# --------------------------------------------------------------------------- judge
+# --------------------------------------------------------------------------- judge scores
 class JudgeScorer:
     """Semantic scores of waveforms against each item's prompt and query image, judge embeddings cached.
 
@@ -194,16 +192,12 @@ class JudgeScorer:
 
     def scores(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores of the judge's audio embeddings ``a (N, D)``; subclasses add their own."""
-        from .metrics import semantic_score
-
         image = (semantic_score(a, self.image) if self.image is not None
                  else torch.full((a.shape[0],), float("nan"), dtype=a.dtype))
         return {"semantic": semantic_score(a, self.text), "semantic_image": image}
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, np.ndarray]:
-        from .metrics import is_silent
-
         wav = torch.as_tensor(validate_audio(waveforms, "waveforms", ndim=2, layout="(N, samples)")).float()
         silent = is_silent(wav)
         with self.judge.eval_mode():
@@ -328,18 +322,6 @@ def evaluate_systems(profile: str | Profile | None, eval_set: EvalSet,
         rank = np.array([order.get(key, -1) for key in zip(df["system"], df["modality"])])
         df = df.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
     return df
-
-
-def evaluate_separator(model: torch.nn.Module, profile: str | Profile | None, bank: QueryBank, eval_set: EvalSet, *,
-                       system: str = "baseline", modalities: Sequence[str] = EVAL_MODALITIES,
-                       scorer: JudgeScorer | None = None, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
-    """Per-item metrics of ``model`` for every query kind: one row per (item, modality).
-
-    Columns: those of :func:`~mars_core.metrics.evaluate_batch`, the eval set's metadata,
-    ``system``, ``modality``, and ``semantic``/``semantic_image`` when a scorer is given.
-    """
-    return evaluate_systems(profile, eval_set, {system: (model, bank)}, references=False, scorer=scorer,
-                            modalities=modalities, batch_size=batch_size, progress=progress)
 
 
 def evaluate_references(profile: str | Profile | None, eval_set: EvalSet, *, scorer: JudgeScorer | None = None

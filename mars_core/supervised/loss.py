@@ -1,4 +1,4 @@
-"""Supervised mask losses (docs/method.md section 3).
+"""Supervised mask losses (docs/method.md section 3) and the loss of one training batch.
 
 * Weighted binary cross-entropy on the ideal binary mask (CLIPSep / OmniSep):
   ``L = mean( w * BCE(P, M_gt) )`` with ``M_gt = 1[|S| > 0.5 |X|]`` and
@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .audio import ideal_binary_mask, ideal_ratio_mask
+from ..audio import ideal_binary_mask, ideal_ratio_mask
+from ..separator import QuerySeparator, multi_query_logits
 
 
 def bce_weight(mix_mag: torch.Tensor) -> torch.Tensor:
@@ -49,3 +50,13 @@ def mask_targets(source_mag: torch.Tensor, mix_mag: torch.Tensor, kind: str = "i
     if kind == "irm":
         return ideal_ratio_mask(source_mag, mix_mag)
     raise ValueError(f"kind must be 'ibm' or 'irm', got {kind!r}")
+
+
+def supervised_loss(model: QuerySeparator, batch: dict, loss: str = "bce") -> torch.Tensor:
+    """Weighted BCE on logits (``bce``) or weighted L1 on ``P`` (``l1``) over every item of the batch."""
+    logits = multi_query_logits(model, batch["features"], batch["queries"])
+    mix = batch["mix_mag"].expand_as(logits)
+    flat = lambda x: x.reshape(-1, *x.shape[-2:])  # noqa: E731
+    if loss == "bce":
+        return weighted_bce(flat(logits), flat(batch["targets"]), flat(mix))
+    return weighted_l1(flat(torch.sigmoid(logits)), flat(batch["targets"]), flat(mix))

@@ -19,8 +19,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import viz
-from .queries import EVAL_MODALITIES
+from .. import viz
+from ..data.manifest import benchmark_dir, read_table
+from ..data.verify import read_clip
+from ..queries import EVAL_MODALITIES
+from .harness import item_signals
 
 STATIC_ENV = "MARS_STATIC"
 """Set to 1 to force the static view (CI, papermill, exported HTML)."""
@@ -62,9 +65,6 @@ def _image_html(image: np.ndarray, width: int = 96) -> str:
 def query_material(result, test_set: str, index: int) -> dict[str, Any]:
     """The item's queries: prompt text, query image, and the first clip of its audio query
     (the audio query is the mean embedding of all the class's other clips; one is played)."""
-    from .data.manifest import benchmark_dir, read_table
-    from .data.verify import read_clip
-
     ts = result.test_sets[test_set]
     es = ts.eval_set
     ref, meta = es.refs[index], es.meta.iloc[index]
@@ -92,8 +92,6 @@ def item_metrics(result, test_set: str, index: int, modality: str, systems: Sequ
 def listening_signals(result, test_set: str, index: int, modality: str,
                       systems: Sequence[str]) -> dict[str, np.ndarray]:
     """``{label: waveform}`` in display order: audio query clip, mixture, reference, then each system."""
-    from .benchmark import item_signals
-
     learned = [s for s in systems if s in result.systems]
     sig = item_signals(result, test_set, index, modality, learned)
     q = query_material(result, test_set, index)

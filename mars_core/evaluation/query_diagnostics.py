@@ -1,10 +1,10 @@
 """Does a separator follow its query? Measurements that say where a weak query-conditioned separator fails.
 
-Five probes, each built on the evaluation code (:mod:`mars_core.evaluate`, :mod:`mars_core.queries`,
+Five probes, each built on the evaluation code (:mod:`mars_core.evaluation.evaluate`, :mod:`mars_core.queries`,
 :mod:`mars_core.encoders.retrieval`); nothing here re-implements separation or a metric:
 
 1. **Family table**: SI-SDRi by target family x query modality (:func:`family_table`, on the per-item
-   frame of :func:`~mars_core.evaluate.evaluate_separator` / :func:`~mars_core.evaluate.score_estimates`).
+   frame of :func:`~mars_core.evaluation.evaluate.evaluate_systems` / :func:`~mars_core.evaluation.evaluate.score_estimates`).
 2. **Query swap**: the same mixture ``x = s_t + s_i`` separated twice, once with the target's query
    (output ``y_t``) and once with the interferer's (output ``y_i``). With ``SI(a, b)`` the SI-SDR of
    estimate ``a`` against reference ``b`` (:func:`mars_core.metrics.si_sdr`), per item::
@@ -41,15 +41,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .audio import FrontEnd
-from .config import Profile, get_profile
-from .data.manifest import read_table
-from .data.mixing import PROMPT_GROUP, MixtureDataset
-from .encoders.pairs import load_split
-from .encoders.retrieval import class_prototypes, recall_at_1, split_embeddings
+from ..audio import FrontEnd
+from ..config import Profile, get_profile
+from ..data.manifest import read_table
+from ..data.mixing import PROMPT_GROUP, MixtureDataset
+from ..encoders.pairs import load_split
+from ..encoders.retrieval import class_prototypes, recall_at_1, split_embeddings
 from .evaluate import EvalSet, eval_queries, score_estimates, separate
-from .metrics import is_silent, si_sdr
-from .queries import EVAL_MODALITIES, MODALITIES, QueryBank, QueryRef, compose, item_queries, modality_embeddings
+from ..metrics import is_silent, si_sdr
+from ..queries import EVAL_MODALITIES, MODALITIES, QueryBank, QueryRef, compose, item_queries, modality_embeddings
 
 SWAP_COLUMNS = ("si_tq_target", "si_tq_interferer", "si_iq_target", "si_iq_interferer")
 """Per-item SI-SDR (dB) of the swap test: output of the target's query (``tq``) or the interferer's
@@ -61,11 +61,11 @@ def family_table(per_item: pd.DataFrame, metric: str = "si_sdri", by: str = "fam
                  modalities: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean ``metric`` by ``by`` (rows) x query modality (columns), with an ``all`` row and item counts.
 
-    Skipped items (silent, ``skipped=True``) are left out, as in :func:`mars_core.evaluate.results_table`.
+    Skipped items (silent, ``skipped=True``) are left out, as in :func:`mars_core.evaluation.evaluate.results_table`.
 
     Args:
         per_item: one row per (item, modality), with columns ``modality``, ``by`` and ``metric``
-            (e.g. :func:`mars_core.evaluate.evaluate_separator`'s frame of one system).
+            (e.g. :func:`mars_core.evaluation.evaluate.evaluate_systems`'s frame of one system).
         modalities: column order (default: those present, in :data:`EVAL_MODALITIES` order first).
 
     Returns:
@@ -173,7 +173,7 @@ def swap_test(model: torch.nn.Module, profile: str | Profile | None, bank: Query
               interferers: Sequence[QueryRef], modalities: Sequence[str] = EVAL_MODALITIES,
               batch_size: int = 16) -> pd.DataFrame:
     """:func:`swap_scores` of ``model`` for every query kind, one U-Net pass per mixture
-    (:func:`mars_core.evaluate.separate` with the target's and the interferer's queries stacked).
+    (:func:`mars_core.evaluation.evaluate.separate` with the target's and the interferer's queries stacked).
 
     Returns:
         one row per (item, modality) with the eval set's metadata and ``modality``.
@@ -331,7 +331,7 @@ def temperature_scaled(model: torch.nn.Module, temperature: float) -> torch.nn.M
 def temperature_sweep(model: torch.nn.Module, profile: str | Profile | None, bank: QueryBank, eval_set: EvalSet,
                       temperatures: Sequence[float] = (0.5, 0.75, 1.0, 1.5, 2.0),
                       modalities: Sequence[str] = EVAL_MODALITIES, batch_size: int = 16) -> pd.DataFrame:
-    """Per-item metrics (:func:`mars_core.evaluate.score_estimates`) of ``P = sigmoid(z / T)`` for each ``T``.
+    """Per-item metrics (:func:`mars_core.evaluation.evaluate.score_estimates`) of ``P = sigmoid(z / T)`` for each ``T``.
 
     Returns:
         one row per (T, modality, item); ``system`` is ``"T=<T>"`` and column ``temperature`` holds ``T``.

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .benchmark import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, SPLITS
-from .queries import EVAL_MODALITIES
+from ..queries import EVAL_MODALITIES
+from .tables import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, SPLITS
 
 __all__ = ["PAPER_RESULTS", "COLLAPSE_DB", "NEAR_DB", "change_sentence", "describe_results", "paper_comparison",
            "describe_paper_comparison"]

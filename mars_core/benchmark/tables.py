@@ -1,0 +1,92 @@
+"""Names of the benchmark (test sets, pair types, systems, metrics) and its tables: tidy items, summary, wide views."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.evaluate import compact_table
+from ..metrics import summarize
+from ..queries import EVAL_MODALITIES
+
+SPLITS = ("test", "test_timbre")
+"""Test splits: ``test`` (the training timbres, held-out clips) and ``test_timbre`` (another soundfont)."""
+PAIR_TYPES = ("random", "hard")
+"""``random``: any interferer class; ``hard``: an interferer of the target's family."""
+REFERENCE_SYSTEMS = ("mixture", "mixture / 2", "oracle IBM", "oracle IRM", "clean target")
+"""Query-blind rows of :func:`~mars_core.evaluation.evaluate.evaluate_references` (``clean target``: judge scores only)."""
+BASELINE = "supervised"
+"""The system every learned system is compared with in :func:`paired_bootstrap`."""
+METRICS = ("sdr", "sir", "sar", "si_sdri", "semantic", "semantic_image", "contamination", "semantic_margin")
+"""Columns summarised and bootstrapped (those present)."""
+METRIC_UNITS = {"sdr": "dB", "sir": "dB", "sar": "dB", "si_sdri": "dB", "semantic": "points",
+                "semantic_image": "points", "contamination": "points", "semantic_margin": "points"}
+METRIC_NAMES = {"sdr": "SDR", "sir": "SIR", "sar": "SAR", "si_sdri": "SI-SDRi", "semantic": "semantic score",
+                "semantic_image": "image semantic score", "contamination": "contamination",
+                "semantic_margin": "semantic margin"}
+"""Units and display names of :data:`METRICS` (sentences of :mod:`.reading`, figures)."""
+N_RESAMPLES = 2000
+"""Bootstrap resamples of the items."""
+CI_LEVEL = 0.95
+"""Central coverage of the bootstrap percentile interval."""
+
+
+def _order(df: pd.DataFrame, systems: Sequence[str]) -> pd.DataFrame:
+    """Sort rows by test set, pair type, system (reference systems first), query, [metric], item."""
+    ranks = {
+        "split": list(SPLITS), "pairs": list(PAIR_TYPES),
+        "system": [*REFERENCE_SYSTEMS, *systems], "modality": ["-", *EVAL_MODALITIES], "metric": list(METRICS),
+    }
+    keys = [c for c in ("split", "pairs", "system", "modality", "metric", "item") if c in df.columns]
+
+    def key(col: pd.Series) -> pd.Series:
+        if col.name not in ranks:
+            return col
+        order = {v: i for i, v in enumerate(ranks[col.name])}
+        return col.map(lambda v: order.get(v, len(order)))
+
+    return df.sort_values(keys, key=key, kind="stable").reset_index(drop=True)
+
+
+def tidy_items(frames: Sequence[pd.DataFrame], systems: Sequence[str]) -> pd.DataFrame:
+    """One tidy frame: key columns first (``split, pairs, system, modality, item``), then metrics, then metadata."""
+    df = pd.concat(frames, ignore_index=True)
+    first = ["split", "pairs", "system", "modality", "item", *[m for m in METRICS if m in df.columns]]
+    df = df[first + [c for c in df.columns if c not in first]]
+    return _order(df, systems)
+
+
+def summary_table(items: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """Mean, sem, median, n, n_skipped per (split, pairs, system, modality, metric)
+    (:func:`~mars_core.metrics.summarize`). Rows of a metric a system does not have (the clean
+    target's SDR) are dropped: ``n == 0`` and nothing skipped."""
+    present = [m for m in metrics if m in items.columns and items[m].notna().any()]
+    with np.errstate(invalid="ignore"):  # the mixture's SAR is +inf: its sem is NaN
+        out = summarize(items, by=["split", "pairs", "system", "modality"], metrics=present)
+    out = out[(out["n"] > 0) | (out["n_skipped"] > 0)]
+    return _order(out, list(dict.fromkeys(items["system"])))
+
+
+def wide_table(summary: pd.DataFrame, split: str = "test", pairs: str = "random",
+               metrics: Sequence[str] | None = None, digits: int = 2) -> pd.DataFrame:
+    """``mean ± sem`` strings of one test set: one row per (system, query), one column per metric
+    (:func:`~mars_core.evaluation.evaluate.compact_table`)."""
+    s = summary[(summary["split"] == split) & (summary["pairs"] == pairs)]
+    if metrics is not None:
+        s = s[s["metric"].isin(list(metrics))]
+    wide = compact_table(s.drop(columns=["split", "pairs"]), digits)
+    return wide[["system", "modality", *[m for m in METRICS if m in wide.columns]]]
+
+
+def bootstrap_table(boot: pd.DataFrame, metrics: Sequence[str] = ("sdr", "semantic", "contamination"),
+                    digits: int = 2) -> pd.DataFrame:
+    """``mean [low, high]`` strings: one row per (system, query, metric), one column per test set."""
+    b = boot[boot["metric"].isin(list(metrics))]
+    b = b.assign(test_set=b["split"] + "/" + b["pairs"],
+                 value=[f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+                        for m, lo, hi in zip(b["mean_diff"], b["ci_low"], b["ci_high"])])
+    wide = b.pivot_table(index=["system", "modality", "metric"], columns="test_set", values="value",
+                         aggfunc="first", sort=False)
+    return wide.reset_index().rename_axis(columns=None)

@@ -1,0 +1,186 @@
+"""The supervised training loop: data of a step, optimiser and schedule, validation, resumable ``last.pt``.
+
+See :mod:`mars_core.supervised` for the method. The run bookkeeping (``TrainState``, ``last.pt``,
+keep-best) is :mod:`mars_core.runs`; the validation is :mod:`mars_core.evaluation.validation`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..audio import FrontEnd
+from ..config import Profile, SupervisedConfig, get_profile
+from ..data.mixing import MixtureDataset, collate
+from ..evaluation.validation import validate, validation_set
+from ..progress import CsvLog, Progress, last_row
+from ..queries import TRAIN_QUERIES, QueryBank, compose, item_queries, mixup_weights, modality_embeddings
+from ..runs import TrainState, keep_if_best, resume_last, save_last
+from ..seeding import item_rng
+from ..separator import QuerySeparator, new_separator
+from .loss import mask_targets, supervised_loss
+
+HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "val_step", "val_sdr", "val_si_sdri")
+"""Entries of the supervised trainer's ``history``."""
+
+
+def run_config(profile: Profile, cfg: SupervisedConfig, bank: QueryBank) -> dict[str, Any]:
+    """What a run depends on: sizes, data, separator, training config, encoder and manifest."""
+    return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
+            "separator": asdict(profile.separator), "supervised": asdict(cfg), "queries": bank.key}
+
+
+def check_config(cfg: SupervisedConfig) -> None:
+    """Raise ``ValueError`` naming the first invalid field of a :class:`SupervisedConfig`."""
+    if cfg.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
+    if cfg.loss not in ("bce", "l1"):
+        raise ValueError(f"loss must be 'bce' or 'l1', got {cfg.loss!r}")
+    if cfg.query not in TRAIN_QUERIES:
+        raise ValueError(f"query must be one of {TRAIN_QUERIES}, got {cfg.query!r}")
+    for name in ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.warmup_steps < 0 or not 0 < cfg.final_lr_ratio <= 1 or cfg.lr <= 0 or cfg.grad_clip <= 0:
+        raise ValueError("need warmup_steps >= 0, 0 < final_lr_ratio <= 1, lr > 0 and grad_clip > 0")
+
+
+def lr_factor(step: int, cfg: SupervisedConfig) -> float:
+    """Learning-rate multiplier at ``step`` (0-based).
+
+    ``(step + 1) / warmup`` during the warm-up, then linear from 1 at ``warmup_steps``
+    to ``final_lr_ratio`` at ``steps`` (and constant after).
+    """
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
+    return 1.0 - (1.0 - cfg.final_lr_ratio) * progress
+
+
+def make_optimizer(model: torch.nn.Module, cfg: SupervisedConfig):
+    """``(optimizer, scheduler)``: Adam or AdamW at ``cfg.lr`` with :func:`lr_factor` as a LambdaLR."""
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    opt = cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+
+
+def train_dataset(profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None) -> MixtureDataset:
+    """The ``train`` mixtures: ``steps x batch_mixtures`` items, random gains and crops, no images."""
+    return MixtureDataset("train", profile, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir,
+                          load_images=False)
+
+
+def training_batch(ds: MixtureDataset, bank: QueryBank, fe: FrontEnd, step: int, cfg: SupervisedConfig,
+                   device: str | torch.device = "cpu") -> dict:
+    """Everything step ``step`` trains on (on ``device``); a pure function of ``(data seed, cfg.seed, step)``.
+
+    Returns ``features (B, 1, F, T)``, ``queries (B, K, D)``, ``targets (B, K, F, T)``
+    (IBM for ``bce``, IRM for ``l1``) and ``mix_mag (B, 1, F, T)`` (warped ``|X|``), with
+    ``K = n_sources`` items per mixture (target first, then each interferer as a target).
+    """
+    b = cfg.batch_mixtures
+    items = [ds[step * b + j] for j in range(b)]
+    batch = collate(items)
+    mix_w = fe.warp(fe.stft(batch["mixture"].to(device)).abs())  # (B, F, T)
+    src_w = fe.warp(fe.stft(batch["sources"].to(device)).abs())  # (B, K, F, T)
+    refs = [r for it in items for r in item_queries(ds, it)]
+    k = src_w.shape[1]
+    rng = item_rng(cfg.seed, "query-mixup", step)
+    weights = mixup_weights(rng, len(refs)) if cfg.query == "mixup" else None
+    q = compose(modality_embeddings(bank, refs), cfg.query, weights)
+    return {
+        "features": torch.log(mix_w + 1e-10).unsqueeze(1),
+        "queries": q.reshape(b, k, -1).to(device),
+        "targets": mask_targets(src_w, mix_w.unsqueeze(1), "ibm" if cfg.loss == "bce" else "irm"),
+        "mix_mag": mix_w.unsqueeze(1),
+    }
+
+
+def train_supervised(
+    profile: str | Profile | None,
+    bank: QueryBank,
+    config: SupervisedConfig | None = None,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    build_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[QuerySeparator, dict]:
+    """Train the separator with supervision; return the best-validation model and its ``history``.
+
+    Args:
+        profile: sizes (``profile.separator``, ``profile.audio``, ``profile.data``).
+        bank: the query embeddings (:func:`~mars_core.queries.load_or_build_query_bank`);
+            its dimension must equal ``profile.separator.query_dim``.
+        config: default ``profile.supervised``.
+        run_dir: where ``last.pt`` and ``metrics.csv`` (one row per step, :class:`~mars_core.progress.CsvLog`)
+            are written; one holding the same run is resumed (unless ``resume=False``); one holding
+            another run raises ``ValueError``.
+        stop_after: stop (checkpointed) after this many steps, as a killed run would.
+        device: default CUDA when available, else CPU (bit-exact resumption is promised on CPU).
+
+    Returns:
+        ``(model, history)``: eval-mode model with the best validation step's weights (the
+        last weights if stopped early); ``history`` has per-step ``step, loss, lr,
+        grad_norm``, per-validation ``val_step, val_sdr, val_si_sdri`` and ``best_step``,
+        ``best_sdr``, ``wall_s``, ``steps_done``.
+    """
+    prof = get_profile(profile)
+    cfg = config or prof.supervised
+    check_config(cfg)
+    if bank.dim != prof.separator.query_dim:
+        raise ValueError(f"query embeddings are {bank.dim}-d but the separator expects query_dim="
+                         f"{prof.separator.query_dim}")
+    build_dir = Path(build_dir) if build_dir is not None else None
+    run_cfg = run_config(prof, cfg, bank)
+    fe = FrontEnd(prof.audio)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = new_separator(prof, cfg.seed, cfg.query_init_std).to(device)
+    opt, sched = make_optimizer(model, cfg)
+    ds = train_dataset(prof, cfg, build_dir)
+    val = validation_set(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), build_dir, device)
+    last = Path(run_dir) / "last.pt" if run_dir is not None else None
+    start, st = 0, TrainState({k: [] for k in HISTORY_KEYS})
+    if last is not None and resume and last.exists():
+        start, st = resume_last(last, run_cfg, model, opt, scheduler=sched)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    prog = Progress(cfg.steps, f"supervised {prof.name}", show=("loss", "val_sdr"), initial=start, enabled=progress)
+    csv_log = CsvLog(Path(run_dir) / "metrics.csv" if run_dir is not None else None, resume_step=start,
+                     fields=HISTORY_KEYS[1:4] + HISTORY_KEYS[5:])  # step = steps done
+    t0 = time.perf_counter()
+    for step in range(start, end):
+        model.train()
+        loss = supervised_loss(model, training_batch(ds, bank, fe, step, cfg, device), cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        h = st.history
+        h["step"].append(step), h["loss"].append(loss.item()), h["lr"].append(opt.param_groups[0]["lr"])
+        h["grad_norm"].append(float(grad_norm))
+        opt.step()
+        sched.step()
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            v = validate(model, val, fe)
+            h["val_step"].append(done), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
+            keep_if_best(st, v["sdr"], done, model)
+        row = last_row(h, HISTORY_KEYS[1:4], HISTORY_KEYS[5:], at=done)
+        csv_log.log(done, **row)
+        prog.update(done, **row)
+        if last is not None and (done % cfg.ckpt_every == 0 or done == end):
+            st.wall_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save_last(last, run_cfg, done, model, opt, st, scheduler=sched)
+    prog.close()
+    st.wall_s += time.perf_counter() - t0
+    history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end)
+    if end == cfg.steps and st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    return model.cpu().eval(), history
