@@ -12,10 +12,16 @@ import sys
 import time
 from dataclasses import replace
 
+import pandas as pd
 import torch
 
 from ..config import get_profile, rl_preset
+from ..encoders.load import load_judge, load_query_encoder
+from ..evaluation.evaluate import compact_table, evaluate_all, results_table
+from ..queries import load_or_build_query_bank
+from ..supervised import load_or_train
 from .cli import base_parser, parse_overrides
+from .trainer import load_or_train_rl
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +34,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..evaluate import compact_table, evaluate_all, load_judge, results_table
-    from ..queries import load_or_build_query_bank, load_query_encoder
-    from ..supervised import load_or_train
-    from .trainer import load_or_train_rl
-
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         before = evaluate_all(baseline, prof, bank, split="val", judge=judge, system="supervised")
         after = evaluate_all(model, prof, bank, split="val", judge=judge, system=f"rl-{args.preset}",
                              references=False)
-        import pandas as pd
-
         print(compact_table(results_table(pd.concat([before, after], ignore_index=True))).to_string(index=False))
     return 0
 

@@ -15,12 +15,19 @@ from typing import Any
 
 import torch
 
+from ..alignment.stack import load_reward_stack
 from ..audio import FrontEnd
+from ..config import get_profile, rl_preset
+from ..encoders.load import load_query_encoder
 from ..metrics import si_sdr
+from ..queries import load_or_build_query_bank
+from ..seeding import seed_everything
+from ..supervised import load_or_train
 from .advantages import group_advantages
+from .cli import parse_overrides
 from .policy import beta_policy_terms
 from .ppo import ppo_loss
-from .rewards import RewardModel
+from .rewards import RewardModel, reward_bank
 from .rollout import RLBatch, proposal_from_trunk, reconstruct_group, rollout
 
 
@@ -42,9 +49,6 @@ class Setup:
 def setup_from_args(args) -> Setup:
     """:func:`load_setup` for parsed :func:`~mars_core.rl.cli.base_parser` options, after setting the threads and
     seeding everything with 0."""
-    from ..seeding import seed_everything
-    from .cli import parse_overrides
-
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(0)
@@ -53,12 +57,6 @@ def setup_from_args(args) -> Setup:
 
 def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None) -> Setup:
     """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields)."""
-    from ..config import get_profile, rl_preset
-    from ..alignment.stack import load_reward_stack
-    from ..queries import load_or_build_query_bank, load_query_encoder
-    from ..supervised import load_or_train
-    from .rewards import reward_bank
-
     prof = get_profile(profile)
     cfg = replace(rl_preset(prof, preset), **(overrides or {}))
     bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=False)

@@ -63,7 +63,7 @@ import torch
 from ..config import Profile, get_profile, rl_preset
 from ..data.mixing import MixtureDataset
 from ..alignment.stack import load_reward_stack
-from ..evaluate import load_eval_set, reference_estimates
+from ..evaluation.evaluate import load_eval_set, reference_estimates
 from ..metrics import SILENCE_L1
 from ..queries import item_queries
 from .rewards import RewardModel, anchors, reward_bank
@@ -317,7 +317,7 @@ class ProbeInputs:
 
 def probe_inputs(profile: str | Profile | None, stack, bank, split: str = "test", n_items: int | None = None,
                  hard_pairs: bool = False, build_dir=None) -> ProbeInputs:
-    """The benchmark's seeded test mixtures of ``split`` (:func:`mars_core.evaluate.load_eval_set`: gain 1,
+    """The benchmark's seeded test mixtures of ``split`` (:func:`mars_core.evaluation.evaluate.load_eval_set`: gain 1,
     centred crops, the first ``n_items``), an oracle IRM output, the target's evaluation anchor and the
     interferer's anchor (its query material from :func:`~mars_core.queries.item_queries`), both from the
     reward encoder's ``bank``.

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..inputs import validate_audio
 from ..metrics import SILENCE_L1, si_sdr
-from ..queries import QueryBank, QueryRef
+from ..queries import QueryBank, QueryRef, load_or_build_query_bank
 
 SI_SDR_RANGE_DB = (-30.0, 30.0)
 """Clamp of the signal term's SI-SDR (dB); a silent estimate gets the lower end."""
@@ -46,8 +46,6 @@ SI_SDR_SCALE_DB = 10.0
 
 def reward_bank(stack, profile, *, build_dir=None, progress: bool = True) -> QueryBank:
     """Every prompt, image and clip embedded by the reward encoder (cached on disk by its fingerprint)."""
-    from ..queries import load_or_build_query_bank
-
     return load_or_build_query_bank(stack.encoder, profile, build_dir=build_dir, progress=progress)
 
 

@@ -24,6 +24,7 @@ from ..audio import FrontEnd
 from ..data.mixing import MixtureDataset, collate
 from ..queries import QueryBank, compose, item_queries, mixup_weights, modality_embeddings
 from ..seeding import item_rng
+from ..separator import logits_from_trunk
 from . import policy
 from .rewards import RewardModel, anchors
 
@@ -93,8 +94,6 @@ def proposal_from_trunk(model: torch.nn.Module, trunk: torch.Tensor, queries: to
     Shape:
         trunk ``(B, C, F/2, T/2)``; queries ``(B, K, D)``; returns ``(B K, F, T)``.
     """
-    from ..supervised import logits_from_trunk
-
     logits = logits_from_trunk(model, trunk, queries)
     return torch.sigmoid(logits).reshape(-1, *logits.shape[-2:])
 
