@@ -42,8 +42,8 @@ from mars_core.alignment.stack import RewardStack  # noqa: E402
 from mars_core.rl.advantages import EMABaseline  # noqa: E402
 from mars_core.rl.rewards import RewardModel  # noqa: E402
 from mars_core.rl.rollout import RLBatch, rollout  # noqa: E402
-from mars_core.rl.trainer import advantages, make_optimizer, ppo_update  # noqa: E402
-from mars_core.supervised import new_separator  # noqa: E402
+from mars_core.rl.update import advantages, make_optimizer, ppo_update  # noqa: E402
+from mars_core.separator import new_separator  # noqa: E402
 
 TIMINGS: list[dict[str, float]] = []
 """Per-call timings of the RL step (policy, rollout, reward, update) of the current process."""
