@@ -9,6 +9,11 @@ Because ``alpha + beta = 2 + kappa``, the mode ``(alpha - 1) / (alpha + beta - 2
 exactly ``P``: at test time the policy acts deterministically with ``P``. ``kappa``
 is a concentration: larger means samples stay closer to ``P`` (default 9).
 
+One log-density: :func:`beta_log_prob_from_logs` (the sample's ``logit(m)``, ``log(1 - m)`` computed
+once per rollout by :func:`mask_logs`; ``log B(alpha, beta)`` shared with the entropy and the KL by
+:func:`beta_policy_terms`); every log-prob of training and of notebook 04 goes through it. The
+``torch.distributions.Beta`` forms are the tests' oracle (``tests/beta_reference.py``).
+
 Numerics (project decisions): everything is computed in float32; samples are
 clamped to ``[1e-6, 1 - 1e-6]`` before the log-density so a sample that rounds to
 exactly 0 or 1 still has a finite log-density; ``P`` may be exactly 0 or 1
