@@ -57,7 +57,6 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Profile, get_profile
 from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
 from .data.verify import read_clip
-from .encoders.load import load_query_encoder  # noqa: F401  (re-exported: the loader lives in encoders/load.py)
 from .runs import manifest_hash
 from .seeding import item_rng
 

@@ -32,7 +32,7 @@ The separator is the shipped ``checkpoints/separator_<profile>.pt`` (``cpu``), a
 written by :func:`mars_core.supervised.save_separator` (supervised or RL ``final.pt``), or, for a
 profile without a shipped one, :func:`mars_core.supervised.load_or_train` (trained on first use on
 the offline benchmark). Queries are embedded by the profile's query encoder
-(:func:`mars_core.queries.load_query_encoder`, the shipped MiniBind), the one the separator was
+(:func:`mars_core.encoders.load.load_query_encoder`, the shipped MiniBind), the one the separator was
 trained with; a checkpoint trained with another encoder is refused.
 """
 
@@ -57,9 +57,10 @@ from tqdm.auto import tqdm
 
 from .audio import FrontEnd
 from .config import PROFILE_NAMES, Profile, get_profile
+from .encoders.load import load_query_encoder
 from .evaluation.evaluate import separate as separate_segments
 from .inputs import resample_to, validate_audio
-from .queries import encoder_fingerprint, load_query_encoder
+from .queries import encoder_fingerprint
 from .supervised import load_or_train, load_separator, shipped_separator
 
 DEFAULT_PROFILE = "cpu"

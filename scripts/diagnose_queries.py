@@ -27,7 +27,8 @@ from mars_core.audio import FrontEnd  # noqa: E402
 from mars_core.config import get_profile  # noqa: E402
 from mars_core.data.manifest import benchmark_dir, read_table  # noqa: E402
 from mars_core.evaluation.evaluate import EVAL_MODALITIES, eval_queries, load_eval_set, score_estimates, separate  # noqa: E402
-from mars_core.queries import load_or_build_query_bank, load_query_encoder  # noqa: E402
+from mars_core.encoders.load import load_query_encoder  # noqa: E402
+from mars_core.queries import load_or_build_query_bank  # noqa: E402
 from mars_core.supervised import load_separator, run_config, shipped_separator  # noqa: E402
 
 SETS = (("test", "random"), ("test", "hard"), ("test_timbre", "random"))

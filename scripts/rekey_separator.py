@@ -17,7 +17,8 @@ import argparse
 import datetime
 
 from mars_core.config import get_profile
-from mars_core.queries import load_or_build_query_bank, load_query_encoder
+from mars_core.encoders.load import load_query_encoder
+from mars_core.queries import load_or_build_query_bank
 from mars_core.supervised import load_separator, save_separator, shipped_separator
 
 

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from mars_core.config import get_profile
-from mars_core.alignment.anchor import AnchorConfig, MLBPAnchor, train_mlbp
+from mars_core.alignment.anchor import AnchorConfig, MLBPAnchor
+from mars_core.alignment.anchor_fit import train_mlbp
 from mars_core.progress import CsvLog, Progress, default_every, format_duration, format_value, last_row
 from mars_core.rl.trainer import STEP_KEYS, train_rl
 from mars_core.supervised import train_supervised
-from tests.test_anchor import _synthetic
+from tests.test_anchor_fit import _synthetic
 from tests.test_queries import fake_bank
 from tests.test_rl_rollout import smoke_stack, trained_looking_separator
 from tests.test_rl_trainer import TINY as RL_TINY  # 4 steps, validation every 2, last.pt every step

@@ -18,7 +18,7 @@ import torch
 
 from mars_core.config import get_profile
 from mars_core.encoders.minibind import MiniBind
-from mars_core.queries import load_query_encoder
+from mars_core.encoders.load import load_query_encoder
 from mars_core.separate import (Query, SeparationInputError, load_model, main, output_paths, overlap_add, separate,
                                 separate_blocks, separate_waveform)
 from mars_core.separator import new_separator

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..encoders.base import TriModalEncoder
-from .anchor import fit_mlbp, fuse_anchor
+from .anchor import fuse_anchor
+from .anchor_fit import fit_mlbp
 from .config import STAGES, AlignmentConfig
 from .embedding import embed_items
 from .heads import heads_restored, load_heads
@@ -161,7 +162,7 @@ def alignment_table(
         checkpoints: ``{stage name: alignment checkpoint}`` (``run_alignment(...)["checkpoints"]``).
         datasets: evaluation ``MixtureDataset`` s (e.g. ``test`` and ``test_timbre``).
         anchor_train: if given (a train ``MixtureDataset``), an MLBP anchor is fitted for each
-            stage's encoder (:func:`mars_core.alignment.anchor.fit_mlbp` with ``anchor_cfg``)
+            stage's encoder (:func:`mars_core.alignment.anchor_fit.fit_mlbp` with ``anchor_cfg``)
             and ``gap_mlbp`` is filled in; ``anchor_val`` (a val ``MixtureDataset``) selects each
             anchor's best validation step, as :func:`mars_core.alignment.stack.load_reward_stack` does.
 

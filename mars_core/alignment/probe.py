@@ -15,13 +15,31 @@ from ..audio import FrontEnd
 from ..config import get_profile
 from ..encoders.base import TriModalEncoder
 from .anchor import ANCHOR_KINDS, fuse_anchor
-from .embedding import embed_items, embed_waveforms, make_batch, take_items
+from .embedding import AlignmentBatch, embed_items, embed_waveforms, make_batch, take_items
 from .losses import cosine
 
 
 PROBE_OUTPUTS = ("silent", "mixture", "oracle_irm", "target", "interferer")
 """What :func:`reward_hacking_probe` rewards: a silent output, the all-pass output (the mixture),
 the oracle ratio-mask estimate, the clean target and the interferer."""
+
+
+def probe_outputs(batch: AlignmentBatch, front_end: FrontEnd, oracle_domain: str = "warped") -> dict[str, torch.Tensor]:
+    """The waveforms of :data:`PROBE_OUTPUTS` for a batch: silence, the mixture, the oracle IRM estimate
+    (``oracle_domain``: ``"warped"`` or ``"linear"``), the clean target and the interferer.
+
+    Shape:
+        each ``(B, T)`` float32, like ``batch.mixture``.
+    """
+    sources = torch.stack([batch.target, batch.interferer], dim=1)
+    oracle = front_end.oracle_separate(sources, batch.mixture, kind="irm", domain=oracle_domain)[:, 0]
+    return {
+        "silent": torch.zeros_like(batch.mixture),
+        "mixture": batch.mixture,
+        "oracle_irm": oracle.float(),
+        "target": batch.target,
+        "interferer": batch.interferer,
+    }
 
 
 @torch.no_grad()
@@ -64,15 +82,7 @@ def reward_hacking_probe(
     b = make_batch(lst)
     with encoder.eval_mode():
         emb = embed_items(encoder, lst, sr)
-        sources = torch.stack([b.target, b.interferer], dim=1)
-        oracle = FrontEnd(prof.audio).oracle_separate(sources, b.mixture, kind="irm", domain=oracle_domain)[:, 0]
-        outputs = {
-            "silent": torch.zeros_like(b.mixture),
-            "mixture": b.mixture,
-            "oracle_irm": oracle.float(),
-            "target": b.target,
-            "interferer": b.interferer,
-        }
+        outputs = probe_outputs(b, FrontEnd(prof.audio), oracle_domain)
         z = {"text": emb.text, "audio": emb.query_audio}.get(anchor)
         if z is None:
             z = fuse_anchor(anchor, emb.query_audio, emb.text, emb.image, mlbp=mlbp)

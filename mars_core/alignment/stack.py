@@ -5,7 +5,7 @@ MARS-Sep's reward ``R = cos(phi_a(y^), z*)`` needs two trained things (docs/meth
 1. the encoder after **progressive alignment** (:func:`~mars_core.alignment.runner.run_alignment`:
    S1 audio-text, S2 audio-audio, S3 audio-visual; backbone frozen, heads trained);
 2. the **MLBP anchor** that fuses the target's audio-query, text and image embeddings into z*
-   (:func:`~mars_core.alignment.anchor.fit_mlbp`), trained on that encoder's embeddings.
+   (:func:`~mars_core.alignment.anchor_fit.fit_mlbp`), trained on that encoder's embeddings.
 
 :func:`load_reward_stack` returns both, training them only when no matching run exists under
 ``$MARS_DATA/runs/alignment/<profile>-<hash>`` (the hash covers the base encoder's weights, the
@@ -33,7 +33,8 @@ from ..encoders.base import TriModalEncoder
 from ..encoders.load import load_query_encoder
 from ..queries import encoder_fingerprint
 from ..runs import config_hash, manifest_hash, runs_dir
-from .anchor import MLBP_FORM, AnchorConfig, MLBPAnchor, fit_mlbp, load_mlbp, save_mlbp
+from .anchor import MLBP_FORM, AnchorConfig, MLBPAnchor, load_mlbp, save_mlbp
+from .anchor_fit import fit_mlbp
 from .config import AlignmentConfig
 from .runner import run_alignment
 from .sampling import AlignmentData
