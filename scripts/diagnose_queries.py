@@ -1,4 +1,4 @@
-"""Does the shipped separator follow its query? The five probes of mars_core.query_diagnostics, as tables.
+"""Does the shipped separator follow its query? The five probes of mars_core.evaluation.query_diagnostics, as tables.
 
     python scripts/diagnose_queries.py --profile cpu [--n 200] [--n-val 200] [--out runs/cpu/query_diagnostics]
 

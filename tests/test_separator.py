@@ -9,7 +9,9 @@ import torch
 import torch.nn as nn
 
 from mars_core.config import SeparatorConfig, get_profile
-from mars_core.separator import QuerySeparator, UNet, UNetBlock
+from mars_core.separator import QuerySeparator, UNet, UNetBlock, multi_query_logits, new_separator
+
+SMOKE = get_profile("smoke")
 
 
 @pytest.mark.parametrize(
@@ -107,3 +109,32 @@ def test_bad_inputs_raise():
         model(x, q[:1])
     with pytest.raises(ValueError, match="conditioning"):
         QuerySeparator(SeparatorConfig(conditioning="concat"))
+
+
+# --------------------------------------------------------------------------- new_separator and the multi-query forward pass
+def test_query_init_std_redraws_only_the_query_projection():
+    ref, wide = new_separator(SMOKE, 5), new_separator(SMOKE, 5, query_init_std=1.0)
+    assert ref.query_proj.weight.std().item() < 2e-4  # the reference N(0, 1e-4)
+    assert abs(wide.query_proj.weight.std().item() - 1.0) < 0.05
+    a, b = ref.state_dict(), wide.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "query_proj.weight")
+    with pytest.raises(ValueError, match="query_init_std"):
+        new_separator(SMOKE, 5, query_init_std=-1.0)
+
+
+@pytest.mark.parametrize("conditioning", ["inner", "film"])
+def test_multi_query_logits_equal_per_item_forward(conditioning):
+    torch.manual_seed(0)
+    model = new_separator(replace(SMOKE, separator=replace(SMOKE.separator, conditioning=conditioning)), 0)
+    with torch.no_grad():  # make the maps matter: the reference init is nearly zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(3, 1, 128, 128)
+    q = torch.randn(3, 2, 128)
+    for mode in ("eval", "train"):
+        getattr(model, mode)()
+        got = multi_query_logits(model, x, q)
+        ref = model(x.repeat_interleave(2, 0), q.reshape(6, 128), return_logits=True).reshape(3, 2, 128, 128)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)  # train: duplicated rows keep BN batch stats
+    with pytest.raises(ValueError, match="queries must be"):
+        multi_query_logits(model, x, q[:2])

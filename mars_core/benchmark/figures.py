@@ -2,7 +2,7 @@
 
 Every plot function takes an ``ax`` (created if ``None``) and returns it; nothing is shown
 or saved unless :func:`make_figures` is called, which reads a results directory written by
-:func:`mars_core.benchmark.save_results` and writes ``05_*.png`` plus ``RUN.md`` (the command,
+:func:`mars_core.benchmark.harness.save_results` and writes ``05_*.png`` plus ``RUN.md`` (the command,
 date, machine and the benchmark run that produced them).
 """
 

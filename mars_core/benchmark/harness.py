@@ -140,6 +140,23 @@ class BenchmarkResult:
         return self.context.profile
 
 
+def run_record(ctx: BenchmarkContext, *, command: str | None, seed: int, wall_s: float, n_items: int | None,
+               test_sets: list[str], skipped_sets: Mapping[str, str], modalities: Sequence[str],
+               loaded: Mapping[str, SystemModel], missing: Mapping[str, str], n_resamples: int, level: float) -> dict:
+    """The ``run.json`` record: command, profile, date, machine, git commit, seed, wall time, test sets,
+    systems (portable paths) and missing ones, baseline, bootstrap settings, judge."""
+    return {
+        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
+        "profile": ctx.profile.name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(), "git": git_commit(), "seed": seed, "wall_s": wall_s,
+        "n_items": n_items if n_items is not None else ctx.profile.data.n_test_mixtures,
+        "test_sets": test_sets, "skipped_test_sets": skipped_sets, "modalities": list(modalities),
+        "systems": {k: portable_path(v.source) for k, v in loaded.items()}, "missing_systems": missing,
+        "baseline": BASELINE, "bootstrap": {"n_resamples": n_resamples, "level": level},
+        "judge": None if ctx.judge_encoder() is None else type(ctx.judge_encoder()).__name__,
+    }
+
+
 def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str] | Mapping[str, Loader] | None = None,
                   splits: Sequence[str] = SPLITS, pair_types: Sequence[str] = PAIR_TYPES,
                   modalities: Sequence[str] = EVAL_MODALITIES, n_items: int | None = None, seed: int = 0,
@@ -191,16 +208,9 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
     items = tidy_items(frames, list(loaded))
     summary = summary_table(items)
     boot = paired_bootstrap(items, n_resamples=n_resamples, level=level, seed=seed)
-    run = {
-        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
-        "profile": ctx.profile.name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(), "git": git_commit(), "seed": seed, "wall_s": round(time.perf_counter() - t0, 2),
-        "n_items": n_items if n_items is not None else ctx.profile.data.n_test_mixtures,
-        "test_sets": list(test_sets), "skipped_test_sets": skipped_sets, "modalities": list(modalities),
-        "systems": {k: portable_path(v.source) for k, v in loaded.items()}, "missing_systems": missing,
-        "baseline": BASELINE, "bootstrap": {"n_resamples": n_resamples, "level": level},
-        "judge": None if ctx.judge_encoder() is None else type(ctx.judge_encoder()).__name__,
-    }
+    run = run_record(ctx, command=command, seed=seed, wall_s=round(time.perf_counter() - t0, 2), n_items=n_items,
+                     test_sets=list(test_sets), skipped_sets=skipped_sets, modalities=modalities, loaded=loaded,
+                     missing=missing, n_resamples=n_resamples, level=level)
     result = BenchmarkResult(items, summary, boot, run, loaded, missing, test_sets, ctx)
     if out is not None:
         save_results(result, out)

@@ -17,7 +17,7 @@ import torch
 from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
 from ..data.mixing import MixtureDataset, collate
-from ..evaluation.validation import validate, validation_set
+from ..evaluation.validation import ValidationSet, validate, validation_set
 from ..progress import CsvLog, Progress, last_row
 from ..queries import TRAIN_QUERIES, QueryBank, compose, item_queries, mixup_weights, modality_embeddings
 from ..runs import TrainState, keep_if_best, resume_last, save_last
@@ -101,6 +101,36 @@ def training_batch(ds: MixtureDataset, bank: QueryBank, fe: FrontEnd, step: int,
     }
 
 
+def check_bank(bank: QueryBank, profile: Profile) -> None:
+    """Raise ``ValueError`` when the bank's embeddings do not have the separator's ``query_dim``."""
+    if bank.dim != profile.separator.query_dim:
+        raise ValueError(f"query embeddings are {bank.dim}-d but the separator expects query_dim="
+                         f"{profile.separator.query_dim}")
+
+
+def train_step(model: QuerySeparator, opt, sched, batch: dict, cfg: SupervisedConfig, history: dict,
+               step: int) -> None:
+    """One optimiser step on ``batch`` (:func:`training_batch`): loss, backward, clipped gradient, Adam(W),
+    scheduler; appends ``step, loss, lr, grad_norm`` (the lr used by this step) to ``history``."""
+    loss = supervised_loss(model, batch, cfg.loss)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    h = history
+    h["step"].append(step), h["loss"].append(loss.item()), h["lr"].append(opt.param_groups[0]["lr"])
+    h["grad_norm"].append(float(grad_norm))
+    opt.step()
+    sched.step()
+
+
+def validate_and_keep(model: QuerySeparator, val: ValidationSet, fe: FrontEnd, st: TrainState, done: int) -> None:
+    """Validate after ``done`` steps, append ``val_step, val_sdr, val_si_sdri`` and keep the weights if best."""
+    v = validate(model, val, fe)
+    h = st.history
+    h["val_step"].append(done), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
+    keep_if_best(st, v["sdr"], done, model)
+
+
 def train_supervised(
     profile: str | Profile | None,
     bank: QueryBank,
@@ -135,9 +165,7 @@ def train_supervised(
     prof = get_profile(profile)
     cfg = config or prof.supervised
     check_config(cfg)
-    if bank.dim != prof.separator.query_dim:
-        raise ValueError(f"query embeddings are {bank.dim}-d but the separator expects query_dim="
-                         f"{prof.separator.query_dim}")
+    check_bank(bank, prof)
     build_dir = Path(build_dir) if build_dir is not None else None
     run_cfg = run_config(prof, cfg, bank)
     fe = FrontEnd(prof.audio)
@@ -157,21 +185,11 @@ def train_supervised(
     t0 = time.perf_counter()
     for step in range(start, end):
         model.train()
-        loss = supervised_loss(model, training_batch(ds, bank, fe, step, cfg, device), cfg.loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        h = st.history
-        h["step"].append(step), h["loss"].append(loss.item()), h["lr"].append(opt.param_groups[0]["lr"])
-        h["grad_norm"].append(float(grad_norm))
-        opt.step()
-        sched.step()
+        train_step(model, opt, sched, training_batch(ds, bank, fe, step, cfg, device), cfg, st.history, step)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            v = validate(model, val, fe)
-            h["val_step"].append(done), h["val_sdr"].append(v["sdr"]), h["val_si_sdri"].append(v["si_sdri"])
-            keep_if_best(st, v["sdr"], done, model)
-        row = last_row(h, HISTORY_KEYS[1:4], HISTORY_KEYS[5:], at=done)
+            validate_and_keep(model, val, fe, st, done)
+        row = last_row(st.history, HISTORY_KEYS[1:4], HISTORY_KEYS[5:], at=done)
         csv_log.log(done, **row)
         prog.update(done, **row)
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):

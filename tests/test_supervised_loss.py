@@ -1,4 +1,4 @@
-from __future__ import annotations
+"""mars_core.supervised.loss: weighted BCE, weighted L1 and the mask targets against hand-computed values."""
 
 import math
 
