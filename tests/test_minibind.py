@@ -15,13 +15,14 @@ from mars_core.config import EncoderConfig, field_docs, get_profile
 from mars_core.data.manifest import benchmark_dir
 from mars_core.encoders.base import TriModalEncoder
 from mars_core.encoders.contrastive import info_nce, same_class_mask
+from mars_core.encoders.export import reference_embeddings
 from mars_core.encoders.imagebind import ImageBind
 from mars_core.encoders.judge import judge_encoder_config, judge_train_config, semantic_score
 from mars_core.encoders.minibind import (ByteTokenizer, MiniBind, imagebind_config, load_minibind, save_minibind,
                                          shipped_checkpoint)
 from mars_core.encoders.pairs import load_split, pick, sample_batch
 from mars_core.encoders.retrieval import family_accuracy, recall_at_1, retrieval_metrics
-from mars_core.encoders.train import TrainConfig, lr_factor, reference_embeddings, train_minibind
+from mars_core.encoders.train import TrainConfig, lr_factor, train_minibind
 from mars_core.runs import data_fingerprint
 
 SMOKE = get_profile("smoke")

@@ -35,31 +35,27 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import EncoderConfig, Profile, get_profile
-from ..data.manifest import benchmark_dir, write_json_atomic
+from ..data.manifest import benchmark_dir
 from ..progress import CsvLog, Progress, last_row
 from ..runs import data_fingerprint
 from .contrastive import info_nce, retrieval_accuracy
-from .minibind import MiniBind, load_minibind, save_minibind
-from .pairs import PairBatch, SplitData, load_split, sample_batch, step_seed
+from .export import export_checkpoint
 from .judge import judge_encoder_config, judge_train_config
-from .retrieval import class_prototypes, evaluate_retrieval, recall_at_1, split_embeddings
+from .minibind import MiniBind
+from .pairs import PairBatch, SplitData, load_split, sample_batch, step_seed
+from .retrieval import class_prototypes, recall_at_1, split_embeddings
 from .train_config import TrainConfig
 
 
@@ -298,75 +294,6 @@ def train_minibind(
     if end == total and state.best_state is not None:
         model.load_state_dict(state.best_state)
     return model.eval(), history
-
-
-# --------------------------------------------------------------------------- shipped checkpoints
-def reference_inputs(model: MiniBind) -> dict[str, Any]:
-    """Fixed inputs for checking a shipped checkpoint: a 2 s tone + seeded noise, a prompt, a seeded image."""
-    g = torch.Generator().manual_seed(0)
-    n = 2 * model.sample_rate
-    t = torch.arange(n, dtype=torch.float32) / model.sample_rate
-    wav = 0.3 * torch.sin(2 * math.pi * 440.0 * t) + 0.05 * torch.randn(n, generator=g)
-    image = torch.randint(0, 256, (1, 224, 224, 3), generator=g, dtype=torch.int64).to(torch.uint8)
-    return {"audio": wav[None], "text": ["the sound of a violin"], "image": image}
-
-
-@torch.no_grad()
-def reference_embeddings(model: MiniBind, n: int = 8) -> dict[str, list[float]]:
-    """First ``n`` coordinates of the embeddings of :func:`reference_inputs`."""
-    x = reference_inputs(model)
-    with model.eval_mode():
-        return {
-            "audio": model.embed_audio(x["audio"], model.sample_rate)[0, :n].tolist(),
-            "text": model.embed_text(x["text"])[0, :n].tolist(),
-            "image": model.embed_image(x["image"])[0, :n].tolist(),
-        }
-
-
-def machine_description() -> str:
-    """CPU model, logical cores and torch threads (for the metrics record)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def export_checkpoint(model: MiniBind, history: dict, out: str | os.PathLike, *, profile: Profile, role: str,
-                      config: TrainConfig, build_dir: Path, command: str, progress: bool = True) -> dict:
-    """Save ``model`` as float16 to ``out``, reload it, evaluate the reloaded model on the
-    test splits, store the metrics in the checkpoint and in ``out.json``; return the record."""
-    out = Path(out)
-    save_minibind(out, model)
-    reloaded = load_minibind(out)
-    table = evaluate_retrieval(reloaded, build_dir)
-    record = {
-        "role": role,
-        "profile": profile.name,
-        "command": command,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "wall_time_s": round(history["wall_s"], 1),
-        "machine": machine_description(),
-        "parameters": reloaded.num_parameters(),
-        "encoder": asdict(reloaded.encoder_config),
-        "sample_rate": reloaded.sample_rate,
-        "train": asdict(config),
-        "data": data_fingerprint(build_dir),
-        "best_step": history["best_step"],
-        "val_best": {k: history[f"val_{k}"][history["val_step"].index(history["best_step"])]
-                     for k in ("a2t", "a2i", "score", "margin")},
-        "metrics": json.loads(table.to_json(orient="records")),
-        "reference": reference_embeddings(reloaded),
-    }
-    save_minibind(out, model, metrics=record, history=history)
-    record["checkpoint_bytes"] = out.stat().st_size
-    record["checkpoint_sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
-    write_json_atomic(out.with_suffix(".json"), record)
-    return record
 
 
 # --------------------------------------------------------------------------- CLI
