@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..atomic import write_bytes_atomic
 from ..audio import FrontEnd
@@ -30,13 +31,13 @@ RL_CURVE_KEYS = ("reward_mean", "approx_kl", "clipfrac", "entropy", "val_sdr")
 
 
 def _ax(ax, figsize=(6, 3.5)):
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # plotting libraries load only when a figure is drawn
 
     return ax if ax is not None else plt.subplots(figsize=figsize)[1]
 
 
 def _palette(names: Sequence[str]) -> dict[str, tuple]:
-    import seaborn as sns
+    import seaborn as sns  # plotting libraries load only when a figure is drawn
 
     return dict(zip(names, sns.color_palette("colorblind", max(len(names), 1))))
 
@@ -202,8 +203,6 @@ def plot_example_spectrograms(examples: Mapping[str, np.ndarray], profile: str, 
         nrow = int(np.ceil(len(labels) / ncol)) or 1
         axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3 * nrow), squeeze=False, layout="constrained")[1].ravel()
     fe = FrontEnd(get_profile(profile).audio)
-    import torch
-
     for ax, k in zip(axes, labels):
         plot_spectrogram(fe.warp(fe.stft(torch.as_tensor(examples[k]).float()).abs()), ax=ax, warped=True, title=k)
     for ax in list(axes)[len(labels):]:
