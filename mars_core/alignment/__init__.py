@@ -20,5 +20,6 @@ Modules, in the order the method reads:
 * :mod:`.measure`    reward gaps, retrieval and per-term objectives before/after each stage;
 * :mod:`.probe`      the reward-hacking probe (silent / mixture / oracle outputs);
 * :mod:`.anchor`     the MLBP target anchor z* (and the mean / max fusions);
+* :mod:`.anchor_fit` training the MLBP anchor (loss, modality dropout, ``fit_mlbp``);
 * :mod:`.stack`      ``load_reward_stack``: aligned encoder + anchor, trained once per profile.
 """

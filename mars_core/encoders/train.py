@@ -223,6 +223,29 @@ def _validate_and_track(model, val: SplitData, step: int, state: _State) -> dict
     return v
 
 
+def _setup(p: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path):
+    """A fresh seeded MiniBind, the train and val splits, AdamW and its warm-up/cosine schedule."""
+    model = MiniBind(enc, p.audio.sample_rate, seed=cfg.seed)
+    train = load_split(build_dir, "train", model.sample_rate, model.image_size)
+    val = load_split(build_dir, "val", model.sample_rate, model.image_size)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    return model, train, val, opt, sched
+
+
+def _record_step(model, val: SplitData, cfg: TrainConfig, step: int, stats: dict, state: _State, csv_log: CsvLog,
+                 prog: Progress) -> None:
+    """Log one step's stats; validate at the audio stage's ``eval_every`` steps and its last step."""
+    _log_step(state.history, step, stats)
+    stage, s, n = stage_of(step, cfg)
+    if stage == 2 and ((s + 1) % cfg.eval_every == 0 or s + 1 == n):
+        _validate_and_track(model, val, step, state)
+    logged = dict(stage=stage, **last_row(state.history, ("loss", "loss_va", "loss_vt", "acc_va", "acc_vt",
+                                                          "text_scale", "lr"), VAL_COLUMNS, at=step))
+    csv_log.log(step + 1, **logged)  # step = steps done
+    prog.update(step + 1, **logged)
+
+
 def train_minibind(
     profile: str | Profile | None = None,
     *,
@@ -259,11 +282,7 @@ def train_minibind(
     enc, cfg = encoder or p.encoder, config or TrainConfig.for_profile(p)
     build_dir = Path(build_dir) if build_dir is not None else benchmark_dir(p.name)
     run_config = _run_config(p, enc, cfg, build_dir)
-    model = MiniBind(enc, p.audio.sample_rate, seed=cfg.seed)
-    train = load_split(build_dir, "train", model.sample_rate, model.image_size)
-    val = load_split(build_dir, "val", model.sample_rate, model.image_size)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    model, train, val, opt, sched = _setup(p, enc, cfg, build_dir)
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, state = 0, _State()
     if last is not None and resume and last.exists():
@@ -274,16 +293,8 @@ def train_minibind(
     csv_log = CsvLog(last.with_name("metrics.csv") if last is not None else None, resume_step=start)  # step = done
     t0 = time.perf_counter()
     for step in range(start, end):
-        stats = train_step(model, train, cfg, step, opt, sched)
-        _log_step(state.history, step, stats)
-        stage, s, n = stage_of(step, cfg)
+        _record_step(model, val, cfg, step, train_step(model, train, cfg, step, opt, sched), state, csv_log, prog)
         done = step + 1
-        if stage == 2 and ((s + 1) % cfg.eval_every == 0 or s + 1 == n):
-            _validate_and_track(model, val, step, state)
-        logged = dict(stage=stage, **last_row(state.history, ("loss", "loss_va", "loss_vt", "acc_va", "acc_vt",
-                                                              "text_scale", "lr"), VAL_COLUMNS, at=step))
-        csv_log.log(done, **logged)
-        prog.update(done, **logged)
         if last is not None and (done % cfg.ckpt_every == 0 or done == end):
             state.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
