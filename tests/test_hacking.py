@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from mars_core.config import PLUS, get_profile
 from mars_core.alignment.stack import RewardStack
-from mars_core.evaluate import load_eval_set
+from mars_core.evaluation.evaluate import load_eval_set
 from mars_core.metrics import SI_SDR_EPS
 from mars_core.rl.hacking import (CANDIDATE_KINDS, NEAR_SILENCE_GAIN, RewardVariant,
                                   candidate_outputs, candidate_rewards, hack_summary, hacking_probe, hacking_table,
