@@ -19,7 +19,8 @@ from mars_core.config import get_profile
 from mars_core.alignment.anchor import AnchorConfig, MLBPAnchor
 from mars_core.alignment.anchor_fit import train_mlbp
 from mars_core.progress import CsvLog, Progress, default_every, format_duration, format_value, last_row
-from mars_core.rl.trainer import STEP_KEYS, train_rl
+from mars_core.rl.bookkeeping import STEP_KEYS
+from mars_core.rl.trainer import train_rl
 from mars_core.supervised import train_supervised
 from tests.test_anchor_fit import _synthetic
 from tests.test_queries import fake_bank
