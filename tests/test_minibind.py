@@ -336,12 +336,14 @@ def test_shipped_checkpoint_reproduces_its_retrieval_numbers(profile, role):
     if not (build / "audio" / "test_timbre.csv").exists():
         pytest.skip(f"the {profile} benchmark is not built here ({build}); "
                     f"`python -m mars_core.data build --profile {profile}` builds it")
-    if data_fingerprint(build) != rec["data"]:
-        pytest.skip(f"the local {profile} build differs from the one the checkpoint was trained on")
+    # numbers re-measured on a re-rendered build of the same recipe (scripts/remeasure_minibind.py) count too
+    measured = [r for r in (rec, rec.get("remeasured")) if r and r["data"] == data_fingerprint(build)]
+    if not measured:
+        pytest.skip(f"the local {profile} build differs from every build the checkpoint's numbers were measured on")
     from mars_core.encoders.retrieval import evaluate_retrieval
 
     table = evaluate_retrieval(load_minibind(path), build)
-    for row, want in zip(table.to_dict("records"), rec["metrics"]):
+    for row, want in zip(table.to_dict("records"), measured[0]["metrics"]):
         assert row["split"] == want["split"]
         for k in ("a2t_r1", "a2i_r1", "family_acc"):
             assert row[k] == pytest.approx(want[k], abs=0.02), (row["split"], k)
