@@ -5,19 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from mars_core.alignment.config import AlignmentConfig
 from mars_core.config import field_docs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 def test_config_documents_every_field_and_validates():

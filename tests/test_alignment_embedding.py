@@ -8,15 +8,7 @@ import torch
 
 from mars_core.alignment.config import AlignmentConfig
 from mars_core.alignment.embedding import augment_audio
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 def test_augment_audio_snr_gain_shift_and_silence():

@@ -10,15 +10,7 @@ import torch
 
 from mars_core.alignment.losses import consistency_loss, symmetric_info_nce, triplet_loss
 from mars_core.encoders.contrastive import info_nce_from_logits
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 def _np_info_nce(logits: np.ndarray, labels=None) -> float:

@@ -17,15 +17,7 @@ from mars_core.alignment.measure import measure_alignment, objective_terms
 from mars_core.checkpoints import load_checkpoint
 from mars_core.data.mixing import MixtureDataset
 from tests.alignment_toys import CFG, SpectralToyEncoder, _same, toy_alignment, toy_data
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 @pytest.fixture(scope="module")

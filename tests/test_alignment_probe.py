@@ -10,15 +10,7 @@ import torch
 from mars_core.alignment.probe import PROBE_OUTPUTS, reward_hacking_probe
 from mars_core.data.mixing import MixtureDataset
 from tests.alignment_toys import SpectralToyEncoder
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 def test_reward_hacking_probe_rewards(fake_build):

@@ -26,15 +26,7 @@ from mars_core.checkpoints import load_checkpoint, save_checkpoint
 from mars_core.config import get_profile
 from tests.alignment_toys import CFG, LeakyToyEncoder, SpectralToyEncoder, _heads, _same, toy_alignment, toy_data
 from tests.conftest import imagebind_fixture, make_fake_build
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mars_core.alignment.anchor import AnchorConfig, MLBPAnchor, fuse_anchor
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 def _np_mlbp(m: MLBPAnchor, **inputs) -> np.ndarray:

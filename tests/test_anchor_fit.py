@@ -17,15 +17,7 @@ from mars_core.alignment.anchor_fit import anchor_loss, fit_mlbp, modality_keep_
 from mars_core.alignment.embedding import ItemEmbeddings, embed_items
 from mars_core.data.mixing import MixtureDataset
 from tests.alignment_toys import SpectralToyEncoder
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on 2 shared cores, thread fan-out costs more than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread for this module)
 
 
 def test_modality_keep_masks_keep_at_least_one():
