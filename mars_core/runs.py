@@ -10,6 +10,8 @@
 * :func:`data_fingerprint` -- 16 hex digits of the sha256 of the raw bytes of every manifest,
   all of which must exist. It keys MiniBind training runs. It differs from :func:`manifest_hash`
   (no names, no separators, truncated), so both stay.
+* :func:`encoder_fingerprint` -- the full sha256 of an encoder's class, sample rate and weights.
+  It keys the query bank (with :func:`manifest_hash`), the alignment stack and a separator's queries.
 
 ``mars_core.data.build`` hashes its build recipe with the same rule as :func:`config_hash`, but
 untruncated; it stays in ``data`` (the bottom layer), which must not import this module.
@@ -78,6 +80,19 @@ def data_fingerprint(build_dir: str | os.PathLike) -> str:
     for rel in MANIFESTS:
         h.update((Path(build_dir) / rel).read_bytes())
     return h.hexdigest()[:16]
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """sha256 (hex) of an encoder's identity: class name, native sample rate, and every
+    state-dict entry (name, dtype, shape, bytes). Equal weights give equal fingerprints."""
+    h = hashlib.sha256()
+    h.update(type(encoder).__name__.encode())
+    h.update(str(getattr(encoder, "sample_rate", "")).encode())
+    for name, t in sorted(encoder.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- run folders

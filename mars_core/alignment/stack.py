@@ -31,8 +31,7 @@ from ..config import Profile, get_profile
 from ..data.manifest import benchmark_dir
 from ..encoders.base import TriModalEncoder
 from ..encoders.load import load_query_encoder
-from ..queries import encoder_fingerprint
-from ..runs import config_hash, manifest_hash, runs_dir
+from ..runs import config_hash, encoder_fingerprint, manifest_hash, runs_dir
 from .anchor import MLBP_FORM, AnchorConfig, MLBPAnchor, load_mlbp, save_mlbp
 from .anchor_fit import fit_mlbp
 from .config import AlignmentConfig

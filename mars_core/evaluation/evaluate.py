@@ -42,8 +42,9 @@ from ..config import Profile, get_profile
 from ..data.mixing import MixtureDataset, collate
 from ..inputs import validate_audio
 from ..metrics import evaluate_many, is_silent, semantic_score, summarize
-from ..queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, encoder_fingerprint, \
+from ..queries import EVAL_MODALITIES, TRAIN_QUERIES, QueryBank, QueryRef, compose, \
     evaluation_ref, KIND_MODALITIES, kind_available, modality_embeddings, unavailable_error
+from ..runs import encoder_fingerprint
 from ..separator import multi_query_logits
 
 SEMANTIC_METRICS = ("semantic", "semantic_image")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..config import Profile, get_profile
 from ..encoders.load import load_query_encoder
-from ..queries import encoder_fingerprint
+from ..runs import encoder_fingerprint
 from ..supervised import load_or_train, load_separator, shipped_separator
 from .files import SeparationInputError, _is_integer, check_audio_file, write_subtype
 from .overlap import level_gain, separate_blocks, separate_waveform
