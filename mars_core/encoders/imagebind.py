@@ -13,6 +13,12 @@ Inputs of rank >= 5 are ``(B, S, ...)`` clips whose postprocessed embeddings are
 
 The model runs batch-first; the official trunk runs sequence-first, which only changes
 float rounding (and where DropPath draws its mask, reproduced below).
+
+Why one module (about 570 lines, over the ~400 of the layout rule): it mirrors the official model
+tree in the order its ``state_dict`` keys nest (config, transformer blocks, per-modality
+preprocessors, heads and postprocessors, the model), so checking a key name or a numeric against
+the fixture's module tree is one read from top to bottom. Every class is short and none is used
+outside this architecture; split apart, the pieces would only ever be imported by this file.
 """
 
 from __future__ import annotations
