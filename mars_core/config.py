@@ -198,6 +198,12 @@ class SupervisedConfig:
     """Seed of the initial weights and of the Query-Mixup weights (the mixtures use data.seed)."""
     query_init_std: float = 0.0
     """0 keeps the reference init N(0, 1e-4) of the query projection W; > 0 redraws W ~ N(0, std^2) (project decision for short runs: with 1e-4 every query gets the same weights q~ = 0.5 and training idles a few hundred steps before the maps and W break their symmetry)."""
+    max_skipped_updates: int = 10
+    """A step whose loss or gradient norm is not finite is skipped before the optimiser step (weights and optimiser
+    state unchanged; the learning-rate schedule still advances) and counted in history['skipped_updates'] (0 or 1
+    per step). The run raises FloatingPointError once more than this many steps were skipped in total (0: at the
+    first). It does not change what a run computes, so it is left out of the run config that keys cached runs and
+    checkpoints (supervised.trainer.run_config)."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Profile, get_profile
 from .data.manifest import SPLITS, benchmark_dir, data_root, read_table
-from .data.verify import read_clip
+from .data.verify import read_benchmark_image, read_clip
 from .query_mixup import (EVAL_MODALITIES, KIND_MODALITIES, MEAN_KINDS, MODALITIES, OMNI_WEIGHTS,  # noqa: F401
                           TRAIN_QUERIES, ModalityUnavailableError, compose, kind_available, mixup_weights,
                           omni_query, present_omni, query_mixup, unavailable_error)
@@ -121,10 +121,7 @@ def _read_audio(path: Path) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return read_benchmark_image(path)  # checked against the image manifest (sha256), RGB uint8
 
 
 def _embed_in_chunks(fn, items: list, chunk: int, desc: str, progress: bool) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import soundfile as sf
 
 from mars_core.data import verify
 from mars_core.data.mixing import MixtureDataset, read_segment
-from mars_core.data.verify import BenchmarkFileError, read_clip, repair_command
+from mars_core.data.verify import BenchmarkFileError, read_benchmark_image, read_clip, repair_command
 
 
 @pytest.fixture
@@ -140,3 +141,93 @@ def test_unlisted_and_garbage_files(build):
         read_clip(path)
     with pytest.raises(BenchmarkFileError, match="not a benchmark clip"):
         read_clip(build / "elsewhere.wav")
+
+
+# ---------------------------------------------------------------- query images
+def _first_image(build: Path, split: str = "test") -> tuple[Path, dict]:
+    with open(build / "images" / f"{split}.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    return build / row["path"], row
+
+
+def test_intact_image_reads_exactly_the_png(build):
+    from PIL import Image
+
+    path, _ = _first_image(build)
+    # oracle: the fixture draws flat 32x32 RGB images with colour (ci * 60, 100, 200), class 0 first
+    np.testing.assert_array_equal(read_benchmark_image(path), np.broadcast_to(np.uint8([0, 100, 200]), (32, 32, 3)))
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(read_benchmark_image(path), np.asarray(im.convert("RGB")))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "replaced", "deleted", "garbage"])
+def test_damaged_image_is_named_with_the_repair_command(build, damage):
+    from PIL import Image
+
+    path, row = _first_image(build)
+    read_benchmark_image(path)  # first use: hashed and found intact
+    if damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        why = rf"sha256 .* differs from the manifest's {row['sha256'][:12]}"
+    elif damage == "replaced":  # a valid PNG of the same size, other colour: only the sha256 can tell
+        Image.new("RGB", (32, 32), (255, 0, 0)).save(path)
+        why = "sha256 .* differs"
+    elif damage == "deleted":
+        path.unlink()
+        why = "the file is missing"
+    else:
+        path.write_bytes(b"\x89PNG" + bytes(60))
+        why = "sha256 .* differs"
+    msg = rf"benchmark image {re.escape(str(path))}: {why}.*{re.escape(_command(build))}"
+    with pytest.raises(BenchmarkFileError, match=msg):
+        read_benchmark_image(path)
+
+
+def test_undecodable_image_matching_its_manifest_is_named(build):
+    path, _ = _first_image(build)
+    path.write_bytes(b"not an image at all")
+    with open(build / "images" / "test.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["sha256"] = hashlib.sha256(b"not an image at all").hexdigest()  # a manifest that agrees with the bytes
+    with open(build / "images" / "test.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader(), w.writerows(rows)
+    with pytest.raises(BenchmarkFileError, match=rf"{re.escape(str(path))}: unreadable"):
+        read_benchmark_image(path)
+
+
+def test_image_sha256_is_hashed_once_per_file_version(build, monkeypatch):
+    path, _ = _first_image(build)
+    calls = []
+    real = verify.sha256_file
+    monkeypatch.setattr(verify, "sha256_file", lambda p: calls.append(p) or real(p))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new file version
+    for _ in range(3):
+        read_benchmark_image(path)
+    assert calls == [path]
+
+
+def test_stray_image_is_refused(build):
+    path, _ = _first_image(build)
+    stray = path.with_name("stray.png")
+    shutil.copy(path, stray)
+    with pytest.raises(BenchmarkFileError, match=r"stray\.png is not listed in .*images.test\.csv"):
+        read_benchmark_image(stray)
+    with pytest.raises(BenchmarkFileError, match="not a benchmark image"):
+        read_benchmark_image(build / "elsewhere.png")
+
+
+def test_mixture_dataset_and_query_bank_refuse_a_truncated_image(build):
+    from mars_core.queries import _read_image
+
+    path, _ = _first_image(build)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    ds = MixtureDataset("test", "smoke", build_dir=build, n_items=40)
+    with pytest.raises(BenchmarkFileError, match=rf"benchmark image {re.escape(str(path))}: sha256"):
+        for i in range(len(ds)):  # some item's query is this image (4 classes, one image each)
+            ds[i]
+    with pytest.raises(BenchmarkFileError, match=re.escape(_command(build))):
+        _read_image(path)

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
+from ..data.verify import read_benchmark_image
 from ..encoders.base import TriModalEncoder
 from .anchor import fuse_anchor
 from .anchor_fit import fit_mlbp
@@ -85,8 +84,7 @@ def class_embeddings(encoder: TriModalEncoder, dataset: Any) -> tuple[list[str],
     for c in names:
         ims = []
         for _, rel in dataset.images[c]:
-            with Image.open(Path(dataset.build_dir) / rel) as im:
-                ims.append(np.asarray(im.convert("RGB"), dtype=np.uint8).copy())
+            ims.append(read_benchmark_image(Path(dataset.build_dir) / rel))  # checked against its manifest
         rows.append(F.normalize(encoder.embed_image(ims).mean(0), dim=-1))
     return names, text, torch.stack(rows)
 

@@ -36,7 +36,7 @@ import numpy as np
 from ..config import Profile, get_profile
 from ..seeding import item_rng
 from .manifest import SPLITS, benchmark_dir, read_table
-from .verify import clip_row, read_clip, repair_command
+from .verify import clip_row, read_benchmark_image, read_clip, repair_command
 
 PROMPT_GROUP = {"train": "train", "val": "train", "test": "test", "test_timbre": "test"}
 OPTIONAL_MODALITIES = ("image",)
@@ -265,10 +265,7 @@ class MixtureDataset:
         return options[int(rng.integers(len(options)))]
 
     def _load_image(self, rel_path: str) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(self.build_dir / rel_path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        return read_benchmark_image(self.build_dir / rel_path)  # checked against images/<split>.csv (sha256)
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.manifest import read_table
-from ..data.verify import clip_row, read_clip
+from ..data.verify import clip_row, read_benchmark_image, read_clip
 from ..seeding import item_rng
 from .preprocess import transform_image
 
@@ -83,9 +83,7 @@ def load_split(build_dir: str | Path, split: str, sample_rate: int, image_size: 
             raise ValueError(f"{split} {name} manifest names classes missing from classes.csv: {unknown}")
     audio = [read_mono(build_dir / p, sample_rate) for p in audio_df["path"]]
     if images and len(image_df):
-        from PIL import Image
-
-        imgs = torch.stack([transform_image(Image.open(build_dir / p), image_size) for p in image_df["path"]])
+        imgs = torch.stack([transform_image(read_benchmark_image(build_dir / p), image_size) for p in image_df["path"]])
     else:
         imgs = torch.zeros(0, 3, image_size, image_size)
     return SplitData(

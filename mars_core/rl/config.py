@@ -3,23 +3,14 @@ its run folder (:func:`run_config`, hashed by ``config_hash`` into ``$MARS_DATA/
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import Profile, RLConfig
+from ..config_checks import is_int as _is_int, is_real as _is_real
 from ..queries import TRAIN_QUERIES, encoder_fingerprint
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_choices(cfg: RLConfig) -> None:

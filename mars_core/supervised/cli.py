@@ -19,7 +19,7 @@ from ..encoders.load import load_judge, load_query_encoder
 from ..evaluation.evaluate import evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from .store import load_or_train, save_separator
-from .trainer import run_config
+from .trainer import check_config, run_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
+    try:  # before the encoders load: a bad value is named at once
+        check_config(cfg)
+    except ValueError as exc:
+        _parser().error(str(exc))
     encoder = load_query_encoder(prof)
     bank = load_or_build_query_bank(encoder, prof, rebuild=args.retrain)
     t0 = time.perf_counter()

@@ -6,8 +6,10 @@ keep-best) is :mod:`mars_core.runs`; the validation is :mod:`mars_core.evaluatio
 
 from __future__ import annotations
 
+import math
 import os
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import torch
 
 from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
+from ..config_checks import is_int, is_real
 from ..data.mixing import MixtureDataset, collate
 from ..evaluation.validation import ValidationSet, validate, validation_set
 from ..progress import CsvLog, Progress, last_row
@@ -29,25 +32,50 @@ HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "val_step", "val_sdr", "val_s
 """Entries of the supervised trainer's ``history``."""
 
 
+UNHASHED_FIELDS = ("max_skipped_updates",)
+"""Fields of :class:`SupervisedConfig` left out of :func:`run_config`: they change no result (a run that
+finishes is the same run), so cached runs and the shipped checkpoints keep their keys."""
+
+
 def run_config(profile: Profile, cfg: SupervisedConfig, bank: QueryBank) -> dict[str, Any]:
-    """What a run depends on: sizes, data, separator, training config, encoder and manifest."""
+    """What a run depends on: sizes, data, separator, training config (less :data:`UNHASHED_FIELDS`), encoder and manifest."""
+    train = {k: v for k, v in asdict(cfg).items() if k not in UNHASHED_FIELDS}
     return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
-            "separator": asdict(profile.separator), "supervised": asdict(cfg), "queries": bank.key}
+            "separator": asdict(profile.separator), "supervised": train, "queries": bank.key}
 
 
 def check_config(cfg: SupervisedConfig) -> None:
-    """Raise ``ValueError`` naming the first invalid field of a :class:`SupervisedConfig`."""
+    """Raise ``ValueError`` naming the first invalid field of a :class:`SupervisedConfig`.
+
+    Counts are integers (``steps``, ``batch_mixtures``, ``eval_every``, ``ckpt_every``, ``val_mixtures``
+    >= 1; ``warmup_steps``, ``max_skipped_updates`` >= 0; ``seed`` any); every real number is finite (NaN
+    and inf are refused): ``lr`` and ``grad_clip`` > 0, ``final_lr_ratio`` in (0, 1], ``weight_decay``
+    and ``query_init_std`` >= 0.
+    """
+    for name in ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"):
+        v = getattr(cfg, name)
+        if not is_int(v) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("warmup_steps", "max_skipped_updates", "seed"):
+        v = getattr(cfg, name)
+        if not is_int(v) or (name != "seed" and v < 0):
+            raise ValueError(f"{name} must be an integer{'' if name == 'seed' else ' >= 0'}, got {v!r}")
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
     if cfg.loss not in ("bce", "l1"):
         raise ValueError(f"loss must be 'bce' or 'l1', got {cfg.loss!r}")
     if cfg.query not in TRAIN_QUERIES:
         raise ValueError(f"query must be one of {TRAIN_QUERIES}, got {cfg.query!r}")
-    for name in ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.warmup_steps < 0 or not 0 < cfg.final_lr_ratio <= 1 or cfg.lr <= 0 or cfg.grad_clip <= 0:
-        raise ValueError("need warmup_steps >= 0, 0 < final_lr_ratio <= 1, lr > 0 and grad_clip > 0")
+    for name in ("lr", "grad_clip"):
+        v = getattr(cfg, name)
+        if not is_real(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if not is_real(cfg.final_lr_ratio) or not 0 < cfg.final_lr_ratio <= 1:
+        raise ValueError(f"final_lr_ratio must be a finite number in (0, 1], got {cfg.final_lr_ratio!r}")
+    for name in ("weight_decay", "query_init_std"):
+        v = getattr(cfg, name)
+        if not is_real(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
 
 def lr_factor(step: int, cfg: SupervisedConfig) -> float:
@@ -111,7 +139,12 @@ def check_bank(bank: QueryBank, profile: Profile) -> None:
 def train_step(model: QuerySeparator, opt, sched, batch: dict, cfg: SupervisedConfig, history: dict,
                step: int) -> None:
     """One optimiser step on ``batch`` (:func:`training_batch`): loss, backward, clipped gradient, Adam(W),
-    scheduler; appends ``step, loss, lr, grad_norm`` (the lr used by this step) to ``history``."""
+    scheduler; appends ``step, loss, lr, grad_norm`` (the lr used by this step) and ``skipped_updates`` to ``history``.
+
+    A loss or gradient norm that is not finite skips the optimiser step (weights and optimiser state
+    unchanged, the schedule advances) and appends 1 to ``skipped_updates`` (else 0); past
+    ``cfg.max_skipped_updates`` skips in total, :func:`check_skipped` raises ``FloatingPointError``.
+    """
     loss = supervised_loss(model, batch, cfg.loss)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -119,8 +152,30 @@ def train_step(model: QuerySeparator, opt, sched, batch: dict, cfg: SupervisedCo
     h = history
     h["step"].append(step), h["loss"].append(loss.item()), h["lr"].append(opt.param_groups[0]["lr"])
     h["grad_norm"].append(float(grad_norm))
-    opt.step()
-    sched.step()
+    skipped = not (math.isfinite(h["loss"][-1]) and math.isfinite(h["grad_norm"][-1]))
+    h.setdefault("skipped_updates", [0] * (len(h["step"]) - 1)).append(int(skipped))  # absent in older last.pt
+    if skipped:
+        opt.zero_grad(set_to_none=True)  # no opt.step: weights and Adam moments stay as they were
+        with warnings.catch_warnings():  # torch warns when a schedule advances before any opt.step: intended here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            sched.step()
+    else:
+        opt.step()
+        sched.step()
+    check_skipped(h, cfg, step)
+
+
+def check_skipped(history: dict, cfg: SupervisedConfig, step: int) -> None:
+    """Raise ``FloatingPointError`` once more than ``cfg.max_skipped_updates`` steps were skipped in total
+    (``history["skipped_updates"]`` already holds this step's 0 or 1)."""
+    total = int(sum(history.get("skipped_updates", ())))
+    if total > cfg.max_skipped_updates:
+        raise FloatingPointError(
+            f"supervised step {step}: {total} steps skipped for a non-finite loss or gradient norm, more than "
+            f"max_skipped_updates={cfg.max_skipped_updates} (this step: loss {history['loss'][-1]}, gradient norm "
+            f"{history['grad_norm'][-1]}). The weights are those before the skipped steps; last.pt holds the last "
+            "checkpointed step. Lower lr or grad_clip, check the training data, or allow more skips "
+            "(SupervisedConfig.max_skipped_updates)")
 
 
 def validate_and_keep(model: QuerySeparator, val: ValidationSet, fe: FrontEnd, st: TrainState, done: int) -> None:
@@ -156,11 +211,15 @@ def train_supervised(
         stop_after: stop (checkpointed) after this many steps, as a killed run would.
         device: default CUDA when available, else CPU (bit-exact resumption is promised on CPU).
 
+    Raises:
+        FloatingPointError: more than ``config.max_skipped_updates`` steps skipped for non-finite values.
+
     Returns:
         ``(model, history)``: eval-mode model with the best validation step's weights (the
         last weights if stopped early); ``history`` has per-step ``step, loss, lr,
-        grad_norm``, per-validation ``val_step, val_sdr, val_si_sdri`` and ``best_step``,
-        ``best_sdr``, ``wall_s``, ``steps_done``.
+        grad_norm, skipped_updates`` (1 where a non-finite loss or gradient norm skipped the step),
+        per-validation ``val_step, val_sdr, val_si_sdri`` and ``best_step``, ``best_sdr``, ``wall_s``,
+        ``steps_done``.
     """
     prof = get_profile(profile)
     cfg = config or prof.supervised
