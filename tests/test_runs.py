@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mars_core.runs import MANIFESTS, TrainState, config_hash, data_fingerprint, keep_if_best, manifest_hash, runs_dir
+from mars_core.runs import (MANIFESTS, TrainState, config_hash, data_fingerprint, encoder_fingerprint, keep_if_best,
+                            manifest_hash, runs_dir)
 
 
 def _build(root: Path, images: bool = True) -> Path:
@@ -50,6 +51,18 @@ def test_data_fingerprint_hashes_raw_bytes_of_every_manifest(tmp_path):
     (build / "images/test.csv").unlink()
     with pytest.raises(FileNotFoundError, match="test.csv"):
         data_fingerprint(build)
+
+
+def test_encoder_fingerprint_is_sha256_of_class_rate_and_weights_typed_by_hand():
+    """The value keys the query bank, the alignment stack and separator checkpoints: pinned from the rule."""
+    enc = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        enc.weight.fill_(1.0)
+    # class name, sample rate ("" when the module has none), then per entry "name|dtype|shape" and its bytes
+    h = hashlib.sha256(b"Linear" + b"" + b"weight|torch.float32|(1,)" + b"\x00\x00\x80\x3f")  # 1.0f little-endian
+    assert encoder_fingerprint(enc) == h.hexdigest()
+    enc.sample_rate = 8000
+    assert encoder_fingerprint(enc) == hashlib.sha256(b"Linear8000weight|torch.float32|(1,)\x00\x00\x80\x3f").hexdigest()
 
 
 def test_manifests_are_the_four_splits_of_audio_and_images():
