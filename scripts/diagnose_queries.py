@@ -27,7 +27,8 @@ from mars_core.audio import FrontEnd  # noqa: E402
 from mars_core.config import get_profile  # noqa: E402
 from mars_core.data.manifest import benchmark_dir, read_table  # noqa: E402
 from mars_core.evaluation.evaluate import EVAL_MODALITIES, eval_queries, load_eval_set, score_estimates, separate  # noqa: E402
-from mars_core.encoders.load import load_query_encoder  # noqa: E402
+from mars_core.device import add_device_arguments, describe_device, device_from_args  # noqa: E402
+from mars_core.encoders.load import add_imagebind_argument, load_query_encoder, use_imagebind_argument  # noqa: E402
 from mars_core.queries import load_or_build_query_bank  # noqa: E402
 from mars_core.supervised import load_separator, run_config, shipped_separator  # noqa: E402
 
@@ -42,7 +43,7 @@ def parse(argv=None):
     p.add_argument("--n-val", type=int, default=200, help="val mixtures for the temperature fit (default 200)")
     p.add_argument("--checkpoint", default=None, help="separator .pt (default: the shipped one)")
     p.add_argument("--out", default=None, help="output folder (default runs/<profile>/query_diagnostics)")
-    return p.parse_args(argv)
+    return add_imagebind_argument(add_device_arguments(p)).parse_args(argv)
 
 
 def show(title: str, df: pd.DataFrame, lines: list[str]) -> None:
@@ -56,15 +57,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.time()
     prof = get_profile(args.profile)
+    device = device_from_args(args, prof.name)
+    use_imagebind_argument(args.imagebind)
+    print(f"device: {describe_device(device)}", flush=True)
     build = benchmark_dir(prof.name)
     out = Path(args.out or Path("runs") / prof.name / "query_diagnostics")
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Query diagnostics ({prof.name})\n\ncommand: `python {' '.join(sys.argv)}`\n"]
 
-    encoder = load_query_encoder(prof)
+    encoder = load_query_encoder(prof).to(device)
     bank = load_or_build_query_bank(encoder, prof, progress=False)
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped_separator(prof)
-    model, blob = load_separator(ckpt)
+    model, blob = load_separator(ckpt, map_location=device)
     if blob.get("config") != run_config(prof, prof.supervised, bank):
         note = (f"note: {ckpt} was trained on another build/encoder fingerprint than this machine's "
                 f"(recorded queries key {blob.get('config', {}).get('queries')}, here {bank.key}); its weights are "

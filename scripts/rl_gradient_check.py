@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     params = trainable_parameters(model, cfg.trainable)
     b = cfg.batch_mixtures
     ds = MixtureDataset("train", prof, n_items=b * max(1, args.headroom), load_images=False)
-    batch = rl_batch(ds, bank, su.rbank, su.stack, fe, 0, b, cfg.query, cfg.seed)
+    batch = rl_batch(ds, bank, su.rbank, su.stack, fe, 0, b, cfg.query, cfg.seed, su.device)
     n = batch.n_items
 
     g_star, value = exact_gradient(model, params, batch, fe)
@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
               f"(+- {rows[-1]['cos_single_se']:.3f} s.e.), cos(mean of {args.rollouts}, exact) "
               f"{rows[-1]['cos_mean']:+.3f}", flush=True)
     if args.headroom:
-        rv = validation(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), judge=None)
+        rv = validation(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), judge=None, device=su.device)
         opt = make_optimizer(model, cfg)
         print(f"exact-gradient fine-tuning of the same weights ({cfg.optimizer}, lr {cfg.lr}), val SDR on "
               f"{len(rv.val.queries)} mixtures: step 0 {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
         for step in range(args.headroom):
-            loss = -mode_si_sdr(model, rl_batch(ds, bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed), fe)
+            loss = -mode_si_sdr(model, rl_batch(ds, bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device),
+                                fe)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

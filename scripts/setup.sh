@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything MARS-Sep needs on a fresh Debian/Ubuntu machine. Idempotent:
 # a second run checks a stamp and returns in seconds.
-#   1. a Python virtual environment in .venv with the pinned stack (CPU torch),
+#   1. a Python virtual environment in .venv (or $MARS_VENV) with the pinned stack (CPU torch); with an
+#      active conda environment whose python imports torch (environment.yml), that one instead, its torch
+#      kept (scripts/pyenv.sh); the torch, CUDA and GPU in use are printed,
 #   2. the IPython kernel configuration scripts/ipython_kernel_config.py, copied into
 #      .venv/etc/ipython/ (it silences one benign kernel log line; see that file),
 #   3. the Debian data packages the offline benchmark is built from, unpacked
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VENV=${MARS_VENV:-$ROOT/.venv}
+. scripts/pyenv.sh  # MARS_ENV_KIND, VENV, VPY
 PY=${PYTHON:-python3}
 TORCH_SPEC=${MARS_TORCH_SPEC:-torch==2.13.0}
 TORCHAUDIO_SPEC=${MARS_TORCHAUDIO_SPEC:-torchaudio==2.11.0}
@@ -27,12 +29,14 @@ as_root() {
 }
 
 # --- 1. Python environment ------------------------------------------------------
-if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
+if [ "$MARS_ENV_KIND" = conda ]; then
+  log "using the active conda environment $VENV (its own torch; no .venv is created)"
+elif ! "$PY" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
   log "python3 >= 3.10 missing: installing Debian's (needs root)"
   as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip \
     || { echo "error: need python3 >= 3.10 with venv; install it and rerun" >&2; exit 1; }
 fi
-if [ ! -x "$VENV/bin/python" ]; then
+if [ "$MARS_ENV_KIND" = venv ] && [ ! -x "$VENV/bin/python" ]; then
   if ! "$PY" -m venv "$VENV" 2>/dev/null; then
     log "python3 -m venv failed: installing python3-venv (needs root)"
     rm -rf "$VENV"
@@ -41,13 +45,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
 fi
-VPY=$VENV/bin/python
 STAMP=$VENV/.mars-setup-stamp
 want=$(cat requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   log "installing the pinned Python stack into $VENV (about 1.7 GB, 1-3 min)"
   "$VPY" -m pip install -q --upgrade pip
-  "$VPY" -m pip install -q "$TORCH_SPEC" "$TORCHAUDIO_SPEC"
+  if [ "$MARS_ENV_KIND" = venv ]; then
+    "$VPY" -m pip install -q "$TORCH_SPEC" "$TORCHAUDIO_SPEC"
+  fi
   "$VPY" -m pip install -q -r requirements.txt
   if ! "$VPY" -c 'import torchaudio' 2>/dev/null; then
     # PyPI's torchaudio 2.11 ships CUDA-linked extension libraries that do not load
@@ -64,6 +69,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
 else
   log "Python environment up to date ($VENV)"
 fi
+describe_torch
 
 # --- 2. Kernel configuration (cheap; refreshed on every run) --------------------
 install -D -m 644 scripts/ipython_kernel_config.py "$VENV/etc/ipython/ipython_kernel_config.py"

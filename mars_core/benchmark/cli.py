@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 
 from ..config import get_profile
+from ..device import add_device_arguments, describe_device, device_from_args
+from ..encoders.load import add_imagebind_argument, use_imagebind_argument
 from .figures import make_figures
 from .harness import run_benchmark
 from .reading import describe_paper_comparison, describe_results, paper_comparison
@@ -30,7 +32,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of torch/numpy and of the bootstrap")
     p.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return p
+    return add_imagebind_argument(add_device_arguments(p))
 
 
 def _figures_parser() -> argparse.ArgumentParser:
@@ -53,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
+    device = device_from_args(args, prof.name)
+    use_imagebind_argument(args.imagebind)
+    print(f"device: {describe_device(device)}")
     out = Path(args.out or Path("runs") / prof.name / "benchmark")
     res = run_benchmark(prof, systems=args.systems, splits=args.splits, pair_types=args.pairs, n_items=args.n_items,
-                        seed=args.seed, n_resamples=args.resamples, out=out, command=command)
+                        seed=args.seed, n_resamples=args.resamples, out=out, command=command, device=device)
     cols = ["split", "pairs", "system", "modality", "metric", "mean", "sem", "n"]
     with pd.option_context("display.width", 200, "display.max_rows", 400):
         print(res.summary[res.summary["metric"].isin(["sdr", "semantic", "contamination"])][cols]

@@ -163,7 +163,8 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
                   n_resamples: int = N_RESAMPLES, level: float = CI_LEVEL, context: BenchmarkContext | None = None,
                   loaded: Mapping[str, SystemModel] | None = None, missing: Mapping[str, str] | None = None,
                   out: str | os.PathLike | None = None,
-                  command: str | None = None, progress: bool = True) -> BenchmarkResult:
+                  command: str | None = None, progress: bool = True,
+                  device: torch.device | str | None = None) -> BenchmarkResult:
     """Load the systems, evaluate them on every test set, summarise, bootstrap, and (with ``out``) save.
 
     Args:
@@ -176,10 +177,11 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
         context: a :class:`BenchmarkContext` (default: one for ``profile``; if both are given they must agree).
         out: directory for the CSV files, ``run.json``, histories and examples (:func:`save_results`).
         command: recorded in ``run.json`` (default: this process's command line).
+        device: where the separators and the judge compute (a new context's; default: the CPU).
     """
     t0 = time.perf_counter()
     seed_everything(seed)
-    ctx = context or BenchmarkContext(profile, progress=progress)
+    ctx = context or BenchmarkContext(profile, progress=progress, device=device)
     if profile is not None and get_profile(profile).name != ctx.profile.name:
         raise ValueError(f"profile {get_profile(profile).name!r} differs from the context's {ctx.profile.name!r}")
     if loaded is None:

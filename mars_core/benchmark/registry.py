@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from ..config import Profile, get_profile
+from ..device import to_device
 from ..encoders.load import load_judge, load_query_encoder
 from ..queries import QueryBank, load_or_build_query_bank
 from ..supervised.store import load_or_train
@@ -52,6 +53,8 @@ class BenchmarkContext:
         judge: the judge encoder; ``"auto"`` loads :func:`~mars_core.encoders.load.load_judge`, ``None``
             leaves the semantic and contamination scores out.
         progress: show progress bars of loaders and trainers.
+        device: where the separators and the judge compute (default: where they load, the CPU);
+            estimates and scores come back to the CPU (:func:`~mars_core.evaluation.evaluate.separate`).
     """
 
     profile: Profile | str | None = None
@@ -59,6 +62,7 @@ class BenchmarkContext:
     bank: QueryBank | None = None
     judge: Any = "auto"
     progress: bool = True
+    device: torch.device | str | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -75,13 +79,15 @@ class BenchmarkContext:
         """The judge (or ``None``)."""
         if isinstance(self.judge, str) and self.judge == "auto":
             self.judge = load_judge(self.profile)
+            if self.device is not None:
+                self.judge = to_device(self.judge, self.device)
         return self.judge
 
     def supervised(self) -> SystemModel:
         """The supervised separator (:func:`mars_core.supervised.load_or_train`), loaded once."""
         if "supervised" not in self._cache:
             model, history = load_or_train(self.profile, bank=self.query_bank(), build_dir=self.build_dir,
-                                           progress=self.progress)
+                                           progress=self.progress, device=self.device)
             self._cache["supervised"] = SystemModel(model, None, history, str(history.get("source", "")))
         return self._cache["supervised"]
 
@@ -121,7 +127,8 @@ def load_rl(ctx: BenchmarkContext, preset: str, aligned: bool) -> SystemModel:
         from ..rl.trainer import load_or_train_rl  # here: a missing trainer leaves the system out
     except ImportError as exc:
         raise SystemUnavailable(f"mars_core.rl.trainer.load_or_train_rl is not available ({exc})") from exc
-    out = load_or_train_rl(ctx.profile, preset, aligned=aligned, progress=ctx.progress)
+    on = {} if ctx.device is None else {"device": ctx.device}  # None: the trainer's default
+    out = load_or_train_rl(ctx.profile, preset, aligned=aligned, progress=ctx.progress, **on)
     return _as_system_model(out, f"load_or_train_rl({ctx.profile.name!r}, {preset!r}, aligned={aligned})")
 
 
@@ -194,6 +201,8 @@ def load_systems(ctx: BenchmarkContext, systems: Iterable[str] | Mapping[str, Lo
     for name, loader in resolve_systems(systems).items():
         try:
             loaded[name] = _as_system_model(loader(ctx), name)
+            if ctx.device is not None:
+                to_device(loaded[name].model, ctx.device)
         except (SystemUnavailable, ImportError, FileNotFoundError) as exc:
             missing[name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"benchmark: system {name!r} is missing and left out of the tables: {exc}", stacklevel=2)

@@ -46,13 +46,23 @@ def default_cache_dir() -> Path:
     return data_root() / "models"
 
 
+# (resolved path, size, mtime_ns) -> hex sha256: ImageBind-Huge is 4.5 GB (7-8 s to hash), so a
+# process hashes one file once; a rewritten file (new size or mtime) is hashed again.
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a file, read in 1 MiB chunks; cached by ``(path, size, mtime)`` for this process."""
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    key = (str(resolved), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        h = hashlib.sha256()
+        with open(resolved, "rb") as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                h.update(block)
+        _SHA256_CACHE[key] = h.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 def _check_hash(path: Path, expected: str | None, actual: str | None = None) -> None:

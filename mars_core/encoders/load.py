@@ -10,13 +10,37 @@ Both come in eval mode; neither is trained here.
 
 from __future__ import annotations
 
+import argparse
 import os
 import warnings
+from pathlib import Path
 
 from ..config import Profile, get_profile
 from .hub import OFFICIAL_HUGE_URL, from_pretrained
 from .judge import JUDGE_SEED, judge_encoder_config
 from .minibind import MiniBind, load_shipped
+
+
+def add_imagebind_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--imagebind PATH`` (the official ImageBind-Huge ``.pth``; default ``$MARS_IMAGEBIND``)."""
+    p.add_argument("--imagebind", default=None, metavar="PATH",
+                   help="the official imagebind_huge.pth (about 4.5 GB, CC-BY-NC 4.0) for the full profile "
+                        "(default: $MARS_IMAGEBIND, else the official URL, downloaded once)")
+    return p
+
+
+def use_imagebind_argument(path: str | os.PathLike | None) -> None:
+    """Make ``--imagebind PATH`` the ``$MARS_IMAGEBIND`` of this process (every loader below reads it).
+
+    Raises:
+        SystemExit: ``path`` is not a file (named, with what to do).
+    """
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise SystemExit(f"error: --imagebind {path}: no such file; give the path of the downloaded "
+                         f"imagebind_huge.pth ({OFFICIAL_HUGE_URL})")
+    os.environ["MARS_IMAGEBIND"] = str(Path(path).resolve())
 
 
 def load_query_encoder(profile: str | Profile | None = None):

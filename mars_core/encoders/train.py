@@ -48,6 +48,7 @@ import torch
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import EncoderConfig, Profile, get_profile
 from ..data.manifest import benchmark_dir
+from ..device import add_device_arguments, describe_device, device_from_args
 from ..progress import CsvLog, Progress, last_row
 from ..runs import data_fingerprint
 from .contrastive import info_nce, retrieval_accuracy
@@ -153,7 +154,7 @@ def validate(model: MiniBind, val: SplitData) -> dict[str, float]:
     a2t = recall_at_1(emb["audio"], val.audio_labels, t_protos, t_cls)
     a2i = recall_at_1(emb["audio"], val.audio_labels, i_protos, i_cls)
     sims = emb["audio"] @ t_protos.T
-    own = torch.as_tensor(np.searchsorted(t_cls, val.audio_labels))
+    own = torch.as_tensor(np.searchsorted(t_cls, val.audio_labels), device=sims.device)
     own_sim = sims.gather(1, own[:, None])[:, 0]
     other = sims.scatter(1, own[:, None], float("-inf")).max(dim=1).values
     return {"a2t": a2t, "a2i": a2i, "score": 0.5 * (a2t + a2i), "margin": (own_sim - other).mean().item()}
@@ -223,9 +224,9 @@ def _validate_and_track(model, val: SplitData, step: int, state: _State) -> dict
     return v
 
 
-def _setup(p: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path):
-    """A fresh seeded MiniBind, the train and val splits, AdamW and its warm-up/cosine schedule."""
-    model = MiniBind(enc, p.audio.sample_rate, seed=cfg.seed)
+def _setup(p: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path, device: torch.device):
+    """A fresh seeded MiniBind on ``device``, the train and val splits, AdamW and its warm-up/cosine schedule."""
+    model = MiniBind(enc, p.audio.sample_rate, seed=cfg.seed).to(device)
     train = load_split(build_dir, "train", model.sample_rate, model.image_size)
     val = load_split(build_dir, "val", model.sample_rate, model.image_size)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
@@ -256,6 +257,7 @@ def train_minibind(
     resume: bool = True,
     stop_after: int | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[MiniBind, dict]:
     """Train a MiniBind on a build's train split; return the best-validation model and ``history``.
 
@@ -268,6 +270,7 @@ def train_minibind(
             steps done) are written; an existing one with the same configuration and data is resumed
             (unless ``resume=False``).
         stop_after: stop (checkpointed) once this many steps are done, as a killed run would.
+        device: where the model trains (the CLI's ``--device``; default CPU).
 
     Returns:
         ``(model, history)``: the model holds the best validation step's weights (eval
@@ -282,7 +285,7 @@ def train_minibind(
     enc, cfg = encoder or p.encoder, config or TrainConfig.for_profile(p)
     build_dir = Path(build_dir) if build_dir is not None else benchmark_dir(p.name)
     run_config = _run_config(p, enc, cfg, build_dir)
-    model, train, val, opt, sched = _setup(p, enc, cfg, build_dir)
+    model, train, val, opt, sched = _setup(p, enc, cfg, build_dir, torch.device(device))
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, state = 0, _State()
     if last is not None and resume and last.exists():
@@ -319,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the number of steps")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if the run directory has last.pt")
-    return p
+    return add_device_arguments(p)
 
 
 def _reexec_with_passive_openmp() -> None:
@@ -339,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
+    device = device_from_args(args, prof.name)
+    print(f"device: {describe_device(device)}")
     build_dir = Path(args.build_dir) if args.build_dir else benchmark_dir(prof.name)
     if args.role == "judge":
         enc, cfg = judge_encoder_config(prof), judge_train_config(prof)
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, steps=args.steps)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "minibind" / f"{prof.name}_{args.role}"
     model, history = train_minibind(prof, build_dir=build_dir, encoder=enc, config=cfg, run_dir=run_dir,
-                                    resume=not args.no_resume)
+                                    resume=not args.no_resume, device=device)
     command = "python -m mars_core.encoders.train " + " ".join(argv if argv is not None else sys.argv[1:])
     record = export_checkpoint(model, history, args.out, profile=prof, role=args.role, config=cfg,
                                build_dir=build_dir, command=command)

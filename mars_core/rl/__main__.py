@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from ..config import get_profile, rl_preset
-from ..encoders.load import load_judge, load_query_encoder
+from ..device import describe_device, device_from_args, to_device
+from ..encoders.load import load_judge, load_query_encoder, use_imagebind_argument
 from ..evaluation.evaluate import compact_table, evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from ..supervised import load_or_train
@@ -38,21 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
+    device = device_from_args(args, prof.name)
+    use_imagebind_argument(args.imagebind)
+    print(f"device: {describe_device(device)}")
     cfg = rl_preset(prof, args.preset)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     cfg = replace(cfg, **parse_overrides(args.set))
     t0 = time.perf_counter()
     model, history = load_or_train_rl(prof, args.preset, aligned=not args.unaligned, retrain=args.retrain,
-                                      config=cfg)
+                                      config=cfg, device=device)
     print(f"RL separator ({args.preset}, {'un-aligned' if args.unaligned else 'aligned'} reward) from "
           f"{history['source']}: best step {history['best_step']} (val SDR {history['best_sdr']:.2f} dB, start "
           f"{history['val_sdr'][0]:.2f} dB), training wall time {history['wall_s']:.0f} s, this call "
           f"{time.perf_counter() - t0:.0f} s")
     if not args.no_eval:
         bank = load_or_build_query_bank(load_query_encoder(prof), prof)
-        baseline, _ = load_or_train(prof, bank=bank)
-        judge = load_judge(prof)
+        baseline, _ = load_or_train(prof, bank=bank, device=device)
+        judge = to_device(load_judge(prof), device)
         before = evaluate_all(baseline, prof, bank, split="val", judge=judge, system="supervised")
         after = evaluate_all(model, prof, bank, split="val", judge=judge, system=f"rl-{args.preset}",
                              references=False)

@@ -18,7 +18,8 @@ import torch
 from ..alignment.stack import load_reward_stack
 from ..audio import FrontEnd
 from ..config import get_profile, rl_preset
-from ..encoders.load import load_query_encoder
+from ..device import device_from_args
+from ..encoders.load import load_query_encoder, use_imagebind_argument
 from ..metrics import si_sdr
 from ..queries import load_or_build_query_bank
 from ..seeding import seed_everything
@@ -34,7 +35,8 @@ from .rollout import RLBatch, proposal_from_trunk, reconstruct_group, rollout
 @dataclass
 class Setup:
     """What the RL sanity scripts start from: the profile, the preset's config, the query bank,
-    the supervised separator, the reward stack with its bank, the front end and the reward model."""
+    the supervised separator, the reward stack with its bank, the front end and the reward model,
+    the models on ``device``."""
 
     prof: Any
     cfg: Any
@@ -44,26 +46,33 @@ class Setup:
     rbank: Any
     fe: FrontEnd
     reward_model: RewardModel
+    device: torch.device = torch.device("cpu")
 
 
 def setup_from_args(args) -> Setup:
     """:func:`load_setup` for parsed :func:`~mars_core.rl.cli.base_parser` options, after setting the threads and
-    seeding everything with 0."""
+    seeding everything with 0 (``--device`` resolved by :func:`mars_core.device.device_from_args`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = device_from_args(args, get_profile(args.profile).name)
+    use_imagebind_argument(args.imagebind)
     seed_everything(0)
-    return load_setup(args.profile, args.preset, parse_overrides(args.set))
+    return load_setup(args.profile, args.preset, parse_overrides(args.set), device=device)
 
 
-def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None) -> Setup:
-    """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields)."""
-    prof = get_profile(profile)
+def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None,
+               device: str | torch.device = "cpu") -> Setup:
+    """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields),
+    the separator and the reward stack on ``device``."""
+    prof, device = get_profile(profile), torch.device(device)
     cfg = replace(rl_preset(prof, preset), **(overrides or {}))
-    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=False)
-    separator, _ = load_or_train(prof, bank=bank, progress=False)
+    bank = load_or_build_query_bank(load_query_encoder(prof).to(device), prof, progress=False)
+    separator, _ = load_or_train(prof, bank=bank, progress=False, device=device)
     stack = load_reward_stack(prof)
+    stack.encoder.to(device), stack.anchor.to(device)
     rm = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
-    return Setup(prof, cfg, bank, separator, stack, reward_bank(stack, prof, progress=False), FrontEnd(prof.audio), rm)
+    return Setup(prof, cfg, bank, separator, stack, reward_bank(stack, prof, progress=False), FrontEnd(prof.audio), rm,
+                 device)
 
 
 def flat(tensors) -> torch.Tensor:

@@ -180,6 +180,7 @@ def load_or_train_rl(
     retrain: bool = False,
     progress: bool = True,
     config: RLConfig | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """An RL-fine-tuned separator for ``(profile, preset, aligned)``, trained only if none exists.
 
@@ -192,6 +193,7 @@ def load_or_train_rl(
 
     Args:
         config: overrides ``rl_preset(profile, preset)`` (e.g. fewer steps).
+        device: where the models are trained and returned (default: CUDA when available, else CPU).
 
     Returns:
         ``(model, history)``; ``history["source"]`` names the file, ``history["supervised_source"]``
@@ -201,7 +203,8 @@ def load_or_train_rl(
     cfg = config or rl_preset(prof, preset)
     check_config(cfg)
     bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress, rebuild=retrain)
-    separator, sup_hist = load_or_train(prof, bank=bank, progress=progress)
+    on = {} if device is None else {"device": device}  # None: the trainer's default
+    separator, sup_hist = load_or_train(prof, bank=bank, progress=progress, **on)
     stack = load_reward_stack(prof, aligned=aligned)
     run_cfg = run_config(prof, cfg, separator_key(separator), bank.key, stack)
     run_dir = Path(run_root or runs_dir("rl")) / f"{prof.name}-{cfg.preset}-{config_hash(run_cfg)}"
@@ -211,8 +214,9 @@ def load_or_train_rl(
                                      f"{cfg.preset}{'' if aligned else ' --unaligned'} --retrain (with the same "
                                      f"--set options), or delete it (rm {final}) and run again")
         if blob["config"] == run_cfg:
+            model = model.to(device) if device is not None else model
             return model, dict(blob["history"], source=str(final), supervised_source=sup_hist.get("source"))
     model, history = train_rl(prof, cfg, separator=separator, bank=bank, stack=stack, run_dir=run_dir,
-                              resume=not retrain, progress=progress)
+                              resume=not retrain, progress=progress, device=device)
     save_separator(final, model, run_cfg=run_cfg, history=history)
     return model, dict(history, source=str(final), supervised_source=sup_hist.get("source"))

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..config import get_profile
-from ..encoders.load import load_judge, load_query_encoder
+from ..device import add_device_arguments, describe_device, device_from_args, to_device
+from ..encoders.load import add_imagebind_argument, load_judge, load_query_encoder, use_imagebind_argument
 from ..evaluation.evaluate import evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from .store import load_or_train, save_separator
@@ -30,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also copy the trained separator here (e.g. checkpoints/separator_cpu.pt)")
     p.add_argument("--retrain", action="store_true", help="train afresh even if a matching run exists")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split table")
-    return p
+    return add_imagebind_argument(add_device_arguments(p))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
+    device = device_from_args(args, prof.name)
+    use_imagebind_argument(args.imagebind)
+    print(f"device: {describe_device(device)}")
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
     try:  # before the encoders load: a bad value is named at once
         check_config(cfg)
     except ValueError as exc:
         _parser().error(str(exc))
-    encoder = load_query_encoder(prof)
+    encoder = to_device(load_query_encoder(prof), device)
     bank = load_or_build_query_bank(encoder, prof, rebuild=args.retrain)
     t0 = time.perf_counter()
-    model, history = load_or_train(prof, cfg, bank=bank, retrain=args.retrain)
+    model, history = load_or_train(prof, cfg, bank=bank, retrain=args.retrain, device=device)
     print(f"separator from {history['source']}: best step {history['best_step']} (val SDR "
           f"{history['best_sdr']:.2f} dB), training wall time {history['wall_s']:.0f} s, "
           f"this call {time.perf_counter() - t0:.0f} s")
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                        history={k: v for k, v in history.items() if k != "source"})
         print(f"-> {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
     if not args.no_eval:
-        table = results_table(evaluate_all(model, prof, bank, split="test", judge=load_judge(prof)))
+        table = results_table(evaluate_all(model, prof, bank, split="test", judge=to_device(load_judge(prof), device)))
         print(table.to_string(index=False))
     return 0
 

@@ -36,6 +36,7 @@ def load_separator(path: str | os.PathLike, map_location: str | torch.device = "
     """Load :func:`save_separator`'s file: ``(model in eval mode, checkpoint dict)``.
 
     Args:
+        map_location: the device the checkpoint's tensors and the returned model go to.
         rebuild: the command an error message gives for an unreadable file (default: delete it and run again).
 
     Raises:
@@ -48,7 +49,7 @@ def load_separator(path: str | os.PathLike, map_location: str | torch.device = "
     sep = dict(blob["separator"], down_channels=tuple(blob["separator"]["down_channels"]))
     model = QuerySeparator(SeparatorConfig(**sep))
     model.load_state_dict(blob["model"])
-    return model.eval(), blob
+    return model.to(map_location).eval(), blob  # on map_location like the tensors
 
 
 def _separator_rebuild_hint(path: Path, profile: Profile) -> str:
@@ -75,6 +76,7 @@ def load_or_train(
     build_dir: str | os.PathLike | None = None,
     retrain: bool = False,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> tuple[QuerySeparator, dict]:
     """A trained separator for ``(profile, config, encoder, data)``, trained only if none exists.
 
@@ -83,6 +85,9 @@ def load_or_train(
     :func:`config_hash` of :func:`run_config`, which includes the encoder fingerprint and
     the manifest hash); otherwise trains in that run directory (resuming a killed run)
     and writes ``final.pt``.
+
+    Args:
+        device: where the model is trained and returned (default: CUDA when available, else CPU).
 
     Returns:
         ``(model, history)``; ``history["source"]`` says where the model came from.
@@ -99,8 +104,8 @@ def load_or_train(
             if path.exists():
                 model, blob = load_separator(path, rebuild=_separator_rebuild_hint(path, prof))
                 if blob["config"] == run_cfg:
-                    return model, dict(blob["history"], source=str(path))
+                    return model.to(device) if device is not None else model, dict(blob["history"], source=str(path))
     model, history = train_supervised(prof, bank, cfg, run_dir=run_dir, resume=not retrain, build_dir=build_dir,
-                                      progress=progress)
+                                      progress=progress, device=device)
     save_separator(run_dir / "final.pt", model, run_cfg=run_cfg, history=history)
     return model, dict(history, source=str(run_dir / "final.pt"))
