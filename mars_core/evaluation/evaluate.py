@@ -194,7 +194,7 @@ class JudgeScorer:
     def scores(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores of the judge's audio embeddings ``a (N, D)``; subclasses add their own."""
         image = (semantic_score(a, self.image) if self.image is not None
-                 else torch.full((a.shape[0],), float("nan"), dtype=a.dtype))
+                 else torch.full((a.shape[0],), float("nan"), dtype=a.dtype, device=a.device))
         return {"semantic": semantic_score(a, self.text), "semantic_image": image}
 
     @torch.no_grad()
