@@ -194,3 +194,36 @@ def test_to_device_moves_modules_and_passes_anything_else():
     assert to_device(lin, "meta").weight.device.type == "meta"
     marker = object()
     assert to_device(None, "meta") is None and to_device(marker, "meta") is marker
+
+
+# --------------------------------------------------------------------------- scripts/pyenv.sh
+def _pyenv(tmp_path, **env) -> list[str]:
+    import subprocess
+
+    base = {k: v for k, v in os.environ.items() if k not in ("MARS_VENV", "CONDA_PREFIX")}
+    out = subprocess.run(["bash", "-c", 'ROOT=/repo; . scripts/pyenv.sh; echo "$MARS_ENV_KIND $VPY"'], cwd=REPO,
+                         env={**base, **env}, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def _fake_prefix(root: Path, imports_torch: bool) -> Path:
+    """A prefix whose bin/python answers ``-c 'import torch'`` with exit 0 or 1 (no real interpreter)."""
+    (root / "bin").mkdir(parents=True)
+    py = root / "bin" / "python"
+    py.write_text(f"#!/bin/sh\nexit {0 if imports_torch else 1}\n")
+    py.chmod(0o755)
+    return root
+
+
+def test_pyenv_picks_mars_venv_then_conda_with_torch_then_dot_venv(tmp_path):
+    with_torch = _fake_prefix(tmp_path / "conda_ok", True)
+    without = _fake_prefix(tmp_path / "conda_bare", False)
+    assert _pyenv(tmp_path) == ["venv", "/repo/.venv/bin/python"]
+    assert _pyenv(tmp_path, CONDA_PREFIX=str(with_torch)) == ["conda", f"{with_torch}/bin/python"]
+    assert _pyenv(tmp_path, CONDA_PREFIX=str(without)) == ["venv", "/repo/.venv/bin/python"]  # no torch there
+    assert _pyenv(tmp_path, CONDA_PREFIX=str(with_torch), MARS_VENV="/v") == ["venv", "/v/bin/python"]
+
+
+def test_main_sh_uses_the_chosen_interpreter():
+    text = (REPO / "scripts" / "main.sh").read_text()
+    assert ".venv/bin/python" not in text and ". scripts/pyenv.sh" in text and "-p device" in text
