@@ -8,7 +8,7 @@ Choose a profile with :func:`get_profile` (explicit name, else ``MARS_PROFILE``,
 else ``smoke``). ``full`` is the paper's front end (16 kHz, 65535-sample clips,
 STFT 1024/256, 256 log-frequency bins); ``smoke`` and ``cpu`` only change numbers.
 
-Why one module (about 490 lines, over the ~400 of the layout rule): it is one table. The section
+Why one module (about 500 lines, over the ~400 of the layout rule): it is one table. The section
 dataclasses hold every field with its meaning, the three factories below them hold each field's
 smoke/cpu/full value, and :func:`profile_table` reads the field docstrings back from this source;
 split into modules, a reader would compare a field and its three values across files. Beyond the
