@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from mars_core.encoders.minibind import MiniBind
 from mars_core.encoders.load import load_query_encoder
 from mars_core.separate import Query, SeparationInputError, load_model, main, output_paths, separate
+from mars_core.separate.run import resolve_device
 from mars_core.separator import new_separator
 from mars_core.supervised import save_separator, shipped_separator
 from tests.separate_helpers import SMOKE, constant_separator, tones
@@ -169,3 +171,16 @@ def test_command_with_the_shipped_checkpoint(tmp_path, capsys):
         info = sf.info(str(tmp_path / f"mix_{key}.wav"))
         assert (info.samplerate, info.channels, info.frames, info.subtype) == (22050, 2, 22050, "PCM_24")
     assert "done in" in capsys.readouterr().out
+
+
+def test_device_words_are_the_project_wide_ones(monkeypatch):
+    """``separate`` shares ``mars_core.device``: cuda:N is understood, a machine without CUDA refuses it with a
+    SeparationInputError (exit status 2 from the command), and the full profile needs allow_cpu on a CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(SeparationInputError, match="CUDA is not available"):
+        resolve_device("cuda:1")
+    with pytest.raises(SeparationInputError, match="allow"):
+        resolve_device("auto", "full")
+    assert resolve_device("auto", "full", allow_cpu=True) == torch.device("cpu")

@@ -11,6 +11,7 @@ import time
 from typing import Sequence
 
 from ..config import PROFILE_NAMES
+from ..device import add_device_arguments
 from .files import SeparationInputError
 from .query import Query
 from .run import DEFAULT_PROFILE, separate
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES, help="smoke, cpu or full (default cpu: shipped separator)")
     p.add_argument("--checkpoint", default=None, help="separator checkpoint (default: the shipped one)")
     p.add_argument("--out", default=None, help="output file (several queries: its stem and suffix name every output)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_arguments(p)
     p.add_argument("--residual", action="store_true", help="also write mixture minus the sum of the estimates")
     p.add_argument("--batch-size", type=int, default=4, help="segments per model call (default 4)")
     p.set_defaults(queries=[])
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         written = separate(args.mix, [Query(k, v) for k, v in args.queries], profile=args.profile,
-                           checkpoint=args.checkpoint, out=args.out, device=args.device, residual=args.residual,
+                           checkpoint=args.checkpoint, out=args.out, device=args.device, allow_cpu=args.allow_cpu,
+                           residual=args.residual,
                            batch_size=args.batch_size, progress=sys.stderr.isatty())
     except SeparationInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

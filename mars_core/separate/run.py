@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
+from .. import device as device_lib
 from ..config import Profile, get_profile
 from ..encoders.load import load_query_encoder
 from ..runs import encoder_fingerprint
@@ -32,13 +33,14 @@ RESAMPLE_CONTEXT_SECONDS = 0.02
 """Context beyond a block for the resampler's windowed sinc (6 zero crossings at the lower rate: 0.75 ms at 8 kHz)."""
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` (or None): CUDA when available, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise SeparationInputError(f"--device {device}: CUDA is not available on this machine; use cpu or auto")
-    return torch.device(device)
+def resolve_device(device: str | torch.device | None, profile: str | None = None,
+                   allow_cpu: bool = False) -> torch.device:
+    """:func:`mars_core.device.resolve_device` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; ``full`` on a CPU only
+    with ``allow_cpu``), its refusal raised as :class:`SeparationInputError` so the command exits with status 2."""
+    try:
+        return device_lib.resolve_device(device, profile, allow_cpu=allow_cpu)
+    except device_lib.DeviceError as err:
+        raise SeparationInputError(str(err)) from err
 
 
 def load_model(profile: str | Profile, encoder, checkpoint: str | Path | None = None,
@@ -103,7 +105,7 @@ def output_paths(mix: Path, queries: Sequence[Query], out: str | Path | None, re
 
 def separate(mix: str | Path, queries: Sequence[Query | str], *, profile: str | Profile = DEFAULT_PROFILE,
              checkpoint: str | Path | None = None, out: str | Path | None = None, device: str | None = "auto",
-             residual: bool = False, model: torch.nn.Module | None = None, encoder=None, batch_size: int = 4,
+             allow_cpu: bool = False, residual: bool = False, model: torch.nn.Module | None = None, encoder=None, batch_size: int = 4,
              block_seconds: float = BLOCK_SECONDS, progress: bool = False) -> dict[str, Path]:
     """Separate an audio file for each query and write one file per query (and the residual).
 
@@ -117,7 +119,7 @@ def separate(mix: str | Path, queries: Sequence[Query | str], *, profile: str | 
         profile: sizes and front end; ``cpu`` has the shipped separator.
         checkpoint: a separator checkpoint instead of the shipped one.
         out: output path (one query) or path whose stem and suffix name every output (see :func:`output_paths`).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; allow_cpu: run the ``full`` profile on a CPU.
         residual: also write ``mixture - sum(estimates)``.
         model, encoder: an already loaded separator and query encoder (skip loading).
 
@@ -134,7 +136,7 @@ def separate(mix: str | Path, queries: Sequence[Query | str], *, profile: str | 
     if block_seconds <= 0:
         raise SeparationInputError(f"block_seconds must be > 0, got {block_seconds}")
     prof = get_profile(profile)
-    dev = resolve_device(device)
+    dev = resolve_device(device, prof.name, allow_cpu)
     paths = output_paths(mix, queries, out, residual)
     info = check_audio_file(mix)
     for query in queries:  # every file is checked before any model is loaded
