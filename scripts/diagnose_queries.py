@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mars_core.evaluation import query_diagnostics as qd  # noqa: E402
 from mars_core.audio import FrontEnd  # noqa: E402
-from mars_core.config import get_profile  # noqa: E402
 from mars_core.data.manifest import benchmark_dir, read_table  # noqa: E402
 from mars_core.evaluation.evaluate import EVAL_MODALITIES, eval_queries, load_eval_set, score_estimates, separate  # noqa: E402
-from mars_core.device import add_device_arguments, describe_device, device_from_args  # noqa: E402
-from mars_core.encoders.load import add_imagebind_argument, load_query_encoder, use_imagebind_argument  # noqa: E402
+from mars_core.commands import start_command  # noqa: E402
+from mars_core.device import add_device_arguments  # noqa: E402
+from mars_core.encoders.load import add_imagebind_argument, load_query_encoder  # noqa: E402
 from mars_core.queries import load_or_build_query_bank  # noqa: E402
 from mars_core.supervised import load_separator, run_config, shipped_separator  # noqa: E402
 
@@ -56,10 +56,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     torch.set_num_threads(1)
     t0 = time.time()
-    prof = get_profile(args.profile)
-    device = device_from_args(args, prof.name)
-    use_imagebind_argument(args.imagebind)
-    print(f"device: {describe_device(device)}", flush=True)
+    prof, device = start_command(args)
     build = benchmark_dir(prof.name)
     out = Path(args.out or Path("runs") / prof.name / "query_diagnostics")
     out.mkdir(parents=True, exist_ok=True)

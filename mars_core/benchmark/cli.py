@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from ..config import get_profile
-from ..device import add_device_arguments, describe_device, device_from_args
-from ..encoders.load import add_imagebind_argument, use_imagebind_argument
+from ..commands import start_command
+from ..device import add_device_arguments
+from ..encoders.load import add_imagebind_argument
 from .figures import make_figures
 from .harness import run_benchmark
 from .reading import describe_paper_comparison, describe_results, paper_comparison
@@ -52,12 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     args = _run_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    prof = get_profile(args.profile)
-    device = device_from_args(args, prof.name)
-    use_imagebind_argument(args.imagebind)
-    print(f"device: {describe_device(device)}")
+    prof, device = start_command(args)
     out = Path(args.out or Path("runs") / prof.name / "benchmark")
     res = run_benchmark(prof, systems=args.systems, splits=args.splits, pair_types=args.pairs, n_items=args.n_items,
                         seed=args.seed, n_resamples=args.resamples, out=out, command=command, device=device)

@@ -13,11 +13,11 @@ import time
 from dataclasses import replace
 
 import pandas as pd
-import torch
 
-from ..config import get_profile, rl_preset
-from ..device import describe_device, device_from_args, to_device
-from ..encoders.load import load_judge, load_query_encoder, use_imagebind_argument
+from ..commands import start_command
+from ..config import rl_preset
+from ..device import to_device
+from ..encoders.load import load_judge, load_query_encoder
 from ..evaluation.evaluate import compact_table, evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from ..supervised import load_or_train
@@ -36,12 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    prof = get_profile(args.profile)
-    device = device_from_args(args, prof.name)
-    use_imagebind_argument(args.imagebind)
-    print(f"device: {describe_device(device)}")
+    prof, device = start_command(args)
     cfg = rl_preset(prof, args.preset)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..config import Profile, RLConfig
-from ..config_checks import is_int as _is_int, is_real as _is_real
+from ..config_checks import check_counts, is_real as _is_real
 from ..queries import TRAIN_QUERIES, encoder_fingerprint
 
 
@@ -51,15 +51,8 @@ def check_config(cfg: RLConfig) -> None:
     real number is finite (NaN and inf are refused): ``kappa``, ``kappa_end``, ``lr`` and ``grad_clip``
     > 0, ``clip_eps`` and ``ema_decay`` in (0, 1), coefficients and weight decay >= 0.
     """
-    for name in ("steps", "batch_mixtures", "group_size", "ppo_epochs", "minibatches", "eval_every", "ckpt_every",
-                 "val_mixtures"):
-        v = getattr(cfg, name)
-        if not _is_int(v) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    for name in ("reward_batch_size", "max_skipped_updates", "seed"):
-        v = getattr(cfg, name)
-        if not _is_int(v) or (name != "seed" and v < 0):
-            raise ValueError(f"{name} must be an integer{'' if name == 'seed' else ' >= 0'}, got {v!r}")
+    check_counts(cfg, ("steps", "batch_mixtures", "group_size", "ppo_epochs", "minibatches", "eval_every",
+                       "ckpt_every", "val_mixtures"), ("reward_batch_size", "max_skipped_updates"))
     _check_choices(cfg)
     _check_reals(cfg)
     if cfg.kappa_schedule not in ("constant", "linear", "cosine"):

@@ -17,9 +17,9 @@ import torch
 
 from ..alignment.stack import load_reward_stack
 from ..audio import FrontEnd
+from ..commands import start_command
 from ..config import get_profile, rl_preset
-from ..device import device_from_args
-from ..encoders.load import load_query_encoder, use_imagebind_argument
+from ..encoders.load import load_query_encoder
 from ..metrics import si_sdr
 from ..queries import load_or_build_query_bank
 from ..seeding import seed_everything
@@ -52,10 +52,7 @@ class Setup:
 def setup_from_args(args) -> Setup:
     """:func:`load_setup` for parsed :func:`~mars_core.rl.cli.base_parser` options, after setting the threads and
     seeding everything with 0 (``--device`` resolved by :func:`mars_core.device.device_from_args`)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = device_from_args(args, get_profile(args.profile).name)
-    use_imagebind_argument(args.imagebind)
+    _, device = start_command(args)
     seed_everything(0)
     return load_setup(args.profile, args.preset, parse_overrides(args.set), device=device)
 

@@ -12,11 +12,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 
-from ..config import get_profile
-from ..device import add_device_arguments, describe_device, device_from_args, to_device
-from ..encoders.load import add_imagebind_argument, load_judge, load_query_encoder, use_imagebind_argument
+from ..commands import start_command
+from ..device import add_device_arguments, to_device
+from ..encoders.load import add_imagebind_argument, load_judge, load_query_encoder
 from ..evaluation.evaluate import evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from .store import load_or_train, save_separator
@@ -36,12 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    prof = get_profile(args.profile)
-    device = device_from_args(args, prof.name)
-    use_imagebind_argument(args.imagebind)
-    print(f"device: {describe_device(device)}")
+    prof, device = start_command(args)
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
     try:  # before the encoders load: a bad value is named at once
         check_config(cfg)

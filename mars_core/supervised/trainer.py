@@ -18,7 +18,7 @@ import torch
 
 from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
-from ..config_checks import is_int, is_real
+from ..config_checks import check_counts, is_real
 from ..data.mixing import MixtureDataset, collate
 from ..evaluation.validation import ValidationSet, validate, validation_set
 from ..progress import CsvLog, Progress, last_row
@@ -52,14 +52,8 @@ def check_config(cfg: SupervisedConfig) -> None:
     and inf are refused): ``lr`` and ``grad_clip`` > 0, ``final_lr_ratio`` in (0, 1], ``weight_decay``
     and ``query_init_std`` >= 0.
     """
-    for name in ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"):
-        v = getattr(cfg, name)
-        if not is_int(v) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    for name in ("warmup_steps", "max_skipped_updates", "seed"):
-        v = getattr(cfg, name)
-        if not is_int(v) or (name != "seed" and v < 0):
-            raise ValueError(f"{name} must be an integer{'' if name == 'seed' else ' >= 0'}, got {v!r}")
+    check_counts(cfg, ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"),
+                 ("warmup_steps", "max_skipped_updates"))
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
     if cfg.loss not in ("bce", "l1"):

@@ -1,0 +1,28 @@
+"""What every command does first, once: threads, profile, device, ImageBind weights, and a line saying where it runs.
+
+Used by ``python -m mars_core.supervised|rl|benchmark`` and the scripts built on
+:func:`mars_core.rl.cli.base_parser` or :func:`mars_core.device.add_device_arguments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .config import Profile, get_profile
+from .device import describe_device, device_from_args
+from .encoders.load import use_imagebind_argument
+
+
+def start_command(args: argparse.Namespace) -> tuple[Profile, torch.device]:
+    """Apply ``--threads`` (when the command has it and it is set), resolve ``--profile`` and ``--device``
+    (a bad device exits like argparse does), apply ``--imagebind``, print ``device: ...``; returns
+    ``(profile, device)``."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    prof = get_profile(args.profile)
+    device = device_from_args(args, prof.name)
+    use_imagebind_argument(args.imagebind)
+    print(f"device: {describe_device(device)}", flush=True)
+    return prof, device
