@@ -14,7 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
@@ -37,9 +39,16 @@ UNHASHED_FIELDS = ("max_skipped_updates",)
 finishes is the same run), so cached runs and the shipped checkpoints keep their keys."""
 
 
+QUERY_AUGMENTATION_FIELDS = ("query_noise", "pure_query_prob", "hard_pair_prob")
+"""Fields added after runs were shipped; at their default 0 they are left out of :func:`run_config`, so the keys of
+runs made without them stay what they were."""
+
+
 def run_config(profile: Profile, cfg: SupervisedConfig, bank: QueryBank) -> dict[str, Any]:
-    """What a run depends on: sizes, data, separator, training config (less :data:`UNHASHED_FIELDS`), encoder and manifest."""
-    train = {k: v for k, v in asdict(cfg).items() if k not in UNHASHED_FIELDS}
+    """What a run depends on: sizes, data, separator, training config (less :data:`UNHASHED_FIELDS`, and the
+    :data:`QUERY_AUGMENTATION_FIELDS` at 0), encoder and manifest."""
+    train = {k: v for k, v in asdict(cfg).items()
+             if k not in UNHASHED_FIELDS and not (k in QUERY_AUGMENTATION_FIELDS and v == 0)}
     return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
             "separator": asdict(profile.separator), "supervised": train, "queries": bank.key}
 
@@ -50,7 +59,7 @@ def check_config(cfg: SupervisedConfig) -> None:
     Counts are integers (``steps``, ``batch_mixtures``, ``eval_every``, ``ckpt_every``, ``val_mixtures``
     >= 1; ``warmup_steps``, ``max_skipped_updates`` >= 0; ``seed`` any); every real number is finite (NaN
     and inf are refused): ``lr`` and ``grad_clip`` > 0, ``final_lr_ratio`` in (0, 1], ``weight_decay``
-    and ``query_init_std`` >= 0.
+    ``query_init_std`` and ``query_noise`` >= 0; ``pure_query_prob`` (Query-Mixup only) and ``hard_pair_prob`` in [0, 1].
     """
     check_counts(cfg, ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"),
                  ("warmup_steps", "max_skipped_updates"))
@@ -66,10 +75,16 @@ def check_config(cfg: SupervisedConfig) -> None:
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
     if not is_real(cfg.final_lr_ratio) or not 0 < cfg.final_lr_ratio <= 1:
         raise ValueError(f"final_lr_ratio must be a finite number in (0, 1], got {cfg.final_lr_ratio!r}")
-    for name in ("weight_decay", "query_init_std"):
+    for name in ("weight_decay", "query_init_std", "query_noise"):
         v = getattr(cfg, name)
         if not is_real(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    for name in ("pure_query_prob", "hard_pair_prob"):
+        v = getattr(cfg, name)
+        if not is_real(v) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a finite number in [0, 1], got {v!r}")
+    if cfg.pure_query_prob > 0 and cfg.query != "mixup":
+        raise ValueError(f"pure_query_prob applies to Query-Mixup training (query='mixup'), not query={cfg.query!r}")
 
 
 def lr_factor(step: int, cfg: SupervisedConfig) -> float:
@@ -91,30 +106,97 @@ def make_optimizer(model: torch.nn.Module, cfg: SupervisedConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
 
-def train_dataset(profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None) -> MixtureDataset:
-    """The ``train`` mixtures: ``steps x batch_mixtures`` items, random gains and crops, no images."""
-    return MixtureDataset("train", profile, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir,
-                          load_images=False)
+class TrainingData:
+    """The ``train`` mixtures of a run: random pairs, and same-family pairs when ``cfg.hard_pair_prob > 0``.
+
+    ``steps x batch_mixtures`` items each, random gains and crops, no images. Item ``j`` of step ``s`` is item
+    ``s B + j`` of the hard-pair set with probability ``hard_pair_prob`` (a draw from ``(cfg.seed, "hard-share",
+    s)``), else of the random-pair set; with ``hard_pair_prob = 0`` nothing is drawn (the reference stream).
+    """
+
+    def __init__(self, profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None):
+        n = cfg.steps * cfg.batch_mixtures
+        self.cfg = cfg
+        self.random = MixtureDataset("train", profile, n_items=n, build_dir=build_dir, load_images=False)
+        self.hard = (MixtureDataset("train", profile, n_items=n, hard_pairs=True, build_dir=build_dir,
+                                    load_images=False) if cfg.hard_pair_prob > 0 else None)
+
+    def step_items(self, step: int) -> list[tuple[MixtureDataset, dict]]:
+        """``(dataset, item)`` of every mixture of ``step``."""
+        b = self.cfg.batch_mixtures
+        hard = np.zeros(b, dtype=bool)
+        if self.hard is not None:
+            hard = item_rng(self.cfg.seed, "hard-share", step).random(b) < self.cfg.hard_pair_prob
+        return [((self.hard if h else self.random), (self.hard if h else self.random)[step * b + j])
+                for j, h in enumerate(hard)]
 
 
-def training_batch(ds: MixtureDataset, bank: QueryBank, fe: FrontEnd, step: int, cfg: SupervisedConfig,
+def train_dataset(profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None) -> TrainingData:
+    """The ``train`` mixtures of a run (:class:`TrainingData`)."""
+    return TrainingData(profile, cfg, build_dir)
+
+
+def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noise: float) -> dict[str, torch.Tensor]:
+    """``e <- n(e + s xi)`` for every row of every modality, ``s ~ U(0, noise)`` per row, ``xi ~ N(0, I / D)``
+    (so ``|xi|`` is about 1 and the cosine of the result with ``e`` is about ``1 / sqrt(1 + s^2)``).
+
+    Shape: each ``(n, D)`` -> ``(n, D)`` unit rows. ``noise = 0`` returns ``emb`` unchanged (no draw).
+    """
+    if noise <= 0:
+        return emb
+    out = type(emb)(emb) if isinstance(emb, dict) else dict(emb)
+    if hasattr(emb, "unavailable"):
+        out.unavailable = emb.unavailable
+    for m in sorted(emb):
+        e = emb[m]
+        if e is None:
+            continue
+        n, d = e.shape
+        s = torch.as_tensor(rng.uniform(0.0, noise, (n, 1)), dtype=e.dtype)
+        xi = torch.as_tensor(rng.standard_normal((n, d)), dtype=e.dtype) / math.sqrt(d)
+        out[m] = F.normalize(F.normalize(e, dim=-1) + s * xi, dim=-1)
+    return out
+
+
+def with_pure_queries(weights: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
+    """Query-Mixup weights where a share ``prob`` of the rows is made one-hot on a uniformly drawn modality.
+
+    Shape: ``(n, 3) -> (n, 3)``. ``prob = 0`` returns ``weights`` unchanged (no draw).
+    """
+    if prob <= 0:
+        return weights
+    n = weights.shape[0]
+    pure = rng.random(n) < prob
+    which = rng.integers(0, weights.shape[1], n)
+    out = weights.copy()
+    out[pure] = np.eye(weights.shape[1])[which[pure]]
+    return out
+
+
+def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: FrontEnd, step: int, cfg: SupervisedConfig,
                    device: str | torch.device = "cpu") -> dict:
     """Everything step ``step`` trains on (on ``device``); a pure function of ``(data seed, cfg.seed, step)``.
 
     Returns ``features (B, 1, F, T)``, ``queries (B, K, D)``, ``targets (B, K, F, T)``
     (IBM for ``bce``, IRM for ``l1``) and ``mix_mag (B, 1, F, T)`` (warped ``|X|``), with
     ``K = n_sources`` items per mixture (target first, then each interferer as a target).
+    The query augmentation (``cfg.query_noise``, ``cfg.pure_query_prob``) draws from its own stream
+    ``(cfg.seed, "query-augment", step)``, so a run without it draws exactly what it drew before.
     """
     b = cfg.batch_mixtures
-    items = [ds[step * b + j] for j in range(b)]
+    pairs = ds.step_items(step) if isinstance(ds, TrainingData) else [(ds, ds[step * b + j]) for j in range(b)]
+    items = [it for _, it in pairs]
     batch = collate(items)
     mix_w = fe.warp(fe.stft(batch["mixture"].to(device)).abs())  # (B, F, T)
     src_w = fe.warp(fe.stft(batch["sources"].to(device)).abs())  # (B, K, F, T)
-    refs = [r for it in items for r in item_queries(ds, it)]
+    refs = [r for d, it in pairs for r in item_queries(d, it)]
     k = src_w.shape[1]
     rng = item_rng(cfg.seed, "query-mixup", step)
     weights = mixup_weights(rng, len(refs)) if cfg.query == "mixup" else None
-    q = compose(modality_embeddings(bank, refs), cfg.query, weights)
+    aug = item_rng(cfg.seed, "query-augment", step)
+    if weights is not None:
+        weights = with_pure_queries(weights, aug, cfg.pure_query_prob)
+    q = compose(noisy_embeddings(modality_embeddings(bank, refs), aug, cfg.query_noise), cfg.query, weights)
     return {
         "features": torch.log(mix_w + 1e-10).unsqueeze(1),
         "queries": q.reshape(b, k, -1).to(device),
