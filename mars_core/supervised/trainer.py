@@ -106,6 +106,13 @@ def make_optimizer(model: torch.nn.Module, cfg: SupervisedConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
 
+def train_dataset(profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None) -> MixtureDataset:
+    """The random-pair ``train`` mixtures: ``steps x batch_mixtures`` items, random gains and crops, no images
+    (a run also mixes in same-family pairs when ``cfg.hard_pair_prob > 0``: :class:`TrainingData`)."""
+    return MixtureDataset("train", profile, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir,
+                          load_images=False)
+
+
 class TrainingData:
     """The ``train`` mixtures of a run: random pairs, and same-family pairs when ``cfg.hard_pair_prob > 0``.
 
@@ -117,7 +124,7 @@ class TrainingData:
     def __init__(self, profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None):
         n = cfg.steps * cfg.batch_mixtures
         self.cfg = cfg
-        self.random = MixtureDataset("train", profile, n_items=n, build_dir=build_dir, load_images=False)
+        self.random = train_dataset(profile, cfg, build_dir)
         self.hard = (MixtureDataset("train", profile, n_items=n, hard_pairs=True, build_dir=build_dir,
                                     load_images=False) if cfg.hard_pair_prob > 0 else None)
 
@@ -129,11 +136,6 @@ class TrainingData:
             hard = item_rng(self.cfg.seed, "hard-share", step).random(b) < self.cfg.hard_pair_prob
         return [((self.hard if h else self.random), (self.hard if h else self.random)[step * b + j])
                 for j, h in enumerate(hard)]
-
-
-def train_dataset(profile: Profile, cfg: SupervisedConfig, build_dir: Path | None = None) -> TrainingData:
-    """The ``train`` mixtures of a run (:class:`TrainingData`)."""
-    return TrainingData(profile, cfg, build_dir)
 
 
 def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noise: float) -> dict[str, torch.Tensor]:
@@ -307,7 +309,7 @@ def train_supervised(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = new_separator(prof, cfg.seed, cfg.query_init_std).to(device)
     opt, sched = make_optimizer(model, cfg)
-    ds = train_dataset(prof, cfg, build_dir)
+    ds = TrainingData(prof, cfg, build_dir)
     val = validation_set(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), build_dir, device)
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, st = 0, TrainState({k: [] for k in HISTORY_KEYS})
