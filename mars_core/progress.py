@@ -26,6 +26,14 @@ trainers write ``metrics.csv`` in their run folder): readable with pandas or a s
 the run goes on, left readable by a killed run, and truncated to the resumed step when a run
 resumes, so that no step appears twice.
 
+**TensorBoard.** A :class:`CsvLog` with a path also writes every number of each row as a TensorBoard
+scalar (tag = the column, ``global_step`` = the row's ``step``; NaN left out) to event files in
+``<the CSV's folder>/tb/<the CSV's name without .csv>/`` (:func:`tensorboard_dir`), so that
+``tensorboard --logdir <runs folder>`` shows every run while it trains. The event files follow the
+CSV: a fresh run removes the folder's old event files, a resumed run hides the steps after
+``resume_step`` (``SummaryWriter(purge_step=...)``). Without the ``tensorboard`` package the CSV is
+written alone and one warning says how to install it.
+
 Neither class draws a random number or touches a tensor: training results do not depend on
 whether progress is shown.
 """
@@ -38,6 +46,8 @@ import math
 import os
 import sys
 import time
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
@@ -51,6 +61,13 @@ DEFAULT_LINES = 10
 """Lines a loop prints when ``every`` is not given (about one per tenth of the loop)."""
 DEFAULT_EVERY_S = 300.0
 """At most this many seconds between two lines of a slow loop (a full-size run with 100k steps)."""
+TB_DIR = "tb"
+"""Folder (beside a CSV) of the TensorBoard event files; one subfolder per CSV file (:func:`tensorboard_dir`)."""
+TB_FLUSH_S = 10
+"""Seconds between two flushes of the TensorBoard event files (and at close)."""
+TB_INSTALL = "pip install -r requirements.txt (it pins tensorboard)"
+"""How the missing-package warning says to install TensorBoard."""
+_EVENTS_PREFIX = "events.out.tfevents."
 
 
 def lines_enabled() -> bool:
@@ -204,14 +221,19 @@ class CsvLog:
       a half-written last line (no newline) is dropped when the file is opened again.
     * ``resume_step=k > 0`` keeps the rows with ``step <= k`` (the steps the resumed checkpoint
       holds) and appends after them; ``resume_step=0`` (a fresh run) starts an empty file.
+    * With ``tensorboard`` (the default), the numbers of each row also go to TensorBoard event files in
+      :func:`tensorboard_dir` (:class:`TensorBoardLog`, which follows the same resume rule); :meth:`close`
+      closes them (the trainers leave that to garbage collection at the end of their function).
 
     ``step`` is whatever the trainer counts; the trainers of this package log the number of
     steps done (1 = after the first update; 0 = before training, for an initial validation).
     """
 
-    def __init__(self, path: str | os.PathLike | None, *, resume_step: int = 0, fields: Sequence[str] = ()):
+    def __init__(self, path: str | os.PathLike | None, *, resume_step: int = 0, fields: Sequence[str] = (),
+                 tensorboard: bool = True):
         self.path = Path(path) if path is not None else None
         self.fields = ["step"] + [f for f in fields if f != "step"]
+        self.tb: TensorBoardLog | None = None
         if self.path is None:
             return
         if resume_step < 0:
@@ -220,9 +242,11 @@ class CsvLog:
         kept = [r for r in rows if _step_of(r) is not None and _step_of(r) <= resume_step]
         self.fields += [f for f in old_fields if f not in self.fields]
         self._rewrite(kept)
+        if tensorboard:
+            self.tb = TensorBoardLog(tensorboard_dir(self.path), resume_step=resume_step)
 
     def log(self, step: int, **values: Any) -> None:
-        """Append the row ``step, **values`` (tensors and numpy scalars as numbers)."""
+        """Append the row ``step, **values`` (tensors and numpy scalars as numbers); its numbers also go to TensorBoard."""
         if self.path is None:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
@@ -233,6 +257,19 @@ class CsvLog:
             self._rewrite(rows)
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.DictWriter(fh, self.fields, restval="").writerow(row)
+        if self.tb is not None:
+            self.tb.log(row["step"], row)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard files (also done when the log is garbage-collected or at exit)."""
+        if self.tb is not None:
+            self.tb.close()
+
+    def __enter__(self) -> "CsvLog":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
         buf = io.StringIO(newline="")
@@ -240,6 +277,92 @@ class CsvLog:
         writer.writeheader()
         writer.writerows(rows)
         write_bytes_atomic(self.path, buf.getvalue().encode("utf-8"))
+
+
+def tensorboard_dir(csv_path: str | os.PathLike) -> Path:
+    """Where a :class:`CsvLog` at ``csv_path`` writes its TensorBoard files: ``<folder>/tb/<name without .csv>``
+    (``run/metrics.csv`` -> ``run/tb/metrics``; the alignment stages' ``metrics_<stage>.csv`` side by side)."""
+    p = Path(csv_path)
+    return p.parent / TB_DIR / p.stem
+
+
+class TensorBoardLog:
+    """The numbers of :class:`CsvLog` rows as TensorBoard scalars in ``log_dir`` (see the module docstring).
+
+    * ``resume_step == 0`` (a fresh run) removes the event files already in ``log_dir`` (not its
+      subfolders), as the CSV starts empty; the writer still marks a session start at step 0.
+    * ``resume_step = k > 0`` keeps the old files and writes ``SummaryWriter(purge_step=k + 1)``: a
+      session start that tells TensorBoard to drop the old events of steps > k, which the CSV drops too.
+      TensorBoard reads a run's files in name order, and a name starts with its second of creation, so a
+      resume waits (at most 1 s) until the clock is past the second of the newest old file.
+    * Flushed every :data:`TB_FLUSH_S` seconds (a background thread of the writer) and closed by
+      :meth:`close`, when this object is garbage-collected, or at interpreter exit.
+
+    Without the ``tensorboard`` package this object does nothing (one warning per process).
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, *, resume_step: int = 0):
+        self.log_dir = Path(log_dir)
+        self.writer = None
+        writer_class = _summary_writer_class(self.log_dir)
+        if writer_class is None:
+            return
+        old = sorted(self.log_dir.glob(_EVENTS_PREFIX + "*")) if self.log_dir.is_dir() else []
+        if resume_step == 0:
+            for f in old:
+                f.unlink(missing_ok=True)
+        else:
+            _wait_past_second(max((_created_second(f) for f in old), default=None))
+        self.writer = writer_class(log_dir=str(self.log_dir), purge_step=resume_step + 1 if resume_step > 0 else 0,
+                                   flush_secs=TB_FLUSH_S)
+        self._finalizer = weakref.finalize(self, self.writer.close)
+
+    def log(self, step: int, row: Mapping[str, Any]) -> None:
+        """One scalar per number of ``row`` except ``step`` (bools, strings, empty and NaN values left out)."""
+        if self.writer is None:
+            return
+        for tag, value in row.items():
+            if tag != "step" and _is_number(value) and not math.isnan(value):
+                self.writer.add_scalar(tag, float(value), global_step=int(step))
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self._finalizer()  # runs writer.close() once; later calls (and garbage collection) do nothing
+
+
+_tb_warned = False
+
+
+def _summary_writer_class(log_dir: Path):
+    """``torch.utils.tensorboard.SummaryWriter``, or None (with one warning per process) without the tensorboard package."""
+    global _tb_warned
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # here, not on top: optional, and its import takes ~1.5 s
+    except ImportError as exc:
+        if not _tb_warned:
+            _tb_warned = True
+            warnings.warn(f"TensorBoard logging is off ({exc}): training writes its metrics CSV only, no event files "
+                          f"in {log_dir}. To watch runs in TensorBoard, install it: {TB_INSTALL}.", stacklevel=4)
+        return None
+    return SummaryWriter
+
+
+def _created_second(event_file: Path) -> int | None:
+    """The creation second in an event file's name ``events.out.tfevents.<seconds>.<host>...``; None if unreadable."""
+    try:
+        return int(event_file.name[len(_EVENTS_PREFIX):].split(".")[0])
+    except ValueError:
+        return None
+
+
+def _wait_past_second(second: int | None) -> None:
+    """Sleep until ``time.time()`` is past the whole ``second`` (at most 1 s more; nothing if None or already past)."""
+    if second is not None:
+        time.sleep(min(1.0, max(0.0, second + 1 - time.time())))
 
 
 def read_rows(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
@@ -272,6 +395,10 @@ def _step_of(row: Mapping[str, str]) -> int | None:
         return int(row.get("step", ""))
     except ValueError:
         return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _plain(value: Any) -> Any:

@@ -12,13 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
+from tensorboard.util import tensor_util
 
 from mars_core.config import get_profile
 from mars_core.alignment.anchor import AnchorConfig, MLBPAnchor
 from mars_core.alignment.anchor_fit import train_mlbp
-from mars_core.progress import CsvLog, Progress, default_every, format_duration, format_value, last_row
+from mars_core import progress
+from mars_core.progress import (CsvLog, Progress, default_every, format_duration, format_value, last_row,
+                                 tensorboard_dir)
 from mars_core.rl.bookkeeping import STEP_KEYS
 from mars_core.rl.trainer import train_rl
 from mars_core.supervised import train_supervised
@@ -48,6 +53,21 @@ def _steps(text: str) -> list[int]:
 def _read(path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of the event files in ``log_dir``, as TensorBoard's EventAccumulator reads them."""
+    acc = event_accumulator.EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _ui_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """The same through the accumulator of TensorBoard's web app (which ignores the first session start of a run)."""
+    acc = plugin_event_accumulator.EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"]}
 
 
 # --------------------------------------------------------------------------- formatting
@@ -234,6 +254,59 @@ def test_no_path_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# --------------------------------------------------------------------------- TensorBoard
+def test_tensorboard_gets_every_number_of_each_row_at_its_step(tmp_path):
+    path = tmp_path / "run" / "metrics.csv"
+    log = CsvLog(path, fields=("loss",))
+    log.log(0, val_sdr=1.5)
+    log.log(1, loss=0.5, grad_norm=torch.tensor(3.0), lr=np.float64(0.25), note="warmup", ok=True)
+    log.log(2, loss=float("nan"), grad_norm=2, val_sdr=2.75)  # NaN: left out of TensorBoard, kept in the CSV
+    log.close()
+    assert tensorboard_dir(path) == tmp_path / "run" / "tb" / "metrics"
+    assert _scalars(tmp_path / "run" / "tb" / "metrics") == {  # values exact in float32
+        "val_sdr": [(0, 1.5), (2, 2.75)], "loss": [(1, 0.5)], "grad_norm": [(1, 3.0), (2, 2.0)], "lr": [(1, 0.25)]}
+    assert _read(path)[2]["loss"] == "nan"
+
+
+def test_resume_shows_each_step_once_and_a_fresh_run_starts_over(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = CsvLog(path, fields=("loss",))
+    for s in range(8):
+        log.log(s, loss=s / 8, val=s + 0.5)  # k/8 and k + 0.5: exact in float32
+    log.close()
+    log = CsvLog(path, resume_step=4)  # the checkpoint holds 4 steps; steps 5-7 were logged after it
+    for s in (5, 6):
+        log.log(s, loss=10.0 * s)
+    log.close()
+    want = {"loss": [(0, 0.0), (1, 0.125), (2, 0.25), (3, 0.375), (4, 0.5), (5, 50.0), (6, 60.0)],
+            "val": [(0, 0.5), (1, 1.5), (2, 2.5), (3, 3.5), (4, 4.5)]}
+    assert _scalars(tensorboard_dir(path)) == want
+    assert _ui_scalars(tensorboard_dir(path)) == want
+    log = CsvLog(path)  # a fresh run (resume_step 0): the old event files go, like the old rows
+    log.log(1, loss=0.75)
+    log.close()
+    assert _scalars(tensorboard_dir(path)) == {"loss": [(1, 0.75)]}
+    assert len(list(tensorboard_dir(path).iterdir())) == 1
+
+
+def test_without_tensorboard_the_csv_is_written_and_one_warning_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # "import torch.utils.tensorboard" fails
+    monkeypatch.setattr(progress, "_tb_warned", False)
+    with pytest.warns(UserWarning) as caught:
+        for name in ("a.csv", "b.csv"):
+            log = CsvLog(tmp_path / name, fields=("loss",))
+            log.log(1, loss=0.5)
+            log.close()
+    assert len(caught) == 1 and "pip install" in str(caught[0].message) and "tensorboard" in str(caught[0].message)
+    assert _read(tmp_path / "a.csv") == _read(tmp_path / "b.csv") == [{"step": "1", "loss": "0.5"}]
+    assert not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_false_writes_the_csv_only(tmp_path):
+    CsvLog(tmp_path / "m.csv", tensorboard=False).log(1, loss=0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+
 # --------------------------------------------------------------------------- a trainer's metrics.csv
 def test_supervised_run_folder_holds_its_history_as_csv_after_a_resume(fake_build, tmp_path, capsys):
     bank = fake_bank(fake_build, SMOKE.separator.query_dim)
@@ -249,6 +322,9 @@ def test_supervised_run_folder_holds_its_history_as_csv_after_a_resume(fake_buil
     val = [(int(r["step"]), float(r["val_sdr"])) for r in rows if r["val_sdr"]]
     assert val == list(zip(h["val_step"], h["val_sdr"]))  # validation every 3 steps (TINY.eval_every)
     assert _steps(capsys.readouterr().out)[-1] == 6  # the plain line of the last step
+    tb = _scalars(run / "tb" / "metrics")  # TensorBoard: each step once, values as float32
+    assert tb["loss"] == [(s, float(np.float32(v))) for s, v in zip(range(1, 7), h["loss"])]
+    assert tb["val_sdr"] == [(s, float(np.float32(v))) for s, v in zip(h["val_step"], h["val_sdr"])]
 
 
 def test_rl_run_folder_csv_starts_with_the_initial_validation_and_survives_a_resume(tmp_path, fake_build):
