@@ -13,16 +13,18 @@ import torch
 from .config import Profile, get_profile
 from .device import describe_device, device_from_args
 from .encoders.load import use_imagebind_argument
+from .precision import describe_precision
 
 
 def start_command(args: argparse.Namespace) -> tuple[Profile, torch.device]:
     """Apply ``--threads`` (when the command has it and it is set), resolve ``--profile`` and ``--device``
-    (a bad device exits like argparse does), apply ``--imagebind``, print ``device: ...``; returns
+    and ``--precision`` (a bad value exits like argparse does), apply ``--imagebind``, print
+    ``device: ..., precision: ...``; returns
     ``(profile, device)``."""
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
     device = device_from_args(args, prof.name)
     use_imagebind_argument(args.imagebind)
-    print(f"device: {describe_device(device)}", flush=True)
+    print(f"device: {describe_device(device)}, precision: {describe_precision(device)}", flush=True)
     return prof, device

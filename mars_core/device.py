@@ -18,6 +18,8 @@ import re
 
 import torch
 
+from .precision import PRECISIONS, PrecisionError, apply_precision
+
 DEVICE_CHOICES = "auto|cpu|cuda[:N]"
 _SPEC = re.compile(r"^(auto|cpu|cuda(?::(\d+))?)$")
 
@@ -67,14 +69,20 @@ def add_device_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", metavar=DEVICE_CHOICES,
                    help="where to compute: auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--allow-cpu", action="store_true", help="let the 'full' profile run without a GPU")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 autocast + TF32 on a CUDA GPU with bf16, fp32 elsewhere; fp32: no autocast, no "
+                        "TF32; bf16: as auto but an error where bf16 is missing (mars_core.precision; default auto)")
     return p
 
 
 def device_from_args(args: argparse.Namespace, profile: str | None) -> torch.device:
-    """:func:`resolve_device` of a parsed command line; a bad value exits like argparse does."""
+    """:func:`resolve_device` of a parsed command line, and its ``--precision`` applied to the process
+    (:func:`mars_core.precision.apply_precision`); a bad value exits like argparse does."""
     try:
-        return resolve_device(args.device, profile, allow_cpu=args.allow_cpu)
-    except DeviceError as err:
+        dev = resolve_device(args.device, profile, allow_cpu=args.allow_cpu)
+        apply_precision(getattr(args, "precision", "auto"), dev)
+        return dev
+    except (DeviceError, PrecisionError) as err:
         raise SystemExit(f"error: {err}") from err
 
 

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..inputs import validate_audio
+from ..precision import autocast
 
 GradMode = Union[bool, str]
 MIN_AUDIO_SAMPLES = 16
@@ -213,12 +214,15 @@ class TriModalEncoder(nn.Module, ABC):
         return p.dtype if p is not None else torch.float32
 
     def encode(self, modality: str, inputs: Any, grad: GradMode = False) -> torch.Tensor:
-        """Model input -> L2-normalised float32 ``(N, D)``, with the chosen gradient mode."""
+        """Model input -> L2-normalised float32 ``(N, D)``, with the chosen gradient mode; the forward pass
+        runs under :func:`mars_core.precision.autocast` (bf16 on a CUDA GPU, a no-op on a CPU)."""
         grad = _check_grad(grad)
-        with _grad_context(grad is True):
+        with _grad_context(grad is True), autocast(self.device):
             feats = self.trunk_features(modality, inputs)
         with _grad_context(bool(grad)):
-            return F.normalize(self.head_embeddings(modality, feats).float(), dim=-1)
+            with autocast(self.device):
+                heads = self.head_embeddings(modality, feats)
+            return F.normalize(heads.float(), dim=-1)
 
     def _embed(self, modality: str, items, prepare, batch_size: int, grad: GradMode) -> torch.Tensor:
         outs = []

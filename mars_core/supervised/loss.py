@@ -5,7 +5,8 @@
   ``w = clamp(log(1 + |X|), 1e-3, 10)`` -- loud bins count more, silent bins almost not.
 * The Sound-of-Pixels alternative: ratio mask ``clamp(|S| / |X|, 0, 1)`` with a weighted L1 loss.
 
-All spectrograms are warped-domain magnitudes, shape ``(batch, F, T)``.
+All spectrograms are warped-domain magnitudes, shape ``(batch, F, T)``. Losses are computed in float32
+(the forward pass may autocast to bf16 on a GPU: :func:`supervised_loss`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..audio import ideal_binary_mask, ideal_ratio_mask
+from ..precision import autocast
 from ..separator import QuerySeparator, multi_query_logits
 
 
@@ -53,8 +55,14 @@ def mask_targets(source_mag: torch.Tensor, mix_mag: torch.Tensor, kind: str = "i
 
 
 def supervised_loss(model: QuerySeparator, batch: dict, loss: str = "bce") -> torch.Tensor:
-    """Weighted BCE on logits (``bce``) or weighted L1 on ``P`` (``l1``) over every item of the batch."""
-    logits = multi_query_logits(model, batch["features"], batch["queries"])
+    """Weighted BCE on logits (``bce``) or weighted L1 on ``P`` (``l1``) over every item of the batch.
+
+    The separator's forward pass runs under :func:`mars_core.precision.autocast` (bf16 on a CUDA GPU, a
+    no-op on a CPU); its logits are cast to float32 before the loss, which is always computed in fp32.
+    """
+    with autocast(batch["features"].device):
+        logits = multi_query_logits(model, batch["features"], batch["queries"])
+    logits = logits.float()
     mix = batch["mix_mag"].expand_as(logits)
     flat = lambda x: x.reshape(-1, *x.shape[-2:])  # noqa: E731
     if loss == "bce":
