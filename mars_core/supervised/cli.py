@@ -3,6 +3,13 @@
 Writes ``final.pt`` in the run directory and, with ``--out``, a copy::
 
     python -m mars_core.supervised --profile cpu --out checkpoints/separator_cpu.pt
+
+Several processes (one per GPU, or ``gloo`` ranks on a CPU) train the same run through DDP
+(:mod:`mars_core.distributed`; the profile's ``batch_mixtures`` is split over the ranks)::
+
+    torchrun --nproc_per_node 2 -m mars_core.supervised --profile smoke --device cpu
+
+Rank 0 builds the query bank first, then the others read it; rank 0 alone writes the files and prints.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 
+from .. import distributed
 from ..commands import start_command
 from ..device import add_device_arguments, to_device
 from ..encoders.load import add_imagebind_argument, load_judge, load_query_encoder
@@ -35,16 +43,30 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.device = distributed.local_device(args.device)  # under torchrun with CUDA: this rank's GPU
     prof, device = start_command(args)
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
     try:  # before the encoders load: a bad value is named at once
         check_config(cfg)
+        distributed.init(device)
+        distributed.part(cfg.batch_mixtures)  # the ranks share the batch evenly
     except ValueError as exc:
+        distributed.teardown()
         _parser().error(str(exc))
-    encoder = to_device(load_query_encoder(prof), device)
-    bank = load_or_build_query_bank(encoder, prof, rebuild=args.retrain)
+    try:
+        return _train_and_report(args, prof, cfg, device)
+    finally:
+        distributed.teardown()
+
+
+def _train_and_report(args: argparse.Namespace, prof, cfg, device) -> int:
+    with distributed.main_first():  # rank 0 builds the query bank, the other ranks then read it
+        encoder = to_device(load_query_encoder(prof), device)
+        bank = load_or_build_query_bank(encoder, prof, rebuild=args.retrain and distributed.is_main())
     t0 = time.perf_counter()
     model, history = load_or_train(prof, cfg, bank=bank, retrain=args.retrain, device=device)
+    if not distributed.is_main():
+        return 0
     print(f"separator from {history['source']}: best step {history['best_step']} (val SDR "
           f"{history['best_sdr']:.2f} dB), training wall time {history['wall_s']:.0f} s, "
           f"this call {time.perf_counter() - t0:.0f} s")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import Profile, SeparatorConfig, SupervisedConfig, get_profile
 from ..encoders.load import load_query_encoder
@@ -107,5 +108,6 @@ def load_or_train(
                     return model.to(device) if device is not None else model, dict(blob["history"], source=str(path))
     model, history = train_supervised(prof, bank, cfg, run_dir=run_dir, resume=not retrain, build_dir=build_dir,
                                       progress=progress, device=device)
-    save_separator(run_dir / "final.pt", model, run_cfg=run_cfg, history=history)
+    if distributed.is_main():  # under torchrun, rank 0 writes the file
+        save_separator(run_dir / "final.pt", model, run_cfg=run_cfg, history=history)
     return model, dict(history, source=str(run_dir / "final.pt"))

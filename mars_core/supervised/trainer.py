@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
 from ..config_checks import check_counts, is_real
+from .. import distributed
 from ..data.mixing import MixtureDataset, collate
 from ..evaluation.validation import ValidationSet, validate, validation_set
 from ..progress import CsvLog, Progress, last_row
@@ -128,21 +129,24 @@ class TrainingData:
         self.hard = (MixtureDataset("train", profile, n_items=n, hard_pairs=True, build_dir=build_dir,
                                     load_images=False) if cfg.hard_pair_prob > 0 else None)
 
-    def step_items(self, step: int) -> list[tuple[MixtureDataset, dict]]:
-        """``(dataset, item)`` of every mixture of ``step``."""
+    def step_items(self, step: int, part: slice = slice(None)) -> list[tuple[MixtureDataset, dict]]:
+        """``(dataset, item)`` of every mixture of ``step`` (of the mixtures ``part`` of it: one rank's share)."""
         b = self.cfg.batch_mixtures
         hard = np.zeros(b, dtype=bool)
         if self.hard is not None:
             hard = item_rng(self.cfg.seed, "hard-share", step).random(b) < self.cfg.hard_pair_prob
-        return [((self.hard if h else self.random), (self.hard if h else self.random)[step * b + j])
-                for j, h in enumerate(hard)]
+        return [((self.hard if hard[j] else self.random), (self.hard if hard[j] else self.random)[step * b + j])
+                for j in range(b)[part]]
 
 
-def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noise: float) -> dict[str, torch.Tensor]:
+def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noise: float,
+                     rows: slice | None = None, total: int | None = None) -> dict[str, torch.Tensor]:
     """``e <- n(e + s xi)`` for every row of every modality, ``s ~ U(0, noise)`` per row, ``xi ~ N(0, I / D)``
     (so ``|xi|`` is about 1 and the cosine of the result with ``e`` is about ``1 / sqrt(1 + s^2)``).
 
     Shape: each ``(n, D)`` -> ``(n, D)`` unit rows. ``noise = 0`` returns ``emb`` unchanged (no draw).
+    With ``rows`` and ``total``, ``emb`` holds rows ``rows`` of ``total`` (one rank's share): the draws are those
+    of all ``total`` rows, of which ``rows`` are used.
     """
     if noise <= 0:
         return emb
@@ -154,8 +158,9 @@ def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noi
         if e is None:
             continue
         n, d = e.shape
-        s = torch.as_tensor(rng.uniform(0.0, noise, (n, 1)), dtype=e.dtype)
-        xi = torch.as_tensor(rng.standard_normal((n, d)), dtype=e.dtype) / math.sqrt(d)
+        n, take = (n, slice(None)) if rows is None else (total, rows)
+        s = torch.as_tensor(rng.uniform(0.0, noise, (n, 1))[take], dtype=e.dtype)
+        xi = torch.as_tensor(rng.standard_normal((n, d))[take], dtype=e.dtype) / math.sqrt(d)
         out[m] = F.normalize(F.normalize(e, dim=-1) + s * xi, dim=-1)
     return out
 
@@ -176,7 +181,7 @@ def with_pure_queries(weights: np.ndarray, rng: np.random.Generator, prob: float
 
 
 def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: FrontEnd, step: int, cfg: SupervisedConfig,
-                   device: str | torch.device = "cpu") -> dict:
+                   device: str | torch.device = "cpu", part: slice | None = None) -> dict:
     """Everything step ``step`` trains on (on ``device``); a pure function of ``(data seed, cfg.seed, step)``.
 
     Returns ``features (B, 1, F, T)``, ``queries (B, K, D)``, ``targets (B, K, F, T)``
@@ -184,9 +189,13 @@ def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: Front
     ``K = n_sources`` items per mixture (target first, then each interferer as a target).
     The query augmentation (``cfg.query_noise``, ``cfg.pure_query_prob``) draws from its own stream
     ``(cfg.seed, "query-augment", step)``, so a run without it draws exactly what it drew before.
+    ``part`` (one rank's share, :func:`mars_core.distributed.part`) keeps mixtures ``part`` of the step's
+    ``B = cfg.batch_mixtures``, with the query draws the whole step makes (the ranks together see the one-process batch).
     """
     b = cfg.batch_mixtures
-    pairs = ds.step_items(step) if isinstance(ds, TrainingData) else [(ds, ds[step * b + j]) for j in range(b)]
+    part = slice(0, b) if part is None else part
+    pairs = (ds.step_items(step, part) if isinstance(ds, TrainingData)
+             else [(ds, ds[step * b + j]) for j in range(b)[part]])
     items = [it for _, it in pairs]
     batch = collate(items)
     mix_w = fe.warp(fe.stft(batch["mixture"].to(device)).abs())  # (B, F, T)
@@ -194,14 +203,16 @@ def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: Front
     refs = [r for d, it in pairs for r in item_queries(d, it)]
     k = src_w.shape[1]
     rng = item_rng(cfg.seed, "query-mixup", step)
-    weights = mixup_weights(rng, len(refs)) if cfg.query == "mixup" else None
+    rows = slice(part.start * k, part.start * k + len(refs))  # this share's items among the step's b k
+    weights = mixup_weights(rng, b * k) if cfg.query == "mixup" else None
     aug = item_rng(cfg.seed, "query-augment", step)
     if weights is not None:
-        weights = with_pure_queries(weights, aug, cfg.pure_query_prob)
-    q = compose(noisy_embeddings(modality_embeddings(bank, refs), aug, cfg.query_noise), cfg.query, weights)
+        weights = with_pure_queries(weights, aug, cfg.pure_query_prob)[rows]
+    q = compose(noisy_embeddings(modality_embeddings(bank, refs), aug, cfg.query_noise, rows, b * k), cfg.query,
+                weights)
     return {
         "features": torch.log(mix_w + 1e-10).unsqueeze(1),
-        "queries": q.reshape(b, k, -1).to(device),
+        "queries": q.reshape(len(pairs), k, -1).to(device),
         "targets": mask_targets(src_w, mix_w.unsqueeze(1), "ibm" if cfg.loss == "bce" else "irm"),
         "mix_mag": mix_w.unsqueeze(1),
     }
@@ -215,20 +226,23 @@ def check_bank(bank: QueryBank, profile: Profile) -> None:
 
 
 def train_step(model: QuerySeparator, opt, sched, batch: dict, cfg: SupervisedConfig, history: dict,
-               step: int) -> None:
+               step: int, forward=None) -> None:
     """One optimiser step on ``batch`` (:func:`training_batch`): loss, backward, clipped gradient, Adam(W),
     scheduler; appends ``step, loss, lr, grad_norm`` (the lr used by this step) and ``skipped_updates`` to ``history``.
 
     A loss or gradient norm that is not finite skips the optimiser step (weights and optimiser state
     unchanged, the schedule advances) and appends 1 to ``skipped_updates`` (else 0); past
     ``cfg.max_skipped_updates`` skips in total, :func:`check_skipped` raises ``FloatingPointError``.
+    With several ranks, ``forward(batch)`` is the loss through DDP (:func:`mars_core.distributed.data_parallel`):
+    the gradient and the logged loss are averages over the ranks, so every rank takes (or skips) the same step.
     """
-    loss = supervised_loss(model, batch, cfg.loss)
+    loss = forward(batch) if forward is not None else supervised_loss(model, batch, cfg.loss)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     h = history
-    h["step"].append(step), h["loss"].append(loss.item()), h["lr"].append(opt.param_groups[0]["lr"])
+    h["step"].append(step), h["loss"].append(distributed.mean(loss.detach()).item())
+    h["lr"].append(opt.param_groups[0]["lr"])
     h["grad_norm"].append(float(grad_norm))
     skipped = not (math.isfinite(h["loss"][-1]) and math.isfinite(h["grad_norm"][-1]))
     h.setdefault("skipped_updates", [0] * (len(h["step"]) - 1)).append(int(skipped))  # absent in older last.pt
@@ -289,6 +303,13 @@ def train_supervised(
         stop_after: stop (checkpointed) after this many steps, as a killed run would.
         device: default CUDA when available, else CPU (bit-exact resumption is promised on CPU).
 
+    Under torchrun (a process group, :mod:`mars_core.distributed`) each of the ``W`` ranks trains on its
+    ``batch_mixtures / W`` mixtures of every step (``batch_mixtures`` is the global batch) through DDP with
+    batch norm over all ranks, so the run is the one-process run up to float32 sum order (same run key, a run
+    can resume with another ``W``). Rank 0 alone validates, writes ``last.pt`` and ``metrics.csv`` and shows
+    progress; every rank resumes from ``last.pt``. The other ranks return their last weights and a history
+    without validation entries.
+
     Raises:
         FloatingPointError: more than ``config.max_skipped_updates`` steps skipped for non-finite values.
 
@@ -307,35 +328,47 @@ def train_supervised(
     run_cfg = run_config(prof, cfg, bank)
     fe = FrontEnd(prof.audio)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    world, main = distributed.world_size(), distributed.is_main()
+    share = {"part": distributed.part(cfg.batch_mixtures)} if world > 1 else {}  # this rank's mixtures
     model = new_separator(prof, cfg.seed, cfg.query_init_std).to(device)
+    if world > 1:
+        distributed.sync_batchnorm(model)
     opt, sched = make_optimizer(model, cfg)
     ds = TrainingData(prof, cfg, build_dir)
-    val = validation_set(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), build_dir, device)
+    val = validation_set(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), build_dir, device) if main else None
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, st = 0, TrainState({k: [] for k in HISTORY_KEYS})
     if last is not None and resume and last.exists():
         start, st = resume_last(last, run_cfg, model, opt, scheduler=sched)
+    forward = distributed.data_parallel(model, lambda m, batch: supervised_loss(m, batch, cfg.loss), device)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    prog = Progress(cfg.steps, f"supervised {prof.name}", show=("loss", "val_sdr"), initial=start, enabled=progress)
-    csv_log = CsvLog(Path(run_dir) / "metrics.csv" if run_dir is not None else None, resume_step=start,
+    prog = Progress(cfg.steps, f"supervised {prof.name}", show=("loss", "val_sdr"), initial=start,
+                    enabled=progress and main)
+    csv_log = CsvLog(Path(run_dir) / "metrics.csv" if run_dir is not None and main else None, resume_step=start,
                      fields=HISTORY_KEYS[1:4] + HISTORY_KEYS[5:])  # step = steps done
     t0 = time.perf_counter()
     for step in range(start, end):
         model.train()
-        train_step(model, opt, sched, training_batch(ds, bank, fe, step, cfg, device), cfg, st.history, step)
+        batch = training_batch(ds, bank, fe, step, cfg, device, **share)
+        train_step(model, opt, sched, batch, cfg, st.history, step, forward=forward)
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        evaluate = done % cfg.eval_every == 0 or done == cfg.steps
+        checkpoint = last is not None and (done % cfg.ckpt_every == 0 or done == end)
+        if evaluate and main:
             validate_and_keep(model, val, fe, st, done)
         row = last_row(st.history, HISTORY_KEYS[1:4], HISTORY_KEYS[5:], at=done)
         csv_log.log(done, **row)
         prog.update(done, **row)
-        if last is not None and (done % cfg.ckpt_every == 0 or done == end):
+        if checkpoint:
             st.wall_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            save_last(last, run_cfg, done, model, opt, st, scheduler=sched)
+            if main:
+                save_last(last, run_cfg, done, model, opt, st, scheduler=sched)
+        if evaluate or checkpoint:
+            distributed.barrier()  # the other ranks wait for rank 0's validation and last.pt
     prog.close()
     st.wall_s += time.perf_counter() - t0
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end)
-    if end == cfg.steps and st.best_state is not None:
+    if end == cfg.steps and st.best_state is not None and main:  # other ranks: no validation, last weights
         model.load_state_dict(st.best_state)
-    return model.cpu().eval(), history
+    return distributed.local_batchnorm(model).cpu().eval(), history
