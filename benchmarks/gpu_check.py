@@ -17,8 +17,10 @@ What it runs, every model at the profile's size on one device, under the process
    it is at the reference init) and the reward of that batch's waveforms (cosines and ``R``, max abs difference).
 
 It prints one ``name: value`` line per field of :data:`REPORT_FIELDS`. Steps per second are medians over
-``--steps``; peak GPU memory is ``torch.cuda.max_memory_allocated`` over each phase (ImageBind-Huge's weights,
-4.0 GiB in fp32, included). Target: under 8 minutes on one H100. **Not yet run on a GPU.**
+``--steps``, at ``--precision`` and again in strict fp32 (``*_fp32``: no autocast, no TF32; the RL step's
+separator passes are fp32 in both, only its reward encoder autocasts); peak GPU memory is
+``torch.cuda.max_memory_allocated`` over each phase (ImageBind-Huge's weights, 4.0 GiB in fp32, included).
+Target: under 8 minutes on one H100. **Not yet run on a GPU.**
 
     bash benchmarks/gpu_check.sh                                  # full, on the GPU
     python benchmarks/gpu_check.py --profile full --batch 8 --steps 5
@@ -68,9 +70,9 @@ from mars_core.supervised.trainer import make_optimizer, train_step  # noqa: E40
 
 REPORT_FIELDS = (
     "profile", "device", "torch", "precision", "encoder", "encoder_params_M", "separator_params_M", "batch",
-    "query_embedding_s", "supervised_steps_per_s", "supervised_peak_gpu_MB", "rl_preset", "rl_steps_per_s",
-    "rl_peak_gpu_MB", "agreement", "mask_P_std", "mask_max_abs_diff_P", "reward_min_cos_embedding",
-    "reward_max_abs_diff_cos", "reward_max_abs_diff_R", "total_s",
+    "query_embedding_s", "supervised_steps_per_s", "supervised_steps_per_s_fp32", "supervised_peak_gpu_MB",
+    "rl_preset", "rl_steps_per_s", "rl_steps_per_s_fp32", "rl_peak_gpu_MB", "agreement", "mask_P_std",
+    "mask_max_abs_diff_P", "reward_min_cos_embedding", "reward_max_abs_diff_cos", "reward_max_abs_diff_R", "total_s",
 )
 """The report's fields, in print order (``name: value`` lines)."""
 TARGET_S = 480.0
@@ -90,7 +92,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per phase (default 3)")
     ap.add_argument("--preset", default="plus", help="RL preset (plus or paper)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON here")
-    return add_imagebind_argument(ap).parse_args(argv)
+    args = add_imagebind_argument(ap).parse_args(argv)
+    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
+        ap.error(f"--batch and --steps must be >= 1 and --warmup >= 0 (got {args.batch}, {args.steps}, {args.warmup})")
+    return args
 
 
 def _refuse(message: str) -> SystemExit:
@@ -308,11 +313,15 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     weights = mixup_weights(np.random.default_rng(0), b * k)
     queries = compose(emb, "mixup", weights).float().reshape(b, k, -1)
 
-    model = new_separator(prof, 0).to(device).train()
-    report["separator_params_M"] = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}"
+    start = new_separator(prof, 0).to(device)
+    report["separator_params_M"] = f"{sum(p.numel() for p in start.parameters()) / 1e6:.1f}"
     report["batch"] = f"{b} mixtures x {k} sources"
     batch = supervised_batch(prof, fe, data, queries)
+    with precision_scope("fp32", device):  # the same steps in strict fp32, from the same weights, for the speed-up
+        fp32 = supervised_phase(prof, copy.deepcopy(start).train(), batch, args, device)
+    model = copy.deepcopy(start).train()
     report.update(supervised_phase(prof, model, batch, args, device))
+    report["supervised_steps_per_s_fp32"] = fp32["supervised_steps_per_s"]
 
     stack = RewardStack(enc, MLBPAnchor(enc.embed_dim, 64).to(device).eval(), aligned=False, key="gpu-check")
     z = stack.target_anchor(emb["audio"], emb["text"], emb["image"]).float()  # (B K, D)
@@ -321,7 +330,10 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     z_neg = z_neg.reshape(b * k, k - 1, -1)  # each item's interferers' anchors, as rl.rollout.rl_batch makes them
     rl_batch = RLBatch(batch["features"], queries, data["mixture"], data["sources"], z, z_neg)
     reward_model = RewardModel(stack, prof.audio.sample_rate)
+    with precision_scope("fp32", device):
+        fp32 = rl_phase(prof, copy.deepcopy(model), rl_batch, reward_model, fe, args, device)
     report.update(rl_phase(prof, model, rl_batch, reward_model, fe, args, device))
+    report["rl_steps_per_s_fp32"] = fp32["rl_steps_per_s"]
 
     cfg = rl_preset(prof, args.preset)
     report.update(agreement(model, batch, rl_batch, replace(reward_model, lambda_sig=cfg.lambda_sig,

@@ -1,6 +1,7 @@
 """Numerics of a run on a GPU: bf16 autocast, TF32 matmuls, optional ``torch.compile``.
 
-One word per process, ``--precision auto|fp32|bf16`` (every command, next to ``--device``):
+One word per process, ``--precision auto|fp32|bf16`` (next to ``--device`` on every command; applied by
+:func:`mars_core.device.device_from_args`, so by every command that resolves its device there):
 
 * ``auto`` (default): bf16 autocast and TF32 on a CUDA device that supports bf16; plain fp32 elsewhere.
 * ``bf16``: the same, but a CUDA device without bf16 (or a CPU) is an error instead of a silent fp32.
@@ -52,7 +53,12 @@ def bf16_supported(device: torch.device | str) -> bool:
         return False
     if dev.type == "cuda":
         try:
-            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            if not torch.cuda.is_available():
+                return False
+            try:  # native bf16 only: a pre-Ampere GPU emulates it, slower than fp32
+                return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+            except TypeError:  # a torch without the argument
+                return bool(torch.cuda.is_bf16_supported())
         except (AssertionError, RuntimeError):  # a CPU-only torch build asked about CUDA
             return False
     return True

@@ -69,16 +69,16 @@ def _lively_separator() -> torch.nn.Module:
     """A smoke separator whose logits depend on its input: the reference init (convolutions N(0, 1e-3),
     query projection N(0, 1e-4)) gives logits of about 0 everywhere, where bf16 rounding cannot show."""
     model = new_separator(SMOKE, 0, query_init_std=0.5).eval()
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):  # He init
-                m.weight.normal_(0.0, (2.0 / m.weight[0].numel()) ** 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
     return model
 
 
 def _bce_by_formula(model, batch) -> torch.Tensor:
-    """The weighted BCE written out here, with no autocast anywhere: mean(w BCE(z, M)), w = clamp(log1p|X|, 1e-3, 10)."""
+    """The weighted BCE written out here, with no autocast: mean(w BCE(z, M)), w = clamp(log1p|X|, 1e-3, 10)."""
     logits = multi_query_logits(model, batch["features"], batch["queries"])
     w = torch.log1p(batch["mix_mag"]).clamp(1e-3, 10.0).expand_as(logits)
     flat = lambda x: x.reshape(-1, *x.shape[-2:])  # noqa: E731
@@ -147,9 +147,12 @@ def test_cuda_auto_and_bf16_give_a_bf16_autocast(fake_cuda):
     assert isinstance(autocast("cuda"), contextlib.nullcontext)
 
 
-def test_cuda_without_bf16(monkeypatch):
+@pytest.mark.parametrize("is_bf16_supported",
+                         [lambda *a, **k: False, lambda including_emulation=True: including_emulation],
+                         ids=["none", "emulated only (a V100)"])
+def test_cuda_without_bf16(monkeypatch, is_bf16_supported):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert set_precision("auto", "cuda") == "fp32"
     assert isinstance(autocast("cuda"), contextlib.nullcontext)
     with pytest.raises(PrecisionError, match="--precision bf16: cuda has no bf16.*Ampere"):
@@ -190,8 +193,9 @@ def test_supervised_loss_autocasts_the_forward_and_keeps_the_loss_fp32(cpu_autoc
 @pytest.mark.parametrize("make", [lambda: MiniBind.from_profile(SMOKE, seed=0), lambda: ImageBind("tiny")],
                          ids=["minibind", "imagebind-tiny"])
 def test_encoders_run_under_bf16_and_return_fp32_unit_rows(cpu_autocasts, make):
-    torch.manual_seed(0)
-    enc = make().eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        enc = make().eval()
     g = torch.Generator().manual_seed(0)
     wav = 0.1 * torch.randn(2, enc.sample_rate, generator=g)
     texts = ["a violin", "a dog barking"]
