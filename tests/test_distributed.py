@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +22,12 @@ from mars_core import distributed
 from mars_core.audio import FrontEnd
 from mars_core.checkpoints import load_checkpoint
 from mars_core.config import SupervisedConfig, get_profile
+from mars_core.encoders.load import load_query_encoder
+from mars_core.queries import load_or_build_query_bank
 from mars_core.separator import new_separator
 from mars_core.supervised import supervised_loss, train_supervised, training_batch
 from mars_core.supervised.trainer import TrainingData
+from tests.conftest import make_fake_build
 from tests.test_queries import fake_bank
 
 SMOKE = get_profile("smoke")
@@ -179,3 +185,35 @@ def test_two_ranks_train_the_one_process_run(fake_build, bank, tmp_path):
     with open(tmp_path / "two" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # rank 0 alone wrote it, the resumed rows once
+
+
+def _csv_steps(path: Path) -> list[int]:
+    with open(path, newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_torchrun_command_trains_the_one_process_run(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    make_fake_build(data / "benchmark" / "smoke")
+    env = dict(os.environ, MARS_DATA=str(data), OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "mars_core.supervised", "--profile", "smoke", "--device", "cpu", "--steps", "2", "--no-eval",
+           "--out", str(tmp_path / "sep.pt")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("separator from") == 1 and done.stdout.count("-> ") == 1  # rank 0 alone reports
+    (run,) = (data / "runs" / "supervised").iterdir()
+    assert _csv_steps(run / "metrics.csv") == [1, 2] and (run / "final.pt").is_file()
+
+    # oracle: the trainer in this process, batch 4, with the query bank the command built (rank 0, then read by rank 1)
+    monkeypatch.setenv("MARS_DATA", str(data))
+    bank = load_or_build_query_bank(load_query_encoder(SMOKE), SMOKE, progress=False)
+    cfg = replace(SMOKE.supervised, steps=2)
+    one, _ = train_supervised(SMOKE, bank, cfg, build_dir=data / "benchmark" / "smoke", progress=False)
+    two = load_checkpoint(tmp_path / "sep.pt")
+    assert (two["config"]["supervised"]["steps"], two["config"]["supervised"]["batch_mixtures"]) == (2, 4)
+    w0 = new_separator(SMOKE, cfg.seed, cfg.query_init_std).state_dict()
+    for name, ref in one.state_dict().items():
+        if ref.is_floating_point():  # the tolerance of test_two_ranks_train_the_one_process_run
+            step_one, step_two = ref - w0[name], two["model"][name] - w0[name]
+            assert (step_two - step_one).norm() <= 0.1 * step_one.norm() + 1e-12, name
