@@ -83,9 +83,13 @@ def init(device: torch.device | str = "cpu") -> bool:
         raise ValueError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: start several ranks with "
                          "torchrun --nproc_per_node N -m ..., or unset WORLD_SIZE for one process")
     device = torch.device(device)
-    if device.type == "cuda":
+    rank_ = _env_int("RANK", 0)
+    if device.type == "cuda":  # one GPU per rank, bound to the group (barriers then know their device)
+        device = device if device.index is not None else torch.device("cuda", _env_int("LOCAL_RANK", 0))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=_env_int("RANK", 0), world_size=world)
+        dist.init_process_group("nccl", rank=rank_, world_size=world, device_id=device)
+    else:
+        dist.init_process_group("gloo", rank=rank_, world_size=world)
     return True
 
 

@@ -24,6 +24,7 @@ from mars_core.checkpoints import load_checkpoint
 from mars_core.config import SupervisedConfig, get_profile
 from mars_core.encoders.load import load_query_encoder
 from mars_core.queries import load_or_build_query_bank
+from mars_core.rl.__main__ import main as rl_main
 from mars_core.separator import new_separator
 from mars_core.supervised import supervised_loss, train_supervised, training_batch
 from mars_core.supervised.trainer import TrainingData
@@ -125,6 +126,12 @@ def test_without_torchrun_nothing_is_distributed(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(ValueError, match="MASTER_ADDR"):
         distributed.init("cpu")
+
+
+def test_rl_under_torchrun_stops_at_once(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="RL is not data-parallel yet"):
+        rl_main(["--profile", "smoke", "--device", "cpu"])
 
 
 # --------------------------------------------------------------------------- two gloo ranks

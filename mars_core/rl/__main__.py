@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from .. import distributed
 from ..commands import start_command
 from ..config import rl_preset
 from ..device import to_device
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if distributed.launched_world_size() > 1:  # N copies would race on one run folder
+        raise SystemExit("error: RL is not data-parallel yet: start it as one process (python -m mars_core.rl ...), "
+                         "not with torchrun --nproc_per_node N (the supervised command is: mars_core.distributed)")
     prof, device = start_command(args)
     cfg = rl_preset(prof, args.preset)
     if args.steps is not None:
