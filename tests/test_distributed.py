@@ -121,7 +121,8 @@ def test_part_refuses_a_batch_the_ranks_cannot_share(monkeypatch):
 def test_without_torchrun_nothing_is_distributed(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert not distributed.init("cpu") and distributed.world_size() == 1 and distributed.is_main()
-    assert distributed.part(4) == slice(0, 4) and distributed.data_parallel(torch.nn.Linear(1, 1), lambda m, x: x) is None
+    assert distributed.part(4) == slice(0, 4)
+    assert distributed.data_parallel(torch.nn.Linear(1, 1), lambda m, x: x) is None
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(ValueError, match="MASTER_ADDR"):

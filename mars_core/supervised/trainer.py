@@ -190,7 +190,8 @@ def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: Front
     The query augmentation (``cfg.query_noise``, ``cfg.pure_query_prob``) draws from its own stream
     ``(cfg.seed, "query-augment", step)``, so a run without it draws exactly what it drew before.
     ``part`` (one rank's share, :func:`mars_core.distributed.part`) keeps mixtures ``part`` of the step's
-    ``B = cfg.batch_mixtures``, with the query draws the whole step makes (the ranks together see the one-process batch).
+    ``B = cfg.batch_mixtures``, with the query draws the whole step makes (the ranks together see the one-process
+    batch).
     """
     b = cfg.batch_mixtures
     part = slice(0, b) if part is None else part
@@ -335,7 +336,8 @@ def train_supervised(
         distributed.sync_batchnorm(model)
     opt, sched = make_optimizer(model, cfg)
     ds = TrainingData(prof, cfg, build_dir)
-    val = validation_set(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), build_dir, device) if main else None
+    n_val = min(cfg.val_mixtures, prof.data.n_val_mixtures)
+    val = validation_set(prof, bank, n_val, build_dir, device) if main else None  # rank 0 validates
     last = Path(run_dir) / "last.pt" if run_dir is not None else None
     start, st = 0, TrainState({k: [] for k in HISTORY_KEYS})
     if last is not None and resume and last.exists():
