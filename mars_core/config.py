@@ -272,10 +272,21 @@ class RLConfig:
     finite is skipped before the optimiser step (weights and optimiser state unchanged). The run raises
     FloatingPointError once more than this many updates were skipped in total (0: at the first)."""
     advantage: str = "group"
-    """'group': (R - group mean) / (group std + eps) per item (GRPO); 'ema': R - EMA baseline, divided by the batch std (the paper's reading);
-    'none': every advantage 0 (the ablation with no policy gradient: only the entropy bonus and the KL term train)."""
+    """'group': (R - group mean) / (group std + eps) per item (GRPO, the group-std normalisation); 'loo': R_g - mean of the
+    group's other rewards (leave-one-out, unbiased, not divided by the spread); 'ema': R - EMA baseline, divided by the batch
+    std (the paper's reading); 'none': every advantage 0 (the ablation with no policy gradient: only the entropy bonus and
+    the KL term train)."""
     ema_decay: float = 0.92
     """Decay of the EMA baseline of the batch-mean reward (advantage='ema')."""
+    reward_segments: int = 0
+    """S: 0 = one reward per waveform (the method). S > 0: dense segment rewards (mars_core.rl.segments): each waveform is cut
+    into S equal time segments, each rewarded (its SI-SDR, the encoder's embedding of its window), advantages normalised per
+    segment within the group, and each bin credited with its frame's segment's advantage; why: one scalar advantage spread
+    over every bin gives a gradient whose noise grows with the bins (scripts/rl_gradient_check.py), S divides that dimension."""
+    estimator: str = "score"
+    """'score': the score-function (likelihood-ratio) gradient of PPO/GRPO (the method). 'pathwise': the reparameterised gradient
+    of the differentiable signal term (Beta rsample -> iSTFT -> clamped SI-SDR / 10, needs lambda_sig > 0; the semantic and
+    contamination terms pass no gradient), the low-noise reference estimator the diagnostics compare the others with."""
     lambda_sig: float = 0.0
     """Weight of the signal term SI-SDR(y^, y*) / 10 dB (clamped to [-30, 30] dB; ours, sees the ground truth); 0 turns it off."""
     lambda_neg: float = 0.0

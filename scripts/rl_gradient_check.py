@@ -1,86 +1,257 @@
-"""How good is the policy gradient? Compare it with the exact gradient of the quantity we evaluate.
+"""How good is the policy gradient? The gradient-cosine table of RL's estimators against the exact gradient.
 
-The separator is evaluated with its deterministic mode ``P``, and on one training batch the
-exact gradient ``g*`` of the mean SI-SDR of the mode's waveforms with respect to the weights RL
-trains can be computed by backpropagation through the iSTFT. The PPO/GRPO gradient is a
-sampling estimate of the gradient of the *sampled* masks' expected reward. This script measures,
-on one fixed batch and for each concentration ``kappa``:
+The separator is evaluated with its deterministic mode ``P``. On a training batch the exact gradient
+``g*`` of the mean signal reward of the mode's waveforms (``clamp(SI-SDR, -30, 30) / 10``) with respect
+to the head's weights (RL's ``trainable="head"``: the trunk is frozen) is one backward pass through the
+iSTFT. Each estimator (:mod:`mars_core.rl.gradient_estimates`) estimates from ``N`` sampled masks per
+batch (``N / items`` per item) the gradient of the *sampled* masks' expected reward; this script prints,
+for every estimator x kappa x N:
 
-* ``cos_single``: mean cosine between ``g*`` and the policy gradient of one rollout (what one
-  update follows), and ``cos_mean``: the cosine between ``g*`` and the mean of ``--rollouts``
-  rollouts' gradients (what many updates follow on average; below 0, the expected update
-  lowers the mode's SI-SDR even without noise);
-* ``--headroom N``: how far the same trained weights get on val SDR when they follow ``g*``
-  itself for N steps on fresh training batches (AdamW, the preset's lr), i.e. what the RL
-  fine-tuning could gain if its gradient were exact.
+* ``cos``: the mean cosine between one estimate and ``g*`` (+- its standard error over every rollout of
+  every batch): what one update follows;
+* ``cos_avg``: the cosine between ``g*`` and the mean of a batch's ``--rollouts`` estimates (averaged over
+  batches): where many updates go; at the largest N it approaches the estimator's bias ceiling (the
+  sampled objective is not the mode's: even a noise-free estimate of it has a cosine below 1).
 
-The policy gradient is the first update's (ratio 1, no entropy or KL term), with the preset's
-reward (``--set`` overrides any RLConfig field, e.g. ``--set lambda_sig=10``).
+Estimators: ``score`` (GRPO: group advantages, one reward per mask), ``loo`` (leave-one-out advantages),
+``segments`` (``--segments`` S per-segment rewards and group advantages, each bin credited with its
+segment's), ``pathwise`` (Beta ``rsample`` through the differentiable reward, the reference).
 
-    python scripts/rl_gradient_check.py --profile cpu --kappa 30 300 1000
-    python scripts/rl_gradient_check.py --profile cpu --kappa 30 300 --set lambda_sig=10 --headroom 200
+The square-root law: a score-function estimate is one scalar advantage spread over ``D`` bins per mask, so
+``cos ~ c sqrt(N)`` while ``cos`` is small, with ``c ~ 1 / sqrt(D_eff)``. The script fits ``c`` per
+estimator and kappa (points with ``0 < cos < 0.5``), and measures ``cos`` against ``D`` at the first kappa
+and ``--dim-samples`` N by sampling only a random fraction ``--dims`` of the bins (the others held at ``P``;
+``g*`` taken through the same bins). ``--out`` gets ``cosine_table.csv``, ``dimension.csv`` and
+``sqrt_law.png`` (cosine against N and against D, log-log, with the fitted lines).
+
+``--headroom N`` (as before): how far the same head weights get on val SDR when they follow ``g*`` of the
+mode's SI-SDR for N steps on fresh batches (AdamW, the preset's lr).
+
+    OMP_NUM_THREADS=1 python scripts/rl_gradient_check.py --profile cpu    # about 7 minutes on a busy 2-core machine
+    python scripts/rl_gradient_check.py --profile cpu --kappa 30 300 --samples 32 128 512 2048 --rollouts 8 --batches 4
+    python scripts/rl_gradient_check.py --profile cpu --headroom 200 --estimators
 """
 
 from __future__ import annotations
 
 import copy
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+
+from mars_core.data.mixing import MixtureDataset
+from mars_core.rl import gradient_estimates as ge
+from mars_core.rl.cli import base_parser
+from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args
+from mars_core.rl.rollout import rl_batch
+from mars_core.rl.update import make_optimizer, trainable_parameters
+from mars_core.rl.validation import validate_rl, validation
+
+ESTIMATORS = ("score", "loo", "segments", "pathwise")
+
+
+def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segments: int,
+             bins: torch.Tensor | None = None) -> torch.Tensor:
+    """One flat gradient estimate of ``name`` (:data:`ESTIMATORS`)."""
+    if name == "pathwise":
+        return ge.pathwise_gradient(pb, kappa, group_size, bins)
+    if name == "segments":
+        return ge.score_gradient(pb, kappa, group_size, "group", segments, bins)
+    return ge.score_gradient(pb, kappa, group_size, "loo" if name == "loo" else "group", 0, bins)
+
+
+def cosines(pb: ge.HeadProblem, g_star: torch.Tensor, name: str, kappa: float, group_size: int, segments: int,
+            rollouts: int, seed: int, bins: torch.Tensor | None = None) -> tuple[list[float], float]:
+    """Each rollout's cosine with ``g*`` and the cosine of their mean (rollout r seeded with ``seed + r``)."""
+    grads = []
+    for r in range(rollouts):
+        torch.manual_seed(seed + r)
+        grads.append(estimate(pb, name, kappa, group_size, segments, bins))
+    return [cosine(g, g_star) for g in grads], cosine(torch.stack(grads).mean(0), g_star)
+
+
+def fit_sqrt_law(x: np.ndarray, cos: np.ndarray, power: float) -> float:
+    """``c`` of ``cos = c x^power`` by least squares in log space over the points with ``0 < cos < 0.5``
+    (the law's regime); NaN when none."""
+    ok = (cos > 0) & (cos < 0.5)
+    return float(np.exp(np.mean(np.log(cos[ok]) - power * np.log(x[ok])))) if ok.any() else float("nan")
+
+
+def summarise(records: list[dict], keys: list[str]) -> pd.DataFrame:
+    """Mean and standard error of ``cos`` over rollouts and batches, and the batch-mean ``cos_avg`` per ``keys``."""
+    df = pd.DataFrame(records)
+    rows = []
+    for k, g in df.groupby(keys, sort=False):
+        c = np.concatenate(g["cos"].to_numpy())
+        rows.append({**dict(zip(keys, k)), "cos": c.mean(), "cos_se": c.std(ddof=1) / np.sqrt(len(c)) if len(c) > 1
+                     else float("nan"), "cos_avg": g["cos_avg"].mean(), "estimates": len(c), "batches": len(g),
+                     "seconds_per_estimate": g["seconds"].sum() / len(c)})
+    return pd.DataFrame(rows)
+
+
+def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path) -> None:
+    import matplotlib  # optional heavy package, only for the figure
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_n, ax_d) = plt.subplots(1, 2, figsize=(10, 4))
+    for (est, kappa), g in table.groupby(["estimator", "kappa"], sort=False):
+        n, c = g["N"].to_numpy(float), g["cos"].to_numpy(float)
+        line = ax_n.errorbar(n, np.clip(c, 1e-3, None), yerr=g["cos_se"], marker="o", capsize=2,
+                             label=f"{est}, kappa {kappa:g}")
+        k = fit_sqrt_law(n, c, 0.5)
+        if np.isfinite(k):
+            xs = np.geomspace(n.min(), n.max(), 20)
+            ax_n.plot(xs, k * np.sqrt(xs), ls="--", color=line[0].get_color(), lw=1)
+    ax_n.set(xscale="log", yscale="log", xlabel="N: sampled masks per update", ylabel="cosine with the exact gradient",
+             title="cosine against N (dashed: fitted c sqrt(N))")
+    ax_n.legend(fontsize=7)
+    if len(dims):
+        d, c = dims["D"].to_numpy(float), dims["cos"].to_numpy(float)
+        ax_d.errorbar(d, np.clip(c, 1e-3, None), yerr=dims["cos_se"], marker="o", capsize=2,
+                      label=f"{dims['estimator'].iloc[0]}, kappa {dims['kappa'].iloc[0]:g}, N {dims['N'].iloc[0]}")
+        k = fit_sqrt_law(d, c, -0.5)
+        if np.isfinite(k):
+            xs = np.geomspace(d.min(), d.max(), 20)
+            ax_d.plot(xs, k / np.sqrt(xs), ls="--", color="k", lw=1, label="fitted c' / sqrt(D)")
+        ax_d.legend(fontsize=7)
+    ax_d.set(xscale="log", yscale="log", xlabel="D: sampled bins per mask", ylabel="cosine with the exact gradient",
+             title="cosine against the mask dimension D")
+    for ax, ticks in ((ax_n, sorted(set(table["N"]))), (ax_d, sorted(set(dims["D"])) if len(dims) else [])):
+        if ticks:  # the measured values as labels, no minor labels (they overlap on a short log axis)
+            ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cosine_tables(args, su, params, model, ds, out: Path) -> None:
+    cfg, fe = su.cfg, su.fe
+    problems = []
+    for j in range(args.batches):
+        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
+        pb = ge.HeadProblem.build(model, params, batch, fe)
+        problems.append((pb, ge.exact_mode_gradient(pb)))
+    n_items = problems[0][0].batch.n_items
+    F, T = problems[0][0].trunk.shape[-2] * 2, problems[0][0].trunk.shape[-1] * 2
+    print(f"profile {su.prof.name}: {args.batches} batches of {n_items} items, {F} x {T} = {F * T} bins per mask, "
+          f"{problems[0][1].numel()} head weights, reward clamp(SI-SDR) / 10; {args.rollouts} rollouts per cell, "
+          f"segments S = {args.segments}", flush=True)
+    records = []
+    for name in args.estimators:
+        for kappa in args.kappa:
+            for n in args.pathwise_samples if name == "pathwise" else args.samples:
+                g = max(2, n // n_items)
+                for j, (pb, g_star) in enumerate(problems):
+                    t0 = time.perf_counter()
+                    c, c_avg = cosines(pb, g_star, name, kappa, g, args.segments, args.rollouts, 1000 * j + 10_000)
+                    records.append({"estimator": name, "kappa": kappa, "N": g * n_items, "G": g, "batch": j,
+                                    "cos": np.array(c), "cos_avg": c_avg, "seconds": time.perf_counter() - t0})
+                row = summarise([r for r in records if (r["estimator"], r["kappa"], r["N"]) == (name, kappa, g * n_items)],
+                                ["estimator", "kappa", "N"]).iloc[0]
+                print(f"  {name:>9} kappa {kappa:>6g} N {int(row.N):>5}: cos {row.cos:+.3f} +- {row.cos_se:.3f}, "
+                      f"cos(mean of {args.rollouts}) {row.cos_avg:+.3f}  ({row.seconds_per_estimate:.1f} s/estimate)",
+                      flush=True)
+    table = summarise(records, ["estimator", "kappa", "N"])
+    fits = []
+    for (est, kappa), g in table.groupby(["estimator", "kappa"], sort=False):
+        c = fit_sqrt_law(g["N"].to_numpy(float), g["cos"].to_numpy(float), 0.5)
+        fits.append({"estimator": est, "kappa": kappa, "c": c, "D_eff": 1 / c**2 if c > 0 else float("nan"),
+                     "N_for_cos_0.3": (0.3 / c) ** 2 if c > 0 else float("nan"),
+                     "bias_ceiling": g.loc[g["N"].idxmax(), "cos_avg"]})
+    dim_rows = []
+    if args.dims:
+        g = max(2, args.dim_samples // n_items)
+        name, kappa = args.dim_estimator, args.kappa[0]
+        for frac in args.dims:
+            for j, (pb, _) in enumerate(problems):
+                gen = torch.Generator().manual_seed(7 + j)
+                bins = (torch.rand(F, T, generator=gen) < frac) if frac < 1 else None
+                g_star = ge.exact_mode_gradient(pb, bins)
+                t0 = time.perf_counter()
+                c, c_avg = cosines(pb, g_star, name, kappa, g, args.segments, args.rollouts, 1000 * j + 20_000, bins)
+                dim_rows.append({"estimator": name, "kappa": kappa, "N": g * n_items, "D": int(bins.sum()) if bins is not None
+                                 else F * T, "fraction": frac, "batch": j, "cos": np.array(c), "cos_avg": c_avg,
+                                 "seconds": time.perf_counter() - t0})
+        dims = summarise(dim_rows, ["estimator", "kappa", "N", "fraction"])
+        dims.insert(4, "D", [int(np.mean([r["D"] for r in dim_rows if r["fraction"] == f])) for f in dims["fraction"]])
+    else:
+        dims = pd.DataFrame(columns=["estimator", "kappa", "N", "D", "cos", "cos_se"])
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print("\ngradient-cosine table (cos: mean +- s.e. over rollouts x batches; cos_avg: cosine of the rollouts' "
+              "mean gradient, mean over batches)")
+        print(table.drop(columns=["seconds_per_estimate"]).to_string(index=False))
+        print("\nsquare-root law per estimator: cos = c sqrt(N) (fit over 0 < cos < 0.5); D_eff = 1 / c^2; "
+              "bias_ceiling = cos_avg at the largest N")
+        print(pd.DataFrame(fits).to_string(index=False))
+        if len(dims):
+            print(f"\ncosine against the mask dimension D ({args.dim_estimator}, kappa {args.kappa[0]:g}, "
+                  f"N {dims['N'].iloc[0]}): c' of cos = c' / sqrt(D) = "
+                  f"{fit_sqrt_law(dims['D'].to_numpy(float), dims['cos'].to_numpy(float), -0.5):.3f}")
+            print(dims.drop(columns=["seconds_per_estimate"]).to_string(index=False))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "cosine_table.csv", index=False)
+    pd.DataFrame(fits).to_csv(out / "sqrt_law_fits.csv", index=False)
+    dims.to_csv(out / "dimension.csv", index=False)
+    plot(table, dims, out / "sqrt_law.png")
+    print(f"\nwrote {out / 'cosine_table.csv'}, {out / 'sqrt_law_fits.csv'}, {out / 'dimension.csv'}, "
+          f"{out / 'sqrt_law.png'}")
+
+
+def headroom(args, su, params, model, ds) -> None:
+    cfg, fe, b = su.cfg, su.fe, su.cfg.batch_mixtures
+    rv = validation(su.prof, su.bank, min(cfg.val_mixtures, su.prof.data.n_val_mixtures), judge=None, device=su.device)
+    opt = make_optimizer(model, cfg)
+    print(f"exact-gradient fine-tuning of the same weights ({cfg.optimizer}, lr {cfg.lr}), val SDR on "
+          f"{len(rv.val.queries)} mixtures: step 0 {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
+    for step in range(args.headroom):
+        loss = -mode_si_sdr(model, rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device), fe)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == args.headroom:
+            print(f"  step {step + 1}: val SDR {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mars_core.data.mixing import MixtureDataset
-    from mars_core.rl.cli import base_parser
-    from mars_core.rl.diagnostics import cosine, exact_gradient, first_update_gradient, mode_si_sdr, setup_from_args
-    from mars_core.rl.rollout import rl_batch
-    from mars_core.rl.update import make_optimizer, trainable_parameters
-    from mars_core.rl.validation import validate_rl, validation
-
     ap = base_parser(__doc__.split("\n")[0])
-    ap.add_argument("--kappa", type=float, nargs="+", default=[30.0, 300.0, 1000.0])
-    ap.add_argument("--rollouts", type=int, default=16, help="rollouts per kappa (fresh mask samples each)")
+    ap.add_argument("--estimators", nargs="*", default=list(ESTIMATORS), choices=ESTIMATORS,
+                    help="estimators of the table (none: skip the table)")
+    ap.add_argument("--kappa", type=float, nargs="+", default=[30.0, 300.0])
+    ap.add_argument("--samples", type=int, nargs="+", default=[32, 128, 512],
+                    help="N: sampled masks per update (per batch; N / items per item, at least 2)")
+    ap.add_argument("--pathwise-samples", type=int, nargs="+", default=[32, 128],
+                    help="N of the pathwise estimator (it costs about twice a score estimate and its cosine hardly "
+                         "moves with N)")
+    ap.add_argument("--rollouts", type=int, default=3, help="estimates per cell and batch (fresh samples each)")
+    ap.add_argument("--batches", type=int, default=2, help="training batches (the first ones of the train split)")
+    ap.add_argument("--segments", type=int, default=64, help="S of the 'segments' estimator")
+    ap.add_argument("--dims", type=float, nargs="*", default=[1 / 64, 1 / 16, 1 / 4, 1.0],
+                    help="fractions of the bins sampled for the cosine-against-D sweep (none: skip it)")
+    ap.add_argument("--dim-samples", type=int, default=128, help="N of the D sweep")
+    ap.add_argument("--dim-estimator", default="score", choices=ESTIMATORS, help="estimator of the D sweep")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/gradient_check/)")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
+    ap.add_argument("--separator", default=None, help="a separator checkpoint to start from (default: the profile's, "
+                    "trained first if none matches the supervised config)")
     args = ap.parse_args(argv)
     su = setup_from_args(args)
-    prof, cfg, bank, fe = su.prof, su.cfg, su.bank, su.fe
     model = copy.deepcopy(su.separator).eval()
-    params = trainable_parameters(model, cfg.trainable)
-    b = cfg.batch_mixtures
-    ds = MixtureDataset("train", prof, n_items=b * max(1, args.headroom), load_images=False)
-    batch = rl_batch(ds, bank, su.rbank, su.stack, fe, 0, b, cfg.query, cfg.seed, su.device)
-    n = batch.n_items
-
-    g_star, value = exact_gradient(model, params, batch, fe)
-    print(f"profile {prof.name}, preset {cfg.preset}, trains {cfg.trainable} ({g_star.numel()} weights), G {cfg.group_size}, "
-          f"lambda_sig {cfg.lambda_sig}, lambda_neg {cfg.lambda_neg}: one batch of {n} items, mode SI-SDR {value:.2f} dB")
-    rows = []
-    for kappa in args.kappa:
-        grads = [first_update_gradient(model, params, batch, fe, su.reward_model, kappa, cfg.group_size, seed=10_000 + r,
-                                       trainable=cfg.trainable) for r in range(args.rollouts)]
-        g = torch.stack(grads)
-        single = np.array([cosine(x, g_star) for x in g])
-        rows.append({"kappa": kappa, "cos_single": float(single.mean()),
-                     "cos_single_se": float(single.std(ddof=1) / np.sqrt(len(single))) if len(single) > 1 else float("nan"),
-                     "cos_mean": cosine(g.mean(0), g_star), "rollouts": args.rollouts})
-        print(f"kappa {kappa:g}: cos(one rollout's gradient, exact) {rows[-1]['cos_single']:+.3f} "
-              f"(+- {rows[-1]['cos_single_se']:.3f} s.e.), cos(mean of {args.rollouts}, exact) "
-              f"{rows[-1]['cos_mean']:+.3f}", flush=True)
+    params = trainable_parameters(model, "head")
+    ds = MixtureDataset("train", su.prof, n_items=su.cfg.batch_mixtures * max(1, args.headroom, args.batches),
+                        load_images=False)
+    if args.estimators:
+        cosine_tables(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.headroom:
-        rv = validation(prof, bank, min(cfg.val_mixtures, prof.data.n_val_mixtures), judge=None, device=su.device)
-        opt = make_optimizer(model, cfg)
-        print(f"exact-gradient fine-tuning of the same weights ({cfg.optimizer}, lr {cfg.lr}), val SDR on "
-              f"{len(rv.val.queries)} mixtures: step 0 {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
-        for step in range(args.headroom):
-            loss = -mode_si_sdr(model, rl_batch(ds, bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device),
-                                fe)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == args.headroom:
-                print(f"  step {step + 1}: val SDR {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
+        headroom(args, su, params, model, ds)
     return 0
 
 

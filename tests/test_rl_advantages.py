@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mars_core.rl.advantages import EMABaseline, group_advantages
+from mars_core.rl.advantages import EMABaseline, group_advantages, loo_advantages
 
 
 def test_group_advantages_hand_values_and_zero_mean():
@@ -20,6 +20,17 @@ def test_group_advantages_hand_values_and_zero_mean():
     torch.testing.assert_close(adv.std(1, unbiased=False), torch.ones(16), atol=1e-4, rtol=0)
     single, frac1 = group_advantages(torch.tensor([[0.3], [0.7]]))  # groups of one carry no ranking
     assert torch.equal(single, torch.zeros(2, 1)) and frac1 == 1.0
+
+
+def test_loo_advantages_by_hand():
+    # group (1, 2, 6): each reward minus the mean of the two others, i.e. 1 - 4, 2 - 3.5, 6 - 1.5
+    adv, frac = loo_advantages(torch.tensor([[1.0, 2.0, 6.0], [4.0, 4.0, 4.0]]))
+    np.testing.assert_allclose(adv[0].numpy(), [-3.0, -1.5, 4.5], rtol=0, atol=1e-6)
+    assert torch.equal(adv[1], torch.zeros(3)) and frac == 0.5  # equal rewards: no ranking
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        loo_advantages(torch.ones(3, 1))
+    with pytest.raises(ValueError, match="finite"):
+        loo_advantages(torch.tensor([[1.0, float("nan")]]))
 
 
 def test_ema_baseline_paper_reading():

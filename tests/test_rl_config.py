@@ -38,7 +38,9 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
     ("advantage", "gae", "advantage must be"), ("steps", 0, "steps"), ("group_size", 0, "group_size"),
     ("minibatches", 3, "cannot exceed batch_mixtures"), ("kappa", 0.0, "kappa"), ("kappa_schedule", "exp", "kappa_schedule"),
     ("query", "video", "query"), ("ema_decay", 1.0, "ema_decay"), ("lambda_neg", -1.0, "lambda_neg"), ("clip_eps", 0.0, "clip_eps"),
-    ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'ema' or 'none'"),
+    ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'loo', 'ema' or 'none'"),
+    ("estimator", "reinforce", "estimator must be 'score' or 'pathwise'"), ("reward_segments", -1, "reward_segments"),
+    ("reward_segments", 2.0, "reward_segments must be an integer"),
 ])
 def test_bad_config_is_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -54,3 +56,17 @@ def test_bad_config_is_refused(field, value, match):
 def test_non_finite_or_out_of_range_values_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"^{field} must be .*got {value!r}"):
         check_config(replace(TINY, **{field: value}))
+
+
+def test_estimator_options_keep_the_method_by_default_and_refuse_what_cannot_work():
+    d = RLConfig()
+    assert (d.advantage, d.reward_segments, d.estimator) == ("group", 0, "score")  # today's behaviour
+    check_config(replace(TINY, advantage="loo"))
+    check_config(replace(TINY, reward_segments=8))
+    check_config(replace(TINY, estimator="pathwise", lambda_sig=1.0))
+    with pytest.raises(ValueError, match="group_size=1 with advantage='loo'"):
+        check_config(replace(TINY, advantage="loo", group_size=1))
+    with pytest.raises(ValueError, match="lambda_sig=0 it has nothing to differentiate"):
+        check_config(replace(TINY, estimator="pathwise", lambda_sig=0.0))
+    with pytest.raises(ValueError, match="set reward_segments=0"):
+        check_config(replace(TINY, estimator="pathwise", lambda_sig=1.0, reward_segments=4))

@@ -86,8 +86,9 @@ def test_sampling_statistics_and_shape():
 
 @pytest.mark.parametrize("a, b", [(1.0, 1.0), (1.0, 10.0), (10.0, 1.0), (1.3, 8.7), (16.0, 16.0), (1.0, 301.0), (250.0, 52.0)])
 def test_sample_beta_matches_scipy(a, b):
-    """The vectorised Marsaglia-Tsang sampler draws Beta(a, b): Kolmogorov-Smirnov against scipy's cdf,
-    including a = 1 (P exactly 0) and large concentrations."""
+    """The sampler (torch's gamma variates since the Marsaglia-Tsang sampler was dropped, benchmarks/bench_beta.py)
+    draws Beta(a, b): Kolmogorov-Smirnov against scipy's cdf, including a = 1 (P exactly 0) and large concentrations.
+    No test pins a drawn value: switching samplers changed every RL random stream, not these statistics."""
     torch.manual_seed(1)
     x = policy.sample_beta(torch.full((40000,), a), torch.full((40000,), b))
     assert x.dtype == torch.float32 and torch.all((x >= 0) & (x <= 1))
@@ -108,6 +109,38 @@ def test_sample_beta_is_seeded_elementwise_and_checks_its_parameters():
         policy.sample_beta(torch.tensor([0.5]), torch.tensor([2.0]))
     with pytest.raises(ValueError, match="shapes differ"):
         policy.sample_beta(torch.ones(2), torch.ones(3))
+
+
+@pytest.mark.parametrize("a, b", [(1.0, 31.0), (16.0, 16.0), (271.0, 31.0)])
+def test_sample_beta_mean_and_variance_match_the_beta_formulas(a, b):
+    """Mean a / (a + b) and variance ab / ((a + b)^2 (a + b + 1)), within 5 standard errors of the sample
+    (s.e. of the mean: sd / sqrt(n); of the variance: sqrt((m4 - var^2) / n), m4 the 4th central moment)."""
+    n = 200_000
+    torch.manual_seed(5)
+    x = policy.sample_beta(torch.full((n,), a), torch.full((n,), b)).double()
+    mean, var = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+    d = x - x.mean()
+    m4 = (d**4).mean().item()
+    assert abs(x.mean().item() - mean) < 5 * np.sqrt(var / n)
+    assert abs(d.pow(2).mean().item() - var) < 5 * np.sqrt((m4 - var**2) / n) + 1e-9
+
+
+def test_pathwise_gradient_of_a_linear_reward_is_its_analytic_expectation():
+    """R(M) = sum_i w_i M_i with M_i ~ Beta(1 + kappa P_i, 1 + kappa (1 - P_i)): E[R] = sum_i w_i (1 + kappa P_i) / (2 + kappa),
+    so dE[R]/dP_i = w_i kappa / (2 + kappa). Per-sample pathwise gradients (one row of P per draw) average to it
+    within 5 standard errors of their own spread."""
+    kappa, n = 30.0, 20_000
+    P0 = torch.tensor([0.05, 0.3, 0.5, 0.9])
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    torch.manual_seed(6)
+    P = P0.repeat(n, 1, 1).requires_grad_(True)  # (n, 1, 4): each row its own leaf copy of P0
+    masks = policy.rsample_masks(P, kappa, 1)  # (n, 1, 1, 4)
+    (masks[:, 0, 0] * w).sum().backward()
+    g = P.grad[:, 0].double()  # per-draw gradients (n, 4)
+    expected = (w * kappa / (2 + kappa)).double()
+    se = g.std(0) / np.sqrt(n)
+    assert torch.all((g.mean(0) - expected).abs() < 5 * se + 1e-6), (g.mean(0), expected, se)
+    assert masks.min() >= policy.SAMPLE_EPS and masks.max() <= 1 - policy.SAMPLE_EPS
 
 
 def test_kappa_schedule():

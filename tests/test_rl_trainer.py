@@ -264,3 +264,15 @@ def test_nan_loss_skips_that_update_only(env, monkeypatch):
     with pytest.raises(FloatingPointError, match="loss nan"):
         calls["n"] = 0
         _train(env, replace(TINY, steps=1, eval_every=1, max_skipped_updates=0))
+
+
+# --------------------------------------------------------------------------- estimator options (RLConfig)
+@pytest.mark.parametrize("options", [dict(reward_segments=4), dict(reward_segments=4, advantage="loo"),
+                                     dict(estimator="pathwise"), dict(advantage="loo")])
+def test_estimator_options_train_end_to_end(env, options):
+    start = trained_looking_separator()
+    before = _weights(start)
+    model, h = _train(env, replace(TINY, steps=2, eval_every=2, **options), separator=start)
+    assert all(math.isfinite(v) for k in ("loss", "pg_loss", "grad_norm", "reward_mean", "adv_std") for v in h[k])
+    assert h["skipped_updates"] == [0.0, 0.0]
+    assert any(not torch.equal(a, b) for a, b in zip(before.values(), _weights(model).values()))  # it learned something

@@ -1,4 +1,4 @@
-"""Advantages (docs/method.md section 6): group-relative (GRPO) or an EMA baseline (the paper's reading).
+"""Advantages (docs/method.md section 6): group-relative (GRPO), leave-one-out, or an EMA baseline (the paper's reading).
 
 Advantages are computed once per sampled batch and never re-normalised per
 minibatch (that would undo the group normalisation).
@@ -33,6 +33,30 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Te
     std = r.std(dim=1, unbiased=False, keepdim=True)
     zero = std < ZERO_STD
     adv = torch.where(zero, torch.zeros_like(r), (r - mean) / (std + eps))
+    return adv.float(), zero.float().mean().item()
+
+
+def loo_advantages(rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Leave-one-out baseline: ``A_g = R_g - mean_{h != g} R_h`` within each item's group (RLOO).
+
+    The baseline of a sample never contains the sample itself, so it is independent of it and the
+    estimate stays unbiased at any group size; ``A_g = G / (G - 1) (R_g - mean_group(R))``, so it ranks
+    like ``'group'`` but is *not* divided by the group's spread: a group whose rewards barely differ
+    moves the weights little (``'group'`` inflates its noise to unit variance). A group of equal
+    rewards (spread below 1e-8) gets ``A = 0`` and counts in ``frac_zero_std``.
+
+    Shape:
+        rewards: ``(n_items, group_size)``, ``group_size >= 2``; returns ``(n_items, group_size)`` and ``frac_zero_std``.
+    """
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be (n_items, group_size >= 2) for leave-one-out, got {tuple(rewards.shape)}")
+    if not torch.all(torch.isfinite(rewards)):
+        raise ValueError("rewards must be finite")
+    r = rewards.double()
+    g = r.shape[1]
+    others = (r.sum(dim=1, keepdim=True) - r) / (g - 1)
+    zero = r.std(dim=1, unbiased=False, keepdim=True) < ZERO_STD
+    adv = torch.where(zero, torch.zeros_like(r), r - others)
     return adv.float(), zero.float().mean().item()
 
 

@@ -18,15 +18,27 @@ def _check_choices(cfg: RLConfig) -> None:
         raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
     if cfg.optimizer not in ("adamw", "sgd"):
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
-    if cfg.advantage not in ("group", "ema", "none"):
-        raise ValueError(f"advantage must be 'group', 'ema' or 'none', got {cfg.advantage!r}")
-    if cfg.advantage == "group" and cfg.group_size == 1:
-        raise ValueError("group_size=1 with advantage='group': a group of one sample has std 0, so every "
-                         "advantage would be 0 and nothing would be learned; use group_size >= 2 or "
-                         "advantage='ema' (the paper's batch-as-group reading)")
+    if cfg.advantage not in ("group", "loo", "ema", "none"):
+        raise ValueError(f"advantage must be 'group', 'loo', 'ema' or 'none', got {cfg.advantage!r}")
+    if cfg.advantage in ("group", "loo") and cfg.group_size == 1:
+        raise ValueError(f"group_size=1 with advantage={cfg.advantage!r}: a group of one sample has no other sample "
+                         "to compare with, so every advantage would be 0 and nothing would be learned; use "
+                         "group_size >= 2 or advantage='ema' (the paper's batch-as-group reading)")
+    _check_estimator(cfg)
     if cfg.minibatches > cfg.batch_mixtures:
         raise ValueError(f"minibatches ({cfg.minibatches}) cannot exceed batch_mixtures ({cfg.batch_mixtures}): "
                          "minibatches split the batch's mixtures")
+
+
+def _check_estimator(cfg: RLConfig) -> None:
+    if cfg.estimator not in ("score", "pathwise"):
+        raise ValueError(f"estimator must be 'score' or 'pathwise', got {cfg.estimator!r}")
+    if cfg.estimator == "pathwise" and not (_is_real(cfg.lambda_sig) and cfg.lambda_sig > 0):
+        raise ValueError("estimator='pathwise' differentiates the signal term (SI-SDR) through the sampled masks; "
+                         "with lambda_sig=0 it has nothing to differentiate: set lambda_sig > 0 or estimator='score'")
+    if cfg.estimator == "pathwise" and cfg.reward_segments:
+        raise ValueError("reward_segments applies to the score-function estimator (it shapes its advantages); "
+                         "estimator='pathwise' differentiates each sample's reward itself: set reward_segments=0")
 
 
 def _check_reals(cfg: RLConfig) -> None:
@@ -47,12 +59,12 @@ def _check_reals(cfg: RLConfig) -> None:
 def check_config(cfg: RLConfig) -> None:
     """Raise ``ValueError`` naming the first invalid field of an :class:`RLConfig`.
 
-    Counts are integers (>= 1, or >= 0 for ``reward_batch_size`` and ``max_skipped_updates``); every
+    Counts are integers (>= 1, or >= 0 for ``reward_batch_size``, ``max_skipped_updates`` and ``reward_segments``); every
     real number is finite (NaN and inf are refused): ``kappa``, ``kappa_end``, ``lr`` and ``grad_clip``
     > 0, ``clip_eps`` and ``ema_decay`` in (0, 1), coefficients and weight decay >= 0.
     """
     check_counts(cfg, ("steps", "batch_mixtures", "group_size", "ppo_epochs", "minibatches", "eval_every",
-                       "ckpt_every", "val_mixtures"), ("reward_batch_size", "max_skipped_updates"))
+                       "ckpt_every", "val_mixtures"), ("reward_batch_size", "max_skipped_updates", "reward_segments"))
     _check_choices(cfg)
     _check_reals(cfg)
     if cfg.kappa_schedule not in ("constant", "linear", "cosine"):

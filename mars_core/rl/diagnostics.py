@@ -23,7 +23,7 @@ from ..encoders.load import load_query_encoder
 from ..metrics import si_sdr
 from ..queries import load_or_build_query_bank
 from ..seeding import seed_everything
-from ..supervised import load_or_train
+from ..supervised import load_or_train, load_separator
 from .advantages import group_advantages
 from .cli import parse_overrides
 from .policy import beta_policy_terms
@@ -54,17 +54,23 @@ def setup_from_args(args) -> Setup:
     seeding everything with 0 (``--device`` resolved by :func:`mars_core.device.device_from_args`)."""
     _, device = start_command(args)
     seed_everything(0)
-    return load_setup(args.profile, args.preset, parse_overrides(args.set), device=device)
+    return load_setup(args.profile, args.preset, parse_overrides(args.set), device=device,
+                      separator_path=getattr(args, "separator", None))
 
 
 def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None,
-               device: str | torch.device = "cpu") -> Setup:
+               device: str | torch.device = "cpu", separator_path: str | None = None) -> Setup:
     """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields),
-    the separator and the reward stack on ``device``."""
+    the separator and the reward stack on ``device``. ``separator_path``: a separator checkpoint to start from
+    as it is (:func:`~mars_core.supervised.store.load_separator`), instead of the profile's (which trains one
+    when none matches the current supervised config)."""
     prof, device = get_profile(profile), torch.device(device)
     cfg = replace(rl_preset(prof, preset), **(overrides or {}))
     bank = load_or_build_query_bank(load_query_encoder(prof).to(device), prof, progress=False)
-    separator, _ = load_or_train(prof, bank=bank, progress=False, device=device)
+    if separator_path:
+        separator = load_separator(separator_path, map_location=device)[0]
+    else:
+        separator, _ = load_or_train(prof, bank=bank, progress=False, device=device)
     stack = load_reward_stack(prof)
     stack.encoder.to(device), stack.anchor.to(device)
     rm = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)

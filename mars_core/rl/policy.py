@@ -61,58 +61,47 @@ def sample_masks(P_old: torch.Tensor, kappa: float, group_size: int) -> torch.Te
     return clamp_sample(sample_beta(a, b))
 
 
-def _gamma_ge1(shape: torch.Tensor, max_rounds: int = 32) -> torch.Tensor:
-    """Gamma(shape, 1) draws for ``shape >= 1`` by Marsaglia and Tsang's squeeze-free method.
-
-    With ``d = a - 1/3``, ``c = 1 / sqrt(9 d)``, ``x ~ N(0, 1)``, ``v = (1 + c x)^3`` and
-    ``u ~ U(0, 1)``, the candidate ``d v`` is accepted when ``v > 0`` and
-    ``log u < x^2 / 2 + d - d v + d log v`` (acceptance above 95 % for every ``a >= 1``).
-    Every element is proposed at once; the few rejected ones are drawn again.
-    """
-    d = shape - 1.0 / 3.0
-    c = torch.rsqrt(9.0 * d)
-    out = torch.empty_like(shape)
-    todo = None  # None: every element; then the flat indices still rejected
-    for _ in range(max_rounds):
-        dd, cc = (d, c) if todo is None else (d.reshape(-1)[todo], c.reshape(-1)[todo])
-        x = torch.randn_like(dd)
-        v = torch.addcmul(torch.ones_like(dd), cc, x).pow_(3)
-        u = torch.rand_like(dd)
-        ok = (v > 0) & (torch.log(u) < 0.5 * x * x + dd - dd * v + dd * torch.log(v.clamp_min(1e-30)))
-        if todo is None:
-            out = torch.where(ok, dd * v, out)
-            todo = (~ok).reshape(-1).nonzero().squeeze(1)
-        else:
-            out.view(-1)[todo[ok]] = (dd * v)[ok]
-            todo = todo[~ok]
-        if todo.numel() == 0:
-            return out
-    out.view(-1)[todo] = torch._standard_gamma(shape.reshape(-1)[todo])  # practically never reached
-    return out
-
-
 @torch.no_grad()
 def sample_beta(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Independent ``Beta(alpha, beta)`` draws for ``alpha, beta >= 1`` (always true of the policy).
 
-    ``X / (X + Y)`` with ``X ~ Gamma(alpha)``, ``Y ~ Gamma(beta)`` drawn by :func:`_gamma_ge1`
-    from the global torch generator: the same distribution as ``torch.distributions.Beta(alpha,
-    beta).sample()`` (tested against scipy), faster on CPU because the gamma variates are drawn
-    in a few vectorised rounds instead of one element at a time.
+    ``X / (X + Y)`` with ``X ~ Gamma(alpha)``, ``Y ~ Gamma(beta)`` from torch's own gamma sampler
+    (``torch._standard_gamma``, the global torch generator): the distribution of
+    ``torch.distributions.Beta(alpha, beta).sample()`` at half its cost (no Dirichlet stacking).
+    It replaced a hand-written vectorised Marsaglia-Tsang sampler: ``benchmarks/bench_beta.py``
+    measured torch's 1.4x faster at the full size (1024 masks of 256 x 256 bins) and within a few
+    milliseconds at the cpu size.
 
     Shape:
         alpha, beta: the same shape; returns that shape, float32.
 
     Raises:
-        ValueError: a parameter below 1 (the squeeze method needs shape >= 1) or not finite.
+        ValueError: a parameter below 1 or not finite (the policy's parameters are always >= 1).
     """
     alpha, beta = alpha.float(), beta.float()
     if alpha.shape != beta.shape:
         raise ValueError(f"alpha and beta shapes differ: {tuple(alpha.shape)} vs {tuple(beta.shape)}")
     if not (torch.all(alpha >= 1) and torch.all(beta >= 1) and torch.all(torch.isfinite(alpha + beta))):
         raise ValueError("sample_beta needs finite alpha, beta >= 1")
-    x, y = _gamma_ge1(alpha), _gamma_ge1(beta)
+    x, y = torch._standard_gamma(alpha), torch._standard_gamma(beta)
     return x / (x + y)
+
+
+def rsample_masks(P: torch.Tensor, kappa: float, group_size: int) -> torch.Tensor:
+    """``group_size`` reparameterised masks per item: differentiable in ``P`` (the pathwise estimator).
+
+    ``torch.distributions.Beta(1 + kappa P, 1 + kappa (1 - P)).rsample()``: each draw is a function
+    of ``P`` and of the noise, so ``d reward(M) / d theta`` flows through the sample (torch's implicit
+    reparameterisation of the gamma variates). Clamped like :func:`sample_masks` (the clamp passes no
+    gradient at the two ends, where ``1e-6`` of the mask moves no waveform).
+
+    Shape:
+        P: ``(batch, F, T)``; returns ``(batch, group_size, F, T)`` float32 with a graph to ``P``.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    a, b = beta_params(P.unsqueeze(1).expand(-1, group_size, *P.shape[1:]), kappa)
+    return clamp_sample(torch.distributions.Beta(a, b).rsample())
 
 
 def mode(P: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,9 @@ def ppo_loss(
 
     Shape:
         new_logp, old_logp: ``(batch, G, F, T)`` per-bin log-probs of the sampled masks.
-        advantages: ``(batch, G)``, one per sampled mask, fixed for the whole update.
+        advantages: ``(batch, G)``, one per sampled mask, or per bin broadcastable to the log-probs (e.g.
+          ``(batch, G, 1, T)``: dense segment rewards, :func:`~mars_core.rl.segments.bin_advantages`); fixed
+          for the whole update.
         entropy: per-bin entropy of the current policy, e.g. ``(batch, 1, F, T)``.
         kl: per-bin ``KL(pi_theta || pi_old)`` or ``None`` (then no KL term).
 
@@ -91,10 +93,13 @@ def ppo_loss(
     """
     if new_logp.shape != old_logp.shape:
         raise ValueError(f"log-prob shapes differ: {tuple(new_logp.shape)} vs {tuple(old_logp.shape)}")
-    if advantages.shape != new_logp.shape[:2]:
-        raise ValueError(f"advantages must be {tuple(new_logp.shape[:2])}, got {tuple(advantages.shape)}")
+    per_bin = advantages.dim() == new_logp.dim() and advantages.shape[:2] == new_logp.shape[:2] and all(
+        a in (1, n) for a, n in zip(advantages.shape[2:], new_logp.shape[2:]))
+    if advantages.shape != new_logp.shape[:2] and not per_bin:
+        raise ValueError(f"advantages must be {tuple(new_logp.shape[:2])} (one per mask) or broadcast to "
+                         f"{tuple(new_logp.shape)} (per bin), got {tuple(advantages.shape)}")
     logratio = new_logp - old_logp.detach()
-    adv = advantages.detach().reshape(*advantages.shape, *([1] * (new_logp.dim() - 2)))
+    adv = advantages.detach() if per_bin else advantages.detach().reshape(*advantages.shape, *([1] * (new_logp.dim() - 2)))
     ratio = bounded_ratio(logratio)
     pg_loss = _surrogate(ratio, adv, clip_eps).mean()
     entropy_loss = entropy.mean()

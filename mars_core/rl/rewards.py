@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..inputs import validate_audio
 from ..metrics import SILENCE_L1, si_sdr
 from ..queries import QueryBank, QueryRef, load_or_build_query_bank
+from .segments import per_segment
 
 SI_SDR_RANGE_DB = (-30.0, 30.0)
 """Clamp of the signal term's SI-SDR (dB); a silent estimate gets the lower end."""
@@ -105,8 +106,13 @@ class RewardModel:
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor, z: torch.Tensor, z_neg: torch.Tensor | None = None,
-                 references: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 references: torch.Tensor | None = None,
+                 segments: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Rewards and their terms.
+
+        ``segments`` S > 0: one reward per time segment (:mod:`~mars_core.rl.segments`): every term is
+        computed on each segment's window (the encoder embeds each window, SI-SDR is the segment's), and
+        the rewards and terms are ``(N, S)``; 0 (default): one reward per waveform.
 
         Shape:
             waveforms: ``(N, samples)``; z: ``(N, D)`` target anchors; z_neg: ``(N, D)`` or
@@ -126,18 +132,23 @@ class RewardModel:
             if references.shape != waveforms.shape:
                 raise ValueError(f"references {tuple(references.shape)} must have the waveforms' shape "
                                  f"{tuple(waveforms.shape)}")
-        a = self.embed(waveforms)
-        semantic = F.cosine_similarity(a, z.to(a), dim=-1, eps=1e-8)
+        seg = int(segments)
+        a = per_segment(self.embed, seg, waveforms) if seg else self.embed(waveforms)  # (N, [S,] D)
+        zt = z.to(a).unsqueeze(1) if seg else z.to(a)
+        semantic = F.cosine_similarity(a, zt, dim=-1, eps=1e-8)
         zero = torch.zeros_like(semantic)
         signal, contamination = zero, zero
         if self.lambda_sig:
             # the device follows the waveforms, never the dtype (signal_term computes in float64)
-            signal = signal_term(waveforms, references.to(waveforms.device)).to(a)
+            refs = references.to(waveforms.device)
+            signal = (per_segment(signal_term, seg, waveforms, refs) if seg else signal_term(waveforms, refs)).to(a)
         if self.lambda_neg:
             if z_neg is None:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
-            zn = z_neg.to(a) if z_neg.dim() == 3 else z_neg.to(a).unsqueeze(1)
-            contamination = F.cosine_similarity(a.unsqueeze(1), zn, dim=-1, eps=1e-8).mean(1)
+            zn = z_neg.to(a) if z_neg.dim() == 3 else z_neg.to(a).unsqueeze(1)  # (N, n_neg, D)
+            if seg:
+                zn = zn.unsqueeze(1)  # (N, 1, n_neg, D) against a (N, S, 1, D)
+            contamination = F.cosine_similarity(a.unsqueeze(-2), zn, dim=-1, eps=1e-8).mean(-1)
         reward = semantic + self.lambda_sig * signal - self.lambda_neg * contamination
         return reward.float(), {"semantic": semantic.float(), "signal": signal.float(),
                                 "contamination": contamination.float()}

@@ -27,6 +27,7 @@ from ..seeding import item_rng
 from ..separator import logits_from_trunk
 from . import policy
 from .rewards import RewardModel, anchors
+from .segments import frame_segments
 
 
 @dataclass
@@ -117,9 +118,11 @@ class Rollout:
         features ``(B, 1, F, T)``; queries ``(B, K, D)``; trunk ``(B, C, F/2, T/2)`` the old
         policy's U-Net trunk output (reused by updates that train only the head); P_old ``(N, F, T)``;
         masks, old_logp ``(N, G, F, T)``; mask_logit, mask_log1m ``(N, G, F, T)``: ``log m - log(1 - m)``
-        and ``log(1 - m)`` of the masks (:func:`~mars_core.rl.policy.mask_logs`); rewards ``(N, G)``; terms: each ``(N, G)``;
-        waveforms ``(N, G, samples)``; timings: seconds of ``policy``, ``rollout``
-        (sampling, log-probs, reconstruction) and ``reward``.
+        and ``log(1 - m)`` of the masks (:func:`~mars_core.rl.policy.mask_logs`); rewards ``(N, G)``, or ``(N, G, S)``
+        with ``S`` segment rewards; terms: each like rewards; waveforms ``(N, G, samples)``; timings: seconds of
+        ``policy``, ``rollout`` (sampling, log-probs, reconstruction) and ``reward``; frame_segment ``(T,)`` the
+        segment of each STFT frame (:func:`~mars_core.rl.segments.frame_segments`; ``None`` without segments);
+        batch: the step's inputs (the pathwise estimator rebuilds waveforms from its mixtures and sources).
     """
 
     features: torch.Tensor
@@ -135,6 +138,8 @@ class Rollout:
     waveforms: torch.Tensor
     kappa: float
     timings: dict[str, float] = field(default_factory=dict)
+    frame_segment: torch.Tensor | None = None
+    batch: RLBatch | None = None
 
     @property
     def group_size(self) -> int:
@@ -148,11 +153,12 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel, kappa: float,
-            group_size: int, seed: int | None = None) -> Rollout:
+            group_size: int, seed: int | None = None, reward_segments: int = 0) -> Rollout:
     """Sample ``group_size`` masks per item from ``old_policy``, rebuild and reward them.
 
     ``seed``: the torch generator is seeded with it for the sampling (and restored after), so
-    equal seeds give equal masks; ``None`` uses the global generator as it is.
+    equal seeds give equal masks; ``None`` uses the global generator as it is. ``reward_segments``
+    S > 0: one reward per time segment (:mod:`~mars_core.rl.segments`), rewards ``(N, G, S)``.
     """
     dev = batch.features.device
     t0 = time.perf_counter()
@@ -176,12 +182,16 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     rep = lambda x: x.repeat_interleave(g, dim=0)  # noqa: E731  item-major: row n G + i is sample i of item n
     z_neg = rep(batch.z_neg) if reward_model.lambda_neg and batch.z_neg.shape[1] else None
     refs = rep(batch.sources.reshape(n, -1)) if reward_model.lambda_sig else None
-    rewards, terms = reward_model(wav.reshape(n * g, -1), rep(batch.z), z_neg, refs)
+    seg = int(reward_segments)
+    kw = {"segments": seg} if seg else {}  # the reward model's default call when there are no segments
+    rewards, terms = reward_model(wav.reshape(n * g, -1), rep(batch.z), z_neg, refs, **kw)
     _sync(dev)
     t3 = time.perf_counter()
-    return Rollout(batch.features, batch.queries, trunk, P_old, masks, old_logp, logit_m, log_1m, rewards.reshape(n, g),
-                   {k: v.reshape(n, g) for k, v in terms.items()}, wav, float(kappa),
-                   {"policy": t1 - t0, "rollout": t2 - t1, "reward": t3 - t2})
+    shape = (n, g, seg) if seg else (n, g)
+    frames = frame_segments(masks.shape[-1], fe.cfg.hop_length, wav.shape[-1], seg) if seg else None
+    return Rollout(batch.features, batch.queries, trunk, P_old, masks, old_logp, logit_m, log_1m, rewards.reshape(shape),
+                   {k: v.reshape(shape) for k, v in terms.items()}, wav, float(kappa),
+                   {"policy": t1 - t0, "rollout": t2 - t1, "reward": t3 - t2}, frames, batch)
 
 
 def step_seed(seed: int, step: int) -> int:

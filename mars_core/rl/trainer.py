@@ -80,9 +80,9 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
     p.old_policy.load_state_dict(p.model.state_dict())  # 1. theta_old <- theta
     batch = rl_batch(p.ds, p.bank, p.rbank, p.stack, p.fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, p.device)
     ro = rollout(p.old_policy, batch, p.fe, p.reward_model, kappa, cfg.group_size,  # 2. G masks per item, rewards
-                 seed=step_seed(cfg.seed, step))
+                 seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments)
     adv, frac_zero = advantages(ro.rewards.cpu(), cfg, p.ema)  # 3. once per batch
-    stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step), p.device)  # 4. PPO epochs
+    stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step, p.fe), p.device)  # 4. PPO epochs
     return StepResult(kappa, ro, adv, frac_zero, stats, t_update)
 
 

@@ -9,16 +9,19 @@ and never re-normalised per minibatch. Non-finite values are skipped, not steppe
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
 from ..config import RLConfig
 from ..seeding import item_rng
-from .advantages import EMABaseline, group_advantages
+from .advantages import EMABaseline, group_advantages, loo_advantages
+from .pathwise import pathwise_loss
 from .policy import beta_policy_terms
 from .ppo import ppo_loss
 from .rollout import Rollout, proposal_from_trunk
+from .segments import bin_advantages, segment_advantages
 
 PPO_STATS = ("loss", "pg_loss", "entropy_loss", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
 """What :func:`ppo_update` averages over a step's updates."""
@@ -50,7 +53,9 @@ def make_optimizer(model: torch.nn.Module, cfg: RLConfig) -> torch.optim.Optimiz
 
 
 def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) -> tuple[torch.Tensor, float]:
-    """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``.
+    """Advantages of one batch. Shape: rewards ``(N, G)`` -> ``(N, G)`` and ``frac_zero_std``; segment rewards
+    ``(N, G, S)`` -> ``(N, G, S)``, each segment's ``G`` rewards normalised as one group ('group', 'loo'; 'ema' and
+    'none' take every reward of the batch alike).
 
     ``advantage="none"`` returns zeros (``frac_zero_std`` 1): the policy-gradient term vanishes and
     what still trains is the entropy bonus and the KL term, the ablation that tells what the
@@ -58,31 +63,48 @@ def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) ->
     NaN (:func:`ppo_update` then skips the step)."""
     if not torch.isfinite(rewards).all():  # the step is skipped (ppo_update); the EMA baseline is not touched
         return torch.zeros_like(rewards), float("nan")
-    if cfg.advantage == "group":
-        return group_advantages(rewards)
+    per_group = {"group": group_advantages, "loo": loo_advantages}.get(cfg.advantage)
+    if per_group is not None:
+        return segment_advantages(rewards, per_group) if rewards.dim() == 3 else per_group(rewards)
     if cfg.advantage == "none":
         return torch.zeros_like(rewards), 1.0
     return ema(rewards)
 
 
 def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: torch.Tensor,
-                   cfg: RLConfig) -> tuple[torch.Tensor, dict[str, float]]:
+                   cfg: RLConfig, fe=None) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped-surrogate loss (:func:`~mars_core.rl.ppo.ppo_loss`) of the mixtures ``mb`` of a rollout.
 
     With ``cfg.trainable == "head"`` the frozen trunk's output is taken from the rollout (it is the same
-    for the old and the new policy), so only the last layer and the query fusion run.
+    for the old and the new policy), so only the last layer and the query fusion run. Segment advantages
+    ``(N, G, S)`` credit each bin with its frame's segment's (:func:`~mars_core.rl.segments.bin_advantages`).
+    ``cfg.estimator == "pathwise"``: :func:`~mars_core.rl.pathwise.pathwise_loss` on fresh reparameterised
+    masks of the current policy (``fe``, the front end, rebuilds their waveforms; ``adv`` is not used).
 
     Shape:
-        adv ``(N, G)``; mb ``(b,)`` mixture indices; the loss is a scalar.
+        adv ``(N, G)`` or ``(N, G, S)``; mb ``(b,)`` mixture indices; the loss is a scalar.
     """
     k = ro.queries.shape[1]
     items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
     trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
     P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+    if cfg.estimator == "pathwise":
+        return pathwise_loss(P, ro.P_old[items].unsqueeze(1), ro.batch.mixtures[mb], ro.batch.sources[mb], fe,
+                             ro.kappa, ro.group_size, cfg.lambda_sig, cfg.ent_coef, cfg.kl_coef)
     new_logp, ent, kl_t = beta_policy_terms(P, ro.mask_logit[items], ro.mask_log1m[items], ro.kappa,
                                             ro.P_old[items].unsqueeze(1) if cfg.kl_coef > 0 else None)
-    return ppo_loss(new_logp, ro.old_logp[items], adv[items], ent, kl_t, clip_eps=cfg.clip_eps,
+    a = bin_advantages(adv[items], ro.frame_segment) if adv.dim() == 3 else adv[items]
+    return ppo_loss(new_logp, ro.old_logp[items], a, ent, kl_t, clip_eps=cfg.clip_eps,
                     ent_coef=cfg.ent_coef, kl_coef=cfg.kl_coef)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """The torch generator (and the device's) seeded with ``seed`` inside, restored after."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, stats: dict[str, float], grad_clip: float) -> str:
@@ -99,8 +121,11 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, stats: dict[str, float
 
 
 def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, adv: torch.Tensor, cfg: RLConfig,
-               step: int) -> dict[str, float]:
+               step: int, fe=None) -> dict[str, float]:
     """``ppo_epochs x minibatches`` clipped updates on one rollout; the mean of each statistic.
+
+    ``cfg.estimator == "pathwise"`` needs ``fe`` (the front end); each update draws its reparameterised masks
+    with the torch generator seeded from ``item_rng(cfg.seed, "rl-pathwise", step, epoch, minibatch)``.
 
     Non-finite values (:attr:`RLConfig.max_skipped_updates`): when a reward is not finite no update
     runs; an update whose loss or gradient norm is not finite is skipped before ``opt.step`` (weights
@@ -116,8 +141,13 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
     n, skipped, reason = 0, 0, ""
     for epoch in range(cfg.ppo_epochs):
         order = torch.as_tensor(item_rng(cfg.seed, "rl-minibatch", step, epoch).permutation(ro.queries.shape[0]))
-        for mb in order.tensor_split(cfg.minibatches):
-            loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg)
+        for j, mb in enumerate(order.tensor_split(cfg.minibatches)):
+            if cfg.estimator == "pathwise":
+                seed = int(item_rng(cfg.seed, "rl-pathwise", step, epoch, j).integers(0, 2**63 - 1))
+                with _seeded(seed, ro.features.device):
+                    loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg, fe)
+            else:
+                loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg)
             why = _step(opt, loss, stats, cfg.grad_clip)
             if why:
                 skipped += 1

@@ -1,0 +1,107 @@
+"""Dense segment rewards (``RLConfig.reward_segments = S > 0``): one reward per time segment of a waveform.
+
+A score-function gradient credits every bin of a sampled mask with the same scalar advantage, so its
+noise grows with the number of bins it spreads one number over (the square-root law of
+``scripts/rl_gradient_check.py``). Cutting each waveform into ``S`` equal time segments, rewarding each
+segment, normalising each segment's rewards within its group and crediting each time-frequency bin
+with the advantage of *its own* segment divides that dimension by about ``S``.
+
+* Segment ``s`` of a waveform of ``L`` samples is samples ``[floor(s L / S), floor((s + 1) L / S))``
+  (lengths differ by at most one sample; ``S = 1`` is the whole waveform).
+* STFT frame ``t`` (centred, hop ``h``) is centred on sample ``t h`` and belongs to the segment of
+  that sample (the last frames' centres, at or beyond ``L``, belong to the last segment).
+* Per-segment rewards use the same terms as the whole-waveform reward: the clamped SI-SDR of the
+  segment's samples, and the reward encoder's embedding of the segment's window.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def segment_bounds(n_samples: int, n_segments: int) -> torch.Tensor:
+    """``S + 1`` boundaries ``floor(s L / S)``, ``s = 0 .. S``: segment ``s`` is ``[b[s], b[s + 1])``.
+
+    Raises ``ValueError`` when a segment would be empty (more segments than samples).
+    """
+    if n_segments < 1:
+        raise ValueError(f"reward_segments must be >= 1 here, got {n_segments}")
+    if n_segments > n_samples:
+        raise ValueError(f"reward_segments={n_segments} exceeds the waveform's {n_samples} samples; use fewer segments")
+    return torch.div(torch.arange(n_segments + 1) * n_samples, n_segments, rounding_mode="floor")
+
+
+def frame_segments(n_frames: int, hop_length: int, n_samples: int, n_segments: int) -> torch.Tensor:
+    """The segment of each STFT frame: the segment holding the frame's centre sample ``t * hop_length``.
+
+    Shape: returns ``(n_frames,)`` int64 in ``[0, n_segments)``.
+    """
+    bounds = segment_bounds(n_samples, n_segments)
+    centres = (torch.arange(n_frames) * hop_length).clamp_max(n_samples - 1)
+    return torch.bucketize(centres, bounds[1:], right=True).clamp_max(n_segments - 1)
+
+
+def segment_windows(waveforms: torch.Tensor, n_segments: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The segments of every waveform, grouped by length: ``[(segment indices (k,), windows (..., k, length))]``.
+
+    At most two groups (lengths ``floor(L / S)`` and ``floor(L / S) + 1``), so each group is one batched call.
+
+    Shape:
+        waveforms ``(..., L)``.
+    """
+    bounds = segment_bounds(int(waveforms.shape[-1]), n_segments)
+    lengths = bounds[1:] - bounds[:-1]
+    out = []
+    for length in torch.unique(lengths).tolist():
+        segs = (lengths == length).nonzero().squeeze(1)
+        idx = (bounds[segs, None] + torch.arange(length)).to(waveforms.device)  # (k, length)
+        out.append((segs, waveforms[..., idx]))
+    return out
+
+
+def per_segment(fn: Callable[..., torch.Tensor], n_segments: int, *waveforms: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to each segment's window of the waveforms: ``fn(*windows)`` maps ``(M, length)``
+    windows to ``(M,)`` or ``(M, D)`` values; the result is ``(N, S)`` or ``(N, S, D)``.
+
+    Shape:
+        waveforms: each ``(N, L)``, the same ``L``.
+    """
+    n = int(waveforms[0].shape[0])
+    groups = [segment_windows(w, n_segments) for w in waveforms]
+    out = None
+    for parts in zip(*groups):
+        segs = parts[0][0]
+        wins = [w.reshape(n * len(segs), -1) for _, w in parts]
+        vals = fn(*wins)
+        vals = vals.reshape(n, len(segs), *vals.shape[1:])
+        if out is None:
+            out = vals.new_zeros(n, n_segments, *vals.shape[2:])
+        out = out.index_copy(1, segs.to(vals.device), vals)  # out of place: keeps the graph of a differentiable fn
+    return out
+
+
+def segment_advantages(rewards: torch.Tensor, advantage_fn: Callable) -> tuple[torch.Tensor, float]:
+    """Advantages of per-segment rewards, each segment normalised within its item's group.
+
+    ``advantage_fn`` maps ``(n, G)`` rewards to ``((n, G) advantages, frac_zero_std)``
+    (e.g. :func:`~mars_core.rl.advantages.group_advantages`); here it sees the ``N S`` groups
+    ``rewards[i, :, s]``.
+
+    Shape:
+        rewards ``(N, G, S)``; returns ``(N, G, S)`` and the fraction of zero-spread groups.
+    """
+    n, g, s = rewards.shape
+    adv, frac = advantage_fn(rewards.permute(0, 2, 1).reshape(n * s, g))
+    return adv.reshape(n, s, g).permute(0, 2, 1).contiguous(), frac
+
+
+def bin_advantages(adv: torch.Tensor, frame_segment: torch.Tensor) -> torch.Tensor:
+    """Credit every time-frequency bin with the advantage of its frame's segment.
+
+    Shape:
+        adv ``(N, G, S)``; frame_segment ``(T,)`` (:func:`frame_segments`); returns ``(N, G, 1, T)``
+        (broadcast over the ``F`` frequency rows).
+    """
+    return adv[..., frame_segment.to(adv.device)].unsqueeze(-2)

@@ -1,0 +1,106 @@
+"""Dense segment rewards (mars_core.rl.segments): segment bounds, the frame -> segment map, per-segment
+rewards and advantages against hand values, and S = 1 equal to the whole-waveform reward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mars_core.config import RLConfig
+from mars_core.rl import segments as seg
+from mars_core.rl.advantages import group_advantages, loo_advantages
+from mars_core.rl.ppo import ppo_loss
+from mars_core.rl.rewards import RewardModel, signal_term
+from mars_core.rl.update import advantages
+from tests.test_rl_rewards import SR, FeatureEncoder, _stack, _tones
+
+
+def test_segment_bounds_and_the_frame_map_by_hand():
+    # 10 samples in 3 segments: floor(10 s / 3) = 0, 3, 6, 10
+    assert seg.segment_bounds(10, 3).tolist() == [0, 3, 6, 10]
+    # a centred STFT with hop 3 over 10 samples has 1 + 10 // 3 = 4 frames, centred on samples 0, 3, 6, 9
+    n_frames = torch.stft(torch.zeros(10), n_fft=4, hop_length=3, window=torch.hann_window(4), center=True,
+                          return_complex=True).shape[-1]
+    assert n_frames == 4
+    assert seg.frame_segments(4, 3, 10, 3).tolist() == [0, 1, 2, 2]  # 0 in [0, 3), 3 in [3, 6), 6 and 9 in [6, 10)
+    assert seg.frame_segments(4, 3, 10, 2).tolist() == [0, 0, 1, 1]  # bounds 0, 5, 10
+    assert seg.frame_segments(4, 3, 10, 1).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="exceeds the waveform"):
+        seg.segment_bounds(3, 4)
+
+
+def test_bins_are_credited_with_their_segment_advantage():
+    adv = torch.tensor([[[10.0, 20.0, 30.0], [-1.0, -2.0, -3.0]]])  # (N=1, G=2, S=3)
+    a = seg.bin_advantages(adv, seg.frame_segments(4, 3, 10, 3))
+    assert a.shape == (1, 2, 1, 4)
+    assert a[0, :, 0].tolist() == [[10.0, 20.0, 30.0, 30.0], [-1.0, -2.0, -3.0, -3.0]]
+
+
+def test_segment_advantages_normalise_each_segment_within_its_group():
+    # item 0, G = 3, S = 2: segment 0 rewards (1, 2, 6), segment 1 rewards (0, 0, 3)
+    r = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [6.0, 3.0]]])
+    adv, _ = seg.segment_advantages(r, loo_advantages)
+    np.testing.assert_allclose(adv[0, :, 0].numpy(), [-3.0, -1.5, 4.5], atol=1e-6)
+    np.testing.assert_allclose(adv[0, :, 1].numpy(), [-1.5, -1.5, 3.0], atol=1e-6)
+    adv_g, _ = advantages(r, RLConfig(advantage="group"), None)
+    s1 = np.sqrt(2.0)  # population std of (0, 0, 3)
+    np.testing.assert_allclose(adv_g[0, :, 1].numpy(), [-1 / s1, -1 / s1, 2 / s1], atol=1e-5)
+    np.testing.assert_allclose(adv_g[0, :, 0].numpy(), group_advantages(r[:, :, 0])[0][0].numpy(), atol=1e-6)
+
+
+def test_per_segment_signal_and_semantic_terms_by_hand():
+    length = 4000
+    ref = _tones(1, length)
+    est = ref.clone()
+    est[0, 2000:] = torch.tensor(np.random.default_rng(0).standard_normal(2000), dtype=torch.float32)
+    enc = FeatureEncoder()
+    z = F.normalize(torch.tensor([[1.0, 2.0, 0.5, 1.0]]), dim=-1)
+    R, terms = RewardModel(_stack(enc), SR, lambda_sig=1.0)(est, z, None, ref, segments=2)
+    assert R.shape == (1, 2)
+    # segment 0 is the reference itself: SI-SDR clamped at 30 dB -> 3.0; segment 1 is noise against a tone
+    assert terms["signal"][0, 0].item() == pytest.approx(3.0)
+    e, r = est[0, 2000:].double().numpy(), ref[0, 2000:].double().numpy()
+    e, r = e - e.mean(), r - r.mean()
+    t = (e @ r) / (r @ r) * r
+    assert terms["signal"][0, 1].item() == pytest.approx(np.clip(10 * np.log10((t @ t) / ((e - t) @ (e - t))), -30, 30) / 10,
+                                                         abs=1e-5)
+    for s, (lo, hi) in enumerate(((0, 2000), (2000, 4000))):
+        a = FeatureEncoder.features(est[0, lo:hi].numpy())
+        assert terms["semantic"][0, s].item() == pytest.approx(float(a @ z[0].numpy()), abs=1e-6)
+    assert enc.calls == [(2, 2, False)]  # equal lengths: one encoder call for both windows
+
+
+def test_one_segment_equals_the_whole_waveform_reward():
+    wav, refs = _tones(3, 4001), _tones(3, 4001).flip(0)  # 4001: an odd length
+    wav[1] += 0.05
+    g = torch.Generator().manual_seed(0)
+    z, zn = F.normalize(torch.randn(3, 4, generator=g), dim=-1), F.normalize(torch.randn(3, 4, generator=g), dim=-1)
+    rm = RewardModel(_stack(FeatureEncoder()), SR, lambda_sig=0.5, lambda_neg=0.25)
+    R1, t1 = rm(wav, z, zn, refs, segments=1)
+    R, t = rm(wav, z, zn, refs)
+    torch.testing.assert_close(R1[:, 0], R, rtol=0, atol=1e-6)
+    for k in t:
+        torch.testing.assert_close(t1[k][:, 0], t[k], rtol=0, atol=1e-6)
+
+
+def test_segments_of_unequal_length_cover_every_sample_once():
+    wav = torch.arange(10.0).reshape(1, 10)
+    got = seg.per_segment(lambda w: w.sum(-1), 3, wav)  # lengths 3, 3, 4
+    assert got.tolist() == [[0 + 1 + 2, 3 + 4 + 5, 6 + 7 + 8 + 9]]
+    sig = seg.per_segment(signal_term, 3, _tones(2, 4001), _tones(2, 4001))
+    torch.testing.assert_close(sig, torch.full((2, 3), 3.0))  # each segment of a reference against itself: 30 dB
+
+
+def test_per_bin_advantages_equal_to_one_per_mask_give_the_same_loss():
+    torch.manual_seed(0)
+    new = torch.randn(2, 3, 4, 5, requires_grad=True)
+    old = new.detach() + 0.1 * torch.randn(2, 3, 4, 5)
+    adv = torch.randn(2, 3)
+    ent = torch.zeros(2, 1, 4, 5)
+    l1, _ = ppo_loss(new, old, adv, ent, ent_coef=0.0, kl_coef=0.0)
+    l2, _ = ppo_loss(new, old, adv[:, :, None, None].expand(2, 3, 1, 5), ent, ent_coef=0.0, kl_coef=0.0)
+    torch.testing.assert_close(l1, l2)
+    with pytest.raises(ValueError, match="per bin"):
+        ppo_loss(new, old, torch.zeros(2, 3, 2, 5), ent)
