@@ -75,7 +75,9 @@ class TrainConfig:
     channel_shuffle_prob: float = 0.0
     """Probability of permuting an image's colour channels."""
     cartoon_prob: float = 0.0
-    """Probability of redrawing an image as flat colour with black outlines (pairs.restyle_images)."""
+    """Probability of redrawing an image as flat colour with black outlines (pairs.restyle_images). Measured at cpu
+    size (one seed, cartoon 0.3 and line art 0.15 against none): test audio->image R@1 0.19 -> 0.23, but audio->text
+    R@1 0.78 -> 0.64 and test_timbre audio->image 0.00 -> 0.06; not adopted by any profile."""
     line_prob: float = 0.0
     """Probability of redrawing an image (not made a cartoon) as black line art on white (pairs.restyle_images)."""
 
@@ -93,8 +95,7 @@ class TrainConfig:
 
 _PROFILE_TRAIN: dict[str, dict[str, Any]] = {
     "smoke": dict(clip_steps=200, steps=300, lr=2e-3, warmup_steps=30, eval_every=50, ckpt_every=50),
-    "cpu": dict(clip_steps=1000, steps=2000, lr=2e-3, warmup_steps=100, eval_every=100, ckpt_every=100,
-                cartoon_prob=0.3, line_prob=0.15),
+    "cpu": dict(clip_steps=1000, steps=2000, lr=2e-3, warmup_steps=100, eval_every=100, ckpt_every=100),
     "full": dict(clip_steps=5000, steps=20000, items_per_class=8, clip_items_per_class=16, lr=1e-3,
                  warmup_steps=1000, eval_every=1000, ckpt_every=1000),
 }
