@@ -210,6 +210,9 @@ class SupervisedConfig:
     hard_pair_prob: float = 0.0
     """Share of training mixtures whose interferer comes from the target's family (same-family, hard pairs);
     0 draws every interferer at random (the reference)."""
+    trainable: str = "all"
+    """Which weights train: 'all' (the reference), or 'head' (the last up-convolution and the query fusion, the U-Net
+    trunk frozen in eval mode, as RL's trainable='head'; used by the control 'supervised (continued)')."""
     max_skipped_updates: int = 10
     """A step whose loss or gradient norm is not finite is skipped before the optimiser step (weights and optimiser
     state unchanged; the learning-rate schedule still advances) and counted in history['skipped_updates'] (0 or 1

@@ -32,7 +32,8 @@ from ..seeding import seed_everything
 from .bootstrap import paired_bootstrap
 from .io import _json_ready, _write_csv, git_commit, machine_info, portable_path
 from .registry import BenchmarkContext, Loader, SystemModel, load_systems
-from .tables import BASELINE, CI_LEVEL, N_RESAMPLES, PAIR_TYPES, SPLITS, summary_table, tidy_items
+from .tables import (BASELINE, CI_LEVEL, CONTROLS, N_RESAMPLES, PAIR_TYPES, RL_SYSTEMS, SPLITS, summary_table,
+                     tidy_items)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
         raise RuntimeError(f"no test set could be built: {skipped_sets}")
     items = tidy_items(frames, list(loaded))
     summary = summary_table(items)
-    boot = paired_bootstrap(items, n_resamples=n_resamples, level=level, seed=seed)
+    boot = control_bootstrap(items, n_resamples=n_resamples, level=level, seed=seed)
     run = run_record(ctx, command=command, seed=seed, wall_s=round(time.perf_counter() - t0, 2), n_items=n_items,
                      test_sets=list(test_sets), skipped_sets=skipped_sets, modalities=modalities, loaded=loaded,
                      missing=missing, n_resamples=n_resamples, level=level)
@@ -217,6 +218,21 @@ def run_benchmark(profile: str | Profile | None = None, *, systems: Iterable[str
     if out is not None:
         save_results(result, out)
     return result
+
+
+def control_bootstrap(items: pd.DataFrame, n_resamples: int = N_RESAMPLES, level: float = CI_LEVEL,
+                      seed: int = 0) -> pd.DataFrame:
+    """:func:`paired_bootstrap` of every learned system against :data:`BASELINE`, then of every RL system
+    (:data:`RL_SYSTEMS`) against each control (:data:`CONTROLS`) present: rows whose ``baseline`` is the control."""
+    frames = [paired_bootstrap(items, n_resamples=n_resamples, level=level, seed=seed)]
+    present = set(items["system"])
+    rl = [s for s in RL_SYSTEMS if s in present]
+    for control in CONTROLS:
+        if control in present and rl:
+            frames.append(paired_bootstrap(items, baseline=control, systems=rl, n_resamples=n_resamples,
+                                           level=level, seed=seed))
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(frames, ignore_index=True)
 
 
 @torch.no_grad()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from ..config import Profile, get_profile
+from ..config import Profile, get_profile, rl_preset
 from ..device import to_device
 from ..encoders.load import load_judge, load_query_encoder
 from ..queries import QueryBank, load_or_build_query_bank
@@ -149,16 +149,54 @@ def load_aligned_no_rl(ctx: BenchmarkContext) -> SystemModel:
     return SystemModel(sup.model, bank, sup.history, f"{sup.source}, queried by the aligned encoder {stack.key}")
 
 
+def load_rl_control(ctx: BenchmarkContext, name: str, **changes: Any) -> SystemModel:
+    """A control of the RL claims: the ``plus`` preset with ``changes`` (e.g. ``advantage="none"``: the entropy
+    and KL terms only), trained from the same supervised start for the same number of steps.
+
+    Raises:
+        SystemUnavailable: the RL trainer does not exist, or RLConfig has no field named in ``changes``.
+    """
+    try:
+        from ..rl.trainer import load_or_train_rl  # here: a missing trainer leaves the system out
+    except ImportError as exc:
+        raise SystemUnavailable(f"mars_core.rl.trainer.load_or_train_rl is not available ({exc})") from exc
+    base = rl_preset(ctx.profile, "plus")
+    unknown = [k for k in changes if not hasattr(base, k)]
+    if unknown:
+        raise SystemUnavailable(f"RLConfig has no field {unknown[0]!r}: the {name!r} control cannot be trained")
+    cfg = replace(base, preset=name, **changes)
+    on = {} if ctx.device is None else {"device": ctx.device}
+    out = load_or_train_rl(ctx.profile, "plus", aligned=True, config=cfg, progress=ctx.progress, **on)
+    return _as_system_model(out, f"load_or_train_rl({ctx.profile.name!r}, plus with {changes})")
+
+
+def load_supervised_continued(ctx: BenchmarkContext) -> SystemModel:
+    """The control 'supervised (continued)': the supervised start trained on by supervision with the ``plus``
+    preset's budget (as many optimiser updates, the same trainable weights, optimiser and learning rate;
+    :func:`mars_core.supervised.continued.continued_config`)."""
+    from ..supervised.continued import load_or_continue  # here: like the RL loaders, missing -> left out
+
+    sup = ctx.supervised()
+    on = {} if ctx.device is None else {"device": ctx.device}
+    model, history = load_or_continue(ctx.profile, sup.model, rl_preset(ctx.profile, "plus"), bank=ctx.query_bank(),
+                                      build_dir=ctx.build_dir, progress=ctx.progress, **on)
+    return SystemModel(model.eval(), None, history, str(history.get("source", "")))
+
+
 SYSTEMS: dict[str, Loader] = {
     "supervised": load_supervised,
     "MARS-Sep paper": lambda ctx: load_rl(ctx, "paper", aligned=True),
     "MARS-Sep plus": lambda ctx: load_rl(ctx, "plus", aligned=True),
     "RL, un-aligned encoder": lambda ctx: load_rl(ctx, "plus", aligned=False),
     "aligned encoder, no RL": load_aligned_no_rl,
+    "supervised (continued)": load_supervised_continued,
+    "entropy only": lambda ctx: load_rl_control(ctx, "entropy-only", advantage="none"),
+    "pathwise": lambda ctx: load_rl_control(ctx, "pathwise", estimator="pathwise"),
 }
 """The learned systems, in table order: name -> loader ``(BenchmarkContext) -> SystemModel``."""
 SYSTEM_ALIASES = {"supervised": "supervised", "paper": "MARS-Sep paper", "plus": "MARS-Sep plus",
-                  "rl-unaligned": "RL, un-aligned encoder", "aligned-no-rl": "aligned encoder, no RL"}
+                  "rl-unaligned": "RL, un-aligned encoder", "aligned-no-rl": "aligned encoder, no RL",
+                  "continued": "supervised (continued)", "entropy-only": "entropy only", "pathwise": "pathwise"}
 """Short command-line names of :data:`SYSTEMS`."""
 SYSTEM_DESCRIPTIONS = {
     "supervised": "separator trained with mix-and-separate + Query-Mixup (notebook 02); the baseline",
@@ -168,6 +206,11 @@ SYSTEM_DESCRIPTIONS = {
                      "semantic reward minus a contamination penalty",
     "RL, un-aligned encoder": "ablation: the plus preset rewarded by the encoder before progressive alignment",
     "aligned encoder, no RL": "ablation: the supervised separator queried with the aligned encoder's embeddings",
+    "supervised (continued)": "control: the supervised start trained on by supervision with plus's budget (updates, "
+                              "trainable weights, optimiser, learning rate)",
+    "entropy only": "control: the plus preset without its policy gradient (advantage 'none': entropy and KL terms only)",
+    "pathwise": "control: the plus preset with the pathwise (reparameterised) gradient of the differentiable SI-SDR "
+                "reward (the headroom a low-variance estimator could reach)",
 }
 
 

@@ -19,6 +19,12 @@ REFERENCE_SYSTEMS = ("mixture", "mixture / 2", "oracle IBM", "oracle IRM", "clea
 """Query-blind rows of :func:`~mars_core.evaluation.evaluate.evaluate_references` (``clean target``: judge scores only)."""
 BASELINE = "supervised"
 """The system every learned system is compared with in :func:`paired_bootstrap`."""
+CONTROLS = ("supervised (continued)", "entropy only", "pathwise")
+"""Controls of the RL claims (docs/method.md section 9): the supervised start trained on by supervision for as many
+updates as RL makes, the RL preset with its entropy/KL terms only (no policy gradient), and the pathwise gradient of a
+differentiable reward (the headroom). Every RL system is also bootstrapped against each control present."""
+RL_SYSTEMS = ("MARS-Sep paper", "MARS-Sep plus", "RL, un-aligned encoder")
+"""The RL systems that are compared with each of :data:`CONTROLS`."""
 METRICS = ("sdr", "sir", "sar", "si_sdri", "semantic", "semantic_image", "contamination", "semantic_margin")
 """Columns summarised and bootstrapped (those present)."""
 METRIC_UNITS = {"sdr": "dB", "sir": "dB", "sar": "dB", "si_sdri": "dB", "semantic": "points",

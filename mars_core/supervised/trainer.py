@@ -26,7 +26,7 @@ from ..data.mixing import MixtureDataset, collate
 from ..evaluation.validation import ValidationSet, validate, validation_set
 from ..progress import CsvLog, Progress, last_row
 from ..queries import TRAIN_QUERIES, QueryBank, compose, item_queries, mixup_weights, modality_embeddings
-from ..runs import TrainState, keep_if_best, resume_last, save_last
+from ..runs import TrainState, encoder_fingerprint, keep_if_best, resume_last, save_last
 from ..seeding import item_rng
 from ..separator import QuerySeparator, new_separator
 from .loss import mask_targets, supervised_loss
@@ -40,16 +40,16 @@ UNHASHED_FIELDS = ("max_skipped_updates",)
 finishes is the same run), so cached runs and the shipped checkpoints keep their keys."""
 
 
-QUERY_AUGMENTATION_FIELDS = ("query_noise", "pure_query_prob", "hard_pair_prob")
-"""Fields added after runs were shipped; at their default 0 they are left out of :func:`run_config`, so the keys of
-runs made without them stay what they were."""
+QUERY_AUGMENTATION_FIELDS = {"query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0, "trainable": "all"}
+"""Fields added after runs were shipped, with their defaults; at the default they are left out of :func:`run_config`,
+so the keys of runs made without them stay what they were."""
 
 
 def run_config(profile: Profile, cfg: SupervisedConfig, bank: QueryBank) -> dict[str, Any]:
     """What a run depends on: sizes, data, separator, training config (less :data:`UNHASHED_FIELDS`, and the
-    :data:`QUERY_AUGMENTATION_FIELDS` at 0), encoder and manifest."""
+    :data:`QUERY_AUGMENTATION_FIELDS` at their defaults), encoder and manifest."""
     train = {k: v for k, v in asdict(cfg).items()
-             if k not in UNHASHED_FIELDS and not (k in QUERY_AUGMENTATION_FIELDS and v == 0)}
+             if k not in UNHASHED_FIELDS and not (k in QUERY_AUGMENTATION_FIELDS and v == QUERY_AUGMENTATION_FIELDS[k])}
     return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
             "separator": asdict(profile.separator), "supervised": train, "queries": bank.key}
 
@@ -84,6 +84,8 @@ def check_config(cfg: SupervisedConfig) -> None:
         v = getattr(cfg, name)
         if not is_real(v) or not 0 <= v <= 1:
             raise ValueError(f"{name} must be a finite number in [0, 1], got {v!r}")
+    if cfg.trainable not in ("all", "head"):
+        raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
     if cfg.pure_query_prob > 0 and cfg.query != "mixup":
         raise ValueError(f"pure_query_prob applies to Query-Mixup training (query='mixup'), not query={cfg.query!r}")
 
@@ -101,9 +103,17 @@ def lr_factor(step: int, cfg: SupervisedConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: SupervisedConfig):
-    """``(optimizer, scheduler)``: Adam or AdamW at ``cfg.lr`` with :func:`lr_factor` as a LambdaLR."""
+    """``(optimizer, scheduler)``: Adam or AdamW at ``cfg.lr`` with :func:`lr_factor` as a LambdaLR, over every
+    parameter (``trainable="all"``) or the head's (``"head"``: :meth:`~mars_core.separator.QuerySeparator.head_parameter_names`;
+    the others get ``requires_grad=False``)."""
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    opt = cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    if cfg.trainable == "head":
+        head = set(model.head_parameter_names())
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in head)
+        params = [p for name, p in model.named_parameters() if name in head]
+    opt = cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
 
@@ -290,6 +300,7 @@ def train_supervised(
     build_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    init: QuerySeparator | None = None,
 ) -> tuple[QuerySeparator, dict]:
     """Train the separator with supervision; return the best-validation model and its ``history``.
 
@@ -303,6 +314,8 @@ def train_supervised(
             another run raises ``ValueError``.
         stop_after: stop (checkpointed) after this many steps, as a killed run would.
         device: default CUDA when available, else CPU (bit-exact resumption is promised on CPU).
+        init: start from these weights (copied; the run config records their key) instead of a fresh
+            separator (the control 'supervised (continued)', :mod:`mars_core.supervised.continued`).
 
     Under torchrun (a process group, :mod:`mars_core.distributed`) each of the ``W`` ranks trains on its
     ``batch_mixtures / W`` mixtures of every step (``batch_mixtures`` is the global batch) through DDP with
@@ -332,6 +345,9 @@ def train_supervised(
     world, main = distributed.world_size(), distributed.is_main()
     share = {"part": distributed.part(cfg.batch_mixtures)} if world > 1 else {}  # this rank's mixtures
     model = new_separator(prof, cfg.seed, cfg.query_init_std).to(device)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+        run_cfg = dict(run_cfg, init=encoder_fingerprint(init)[:16])
     if world > 1:
         distributed.sync_batchnorm(model)
     opt, sched = make_optimizer(model, cfg)
@@ -347,10 +363,10 @@ def train_supervised(
     prog = Progress(cfg.steps, f"supervised {prof.name}", show=("loss", "val_sdr"), initial=start,
                     enabled=progress and main)
     csv_log = CsvLog(Path(run_dir) / "metrics.csv" if run_dir is not None and main else None, resume_step=start,
-                     fields=HISTORY_KEYS[1:4] + HISTORY_KEYS[5:])  # step = steps done
+                     fields=HISTORY_KEYS[1:4] + HISTORY_KEYS[5:] + ("skipped_updates",))  # step = steps done
     t0 = time.perf_counter()
     for step in range(start, end):
-        model.train()
+        model.train(cfg.trainable == "all")  # head only: the trunk's batch norms keep their statistics (as RL)
         batch = training_batch(ds, bank, fe, step, cfg, device, **share)
         train_step(model, opt, sched, batch, cfg, st.history, step, forward=forward)
         done = step + 1
@@ -358,7 +374,7 @@ def train_supervised(
         checkpoint = last is not None and (done % cfg.ckpt_every == 0 or done == end)
         if evaluate and main:
             validate_and_keep(model, val, fe, st, done)
-        row = last_row(st.history, HISTORY_KEYS[1:4], HISTORY_KEYS[5:], at=done)
+        row = last_row(st.history, HISTORY_KEYS[1:4] + ("skipped_updates",), HISTORY_KEYS[5:], at=done)
         csv_log.log(done, **row)
         prog.update(done, **row)
         if checkpoint:
@@ -373,4 +389,6 @@ def train_supervised(
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end)
     if end == cfg.steps and st.best_state is not None and main:  # other ranks: no validation, last weights
         model.load_state_dict(st.best_state)
+    for p in model.parameters():  # trainable="head" froze the trunk for this run only
+        p.requires_grad_(True)
     return distributed.local_batchnorm(model).cpu().eval(), history
