@@ -286,6 +286,10 @@ class RLConfig:
     into S equal time segments, each rewarded (its SI-SDR, the encoder's embedding of its window), advantages normalised per
     segment within the group, and each bin credited with its frame's segment's advantage; why: one scalar advantage spread
     over every bin gives a gradient whose noise grows with the bins (scripts/rl_gradient_check.py), S divides that dimension."""
+    segment_terms: str = "all"
+    """With reward_segments S > 0, which reward terms are computed per segment: 'all' (the encoder embeds every segment's
+    window: about 50x the reward's cost at cpu size, 64 segments) or 'signal' (only the SI-SDR signal term is per segment;
+    the semantic and contamination terms stay one embedding per waveform, the same for all its segments)."""
     estimator: str = "score"
     """'score': the score-function (likelihood-ratio) gradient of PPO/GRPO (the method). 'pathwise': the reparameterised gradient
     of the differentiable signal term (Beta rsample -> iSTFT -> clamped SI-SDR / 10, needs lambda_sig > 0; the semantic and

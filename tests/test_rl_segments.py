@@ -72,6 +72,23 @@ def test_per_segment_signal_and_semantic_terms_by_hand():
     assert enc.calls == [(2, 2, False)]  # equal lengths: one encoder call for both windows
 
 
+def test_signal_only_segments_keep_one_embedding_per_waveform():
+    length = 4000
+    ref = _tones(1, length)
+    est = ref.clone()
+    est[0, 2000:] = torch.tensor(np.random.default_rng(0).standard_normal(2000), dtype=torch.float32)
+    enc = FeatureEncoder()
+    z = F.normalize(torch.tensor([[1.0, 2.0, 0.5, 1.0]]), dim=-1)
+    R, terms = RewardModel(_stack(enc), SR, lambda_sig=1.0, segment_terms="signal")(est, z, None, ref, segments=2)
+    whole = float(FeatureEncoder.features(est[0].numpy()) @ z[0].numpy())  # the semantic term of the whole waveform
+    assert terms["semantic"][0].tolist() == pytest.approx([whole, whole], abs=1e-6)
+    assert terms["signal"][0, 0].item() == pytest.approx(3.0)  # segment 0 is the reference: the 30 dB clamp
+    assert R[0].tolist() == pytest.approx([whole + 3.0, whole + terms["signal"][0, 1].item()], abs=1e-6)
+    assert enc.calls == [(1, 1, False)]  # one call on the one whole waveform (per segment: (2, 2, False))
+    with pytest.raises(ValueError, match="segment_terms"):
+        RewardModel(_stack(enc), SR, segment_terms="semantic")(est, z, None, ref, segments=2)
+
+
 def test_one_segment_equals_the_whole_waveform_reward():
     wav, refs = _tones(3, 4001), _tones(3, 4001).flip(0)  # 4001: an odd length
     wav[1] += 0.05

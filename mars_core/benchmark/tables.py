@@ -20,7 +20,7 @@ REFERENCE_SYSTEMS = ("mixture", "mixture / 2", "oracle IBM", "oracle IRM", "clea
 BASELINE = "supervised"
 """The system every learned system is compared with in :func:`paired_bootstrap`."""
 CONTROLS = ("supervised (continued)", "entropy only", "pathwise")
-"""Controls of the RL claims (docs/method.md section 9): the supervised start trained on by supervision for as many
+"""Controls of the RL claims (docs/method.md section 8): the supervised start trained on by supervision for as many
 updates as RL makes, the RL preset with its entropy/KL terms only (no policy gradient), and the pathwise gradient of a
 differentiable reward (the headroom). Every RL system is also bootstrapped against each control present."""
 RL_SYSTEMS = ("MARS-Sep paper", "MARS-Sep plus", "RL, un-aligned encoder")

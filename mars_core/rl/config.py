@@ -36,6 +36,8 @@ def _check_estimator(cfg: RLConfig) -> None:
     if cfg.estimator == "pathwise" and not (_is_real(cfg.lambda_sig) and cfg.lambda_sig > 0):
         raise ValueError("estimator='pathwise' differentiates the signal term (SI-SDR) through the sampled masks; "
                          "with lambda_sig=0 it has nothing to differentiate: set lambda_sig > 0 or estimator='score'")
+    if cfg.segment_terms not in ("all", "signal"):
+        raise ValueError(f"segment_terms must be 'all' or 'signal', got {cfg.segment_terms!r}")
     if cfg.estimator == "pathwise" and cfg.reward_segments:
         raise ValueError("reward_segments applies to the score-function estimator (it shapes its advantages); "
                          "estimator='pathwise' differentiates each sample's reward itself: set reward_segments=0")

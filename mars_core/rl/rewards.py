@@ -88,6 +88,8 @@ class RewardModel:
         sample_rate: rate of the waveforms (resampled to the encoder's when they differ).
         lambda_sig, lambda_neg: weights of the signal and contamination terms (0: not computed).
         batch_size: waveforms per encoder call; 0 puts all of them in one call.
+        segment_terms: with segments, ``"all"`` terms per segment or only the ``"signal"`` term
+            (``RLConfig.segment_terms``; the encoder then embeds each whole waveform once).
     """
 
     stack: object
@@ -95,6 +97,7 @@ class RewardModel:
     lambda_sig: float = 0.0
     lambda_neg: float = 0.0
     batch_size: int = 0
+    segment_terms: str = "all"
 
     @torch.no_grad()
     def embed(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -133,7 +136,12 @@ class RewardModel:
                 raise ValueError(f"references {tuple(references.shape)} must have the waveforms' shape "
                                  f"{tuple(waveforms.shape)}")
         seg = int(segments)
-        a = per_segment(self.embed, seg, waveforms) if seg else self.embed(waveforms)  # (N, [S,] D)
+        if self.segment_terms not in ("all", "signal"):
+            raise ValueError(f"segment_terms must be 'all' or 'signal', got {self.segment_terms!r}")
+        per_seg_embed = seg and self.segment_terms == "all"
+        a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
+        if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
+            a = a.unsqueeze(1).expand(-1, seg, -1)
         zt = z.to(a).unsqueeze(1) if seg else z.to(a)
         semantic = F.cosine_similarity(a, zt, dim=-1, eps=1e-8)
         zero = torch.zeros_like(semantic)

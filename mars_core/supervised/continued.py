@@ -1,7 +1,7 @@
 """The control 'supervised (continued)': the supervised start trained on by supervision with an RL run's budget.
 
 A gain of RL over its supervised start only counts if more supervised training from the same start, for the same
-number of optimiser updates, does not give it too (docs/method.md section 9). :func:`continued_config` turns an
+number of optimiser updates, does not give it too (docs/method.md section 8). :func:`continued_config` turns an
 :class:`~mars_core.config.RLConfig` into that budget:
 
 * updates = ``steps x ppo_epochs x minibatches`` (every PPO minibatch is one optimiser update);
