@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mars_core.config import SupervisedConfig, get_profile
 from mars_core.data.mixing import MixtureDataset
-from mars_core.encoders.pairs import restyle_images
+from mars_core.encoders.pairs import generic_words, recompose_prompt, restyle_images
 from mars_core.encoders.preprocess import CLIP_MEAN, CLIP_STD
 from mars_core.runs import config_hash
 from mars_core.supervised import check_config, run_config
@@ -106,3 +106,43 @@ def test_restyled_images_are_line_art_or_posterised_cartoons():
             assert len(torch.unique(torch.round(ch * 1e4))) <= 6
     rng = np.random.default_rng(3)
     assert restyle_images(x, rng, 0.0, 0.0) is x and rng.random() == np.random.default_rng(3).random()
+
+
+def test_generic_words_are_the_shared_template_words_without_class_names():
+    classes = ["dog", "acoustic_guitar", "cat", "flute"]
+    prompts = ["the sound of a dog", "a dog barking", "the sound of a acoustic guitar", "strummed acoustic guitar",
+               "the sound of a cat", "a cat purring", "flute music", "a flute"]
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    # by hand: 'the', 'sound', 'of' are in 3 of 4 classes, 'a' in 4; 'barking', 'music', ... in 1; names excluded
+    assert generic_words(prompts, labels, classes) == ["a", "of", "sound", "the"]
+
+
+def test_recomposed_prompts_hold_the_name_once_between_generic_words():
+    vocab = ["a", "of", "sound", "the"]
+    rng = np.random.default_rng(0)
+    fills = []
+    for _ in range(300):
+        words = recompose_prompt("acoustic_guitar", vocab, rng).split()
+        i = words.index("acoustic")
+        assert words[i + 1] == "guitar" and words.count("acoustic") == 1
+        rest = words[:i] + words[i + 2:]
+        assert set(rest) <= set(vocab)
+        assert 0 <= i <= 4 and 0 <= len(rest) - i <= 4
+        fills.append(len(rest))
+    assert set(fills) == set(range(9))  # 0..4 before plus 0..4 after, every total reached
+    assert recompose_prompt("dog", [], rng) == "dog"
+
+
+def test_prompt_recomposition_off_leaves_batches_unchanged(fake_build):
+    from mars_core.encoders.minibind import MiniBind
+    from mars_core.encoders.pairs import load_split, sample_batch
+    from mars_core.encoders.train import TrainConfig
+
+    model = MiniBind(SMOKE.encoder, SMOKE.audio.sample_rate, seed=0).eval()
+    data = load_split(fake_build, "train", 8000, model.image_size)
+    cfg = TrainConfig.for_profile("smoke")
+    a = sample_batch(data, model, cfg, 3)
+    b = sample_batch(data, model, replace(cfg, prompt_recompose_prob=0.0), 3)
+    assert torch.equal(a.text, b.text) and torch.equal(a.images, b.images)
+    c = sample_batch(data, model, replace(cfg, prompt_recompose_prob=1.0), 3)
+    assert not torch.equal(a.text, c.text) and torch.equal(a.labels, c.labels)

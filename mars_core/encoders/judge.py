@@ -45,10 +45,11 @@ def judge_encoder_config(profile: str | Profile | None = None) -> EncoderConfig:
 
 
 def judge_train_config(profile: str | Profile | None = None, **overrides: Any) -> TrainConfig:
-    """The profile's training config with the judge's seed, without image restyling (the shipped judges were
-    trained before :func:`~mars_core.encoders.pairs.restyle_images` existed and stay as they are)."""
-    return TrainConfig.for_profile(profile, **dict({"seed": JUDGE_SEED, "cartoon_prob": 0.0, "line_prob": 0.0},
-                                                   **overrides))
+    """The profile's training config with the judge's seed, without image restyling or prompt recomposition
+    (the shipped judges were trained before :func:`~mars_core.encoders.pairs.restyle_images` and
+    :func:`~mars_core.encoders.pairs.recompose_prompt` existed and stay as they are)."""
+    off = {"cartoon_prob": 0.0, "line_prob": 0.0, "prompt_recompose_prob": 0.0}
+    return TrainConfig.for_profile(profile, **dict({"seed": JUDGE_SEED, **off}, **overrides))
 
 
 @torch.no_grad()

@@ -229,6 +229,31 @@ def restyle_images(x: torch.Tensor, rng: np.random.Generator, cartoon_prob: floa
     return torch.stack(out)
 
 
+def generic_words(prompts: list[str], labels: np.ndarray, classes: list[str]) -> list[str]:
+    """Words of the prompts that are not about any class: those used by at least half of the classes' prompts
+    (the shared templates' words: "the", "sound", "recording", ...), minus every class name's words. Sorted.
+
+    The vocabulary :func:`recompose_prompt` fills prompts with; computed from the training prompts only.
+    """
+    names = {w for c in classes for w in c.replace("_", " ").lower().split()}
+    users: dict[str, set[int]] = {}
+    for text, lab in zip(prompts, labels):
+        for w in text.lower().split():
+            users.setdefault(w, set()).add(int(lab))
+    need = max(1, (len(set(int(x) for x in labels)) + 1) // 2)
+    return sorted(w for w, who in users.items() if len(who) >= need and w not in names)
+
+
+def recompose_prompt(name: str, vocab: list[str], rng: np.random.Generator, max_fill: int = 4) -> str:
+    """A new prompt for a class: its name (``acoustic_guitar`` -> ``acoustic guitar``) between ``U{0..max_fill}``
+    generic words drawn from ``vocab`` before it and as many after it, so that the text tower learns that the class
+    name, not the template around it, carries the class (held-out templates put the name in contexts no training
+    prompt has)."""
+    before, after = rng.integers(0, max_fill + 1, 2)
+    words = [vocab[i] for i in rng.integers(0, len(vocab), before + after)] if vocab else []
+    return " ".join(words[:before] + [name.replace("_", " ")] + words[before:])
+
+
 # --------------------------------------------------------------------------- batches
 @dataclass
 class PairBatch:
@@ -276,6 +301,11 @@ def sample_batch(data: SplitData, model, cfg, step: int, per_class: int | None =
                                           (cfg.snr_db_low, cfg.snr_db_high)))
         image_idx.extend(pick(rng, data.image_labels, c, per_class).tolist())
         texts.extend(data.prompts[j] for j in pick(rng, data.prompt_labels, c, per_class))
+    if getattr(cfg, "prompt_recompose_prob", 0.0) > 0:  # no draw otherwise: runs without it are unchanged
+        vocab = generic_words(data.prompts, data.prompt_labels, data.classes)
+        names = [data.classes[c] for c in classes for _ in range(per_class)]
+        redo = rng.random(len(texts)) < cfg.prompt_recompose_prob
+        texts = [recompose_prompt(n, vocab, rng) if r else t for t, n, r in zip(texts, names, redo)]
     feats = torch.zeros(0)
     if audio:
         feats = model.prepare_audio_crops(torch.from_numpy(np.stack(crops)))

@@ -81,6 +81,10 @@ class TrainConfig:
     line_prob: float = 0.0
     """Probability of redrawing an image (not made a cartoon) as black line art on white (pairs.restyle_images)."""
 
+    prompt_recompose_prob: float = 0.0
+    """Probability of replacing a training prompt by its class name between random generic template words
+    (pairs.recompose_prompt); 0 trains on the prompts as written."""
+
     @property
     def total_steps(self) -> int:
         """Both stages."""
@@ -95,7 +99,8 @@ class TrainConfig:
 
 _PROFILE_TRAIN: dict[str, dict[str, Any]] = {
     "smoke": dict(clip_steps=200, steps=300, lr=2e-3, warmup_steps=30, eval_every=50, ckpt_every=50),
-    "cpu": dict(clip_steps=1000, steps=2000, lr=2e-3, warmup_steps=100, eval_every=100, ckpt_every=100),
+    "cpu": dict(clip_steps=1000, steps=2000, lr=2e-3, warmup_steps=100, eval_every=100, ckpt_every=100,
+                prompt_recompose_prob=0.5),
     "full": dict(clip_steps=5000, steps=20000, items_per_class=8, clip_items_per_class=16, lr=1e-3,
                  warmup_steps=1000, eval_every=1000, ckpt_every=1000),
 }
