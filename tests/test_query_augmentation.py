@@ -85,6 +85,10 @@ def test_new_fields_keep_old_run_keys_and_are_checked():
             check_config(replace(TINY, **{field: value}))
     with pytest.raises(ValueError, match="pure_query_prob"):
         check_config(replace(TINY, query="text", pure_query_prob=0.5))
+    with pytest.raises(ValueError, match="trainable"):
+        check_config(replace(TINY, trainable="trunk"))
+    assert "trainable" not in run["supervised"]  # at its default 'all' the old keys stay
+    assert run_config(SMOKE, replace(TINY, trainable="head"), bank)["supervised"]["trainable"] == "head"
 
 
 def _pixels(x):
