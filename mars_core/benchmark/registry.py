@@ -117,8 +117,9 @@ def load_supervised(ctx: BenchmarkContext) -> SystemModel:
     return ctx.supervised()
 
 
-def load_rl(ctx: BenchmarkContext, preset: str, aligned: bool) -> SystemModel:
-    """An RL fine-tuned separator from :func:`mars_core.rl.trainer.load_or_train_rl` (imported here, lazily).
+def load_rl(ctx: BenchmarkContext, preset: str, aligned: bool, seed: int = 0) -> SystemModel:
+    """An RL fine-tuned separator from :func:`mars_core.rl.trainer.load_or_train_rl` (imported here, lazily);
+    ``seed`` other than 0 trains the preset with ``RLConfig.seed = seed`` (the spread over RL seeds).
 
     Raises:
         SystemUnavailable: the RL trainer module does not exist (yet).
@@ -128,8 +129,10 @@ def load_rl(ctx: BenchmarkContext, preset: str, aligned: bool) -> SystemModel:
     except ImportError as exc:
         raise SystemUnavailable(f"mars_core.rl.trainer.load_or_train_rl is not available ({exc})") from exc
     on = {} if ctx.device is None else {"device": ctx.device}  # None: the trainer's default
+    if seed:
+        on["config"] = replace(rl_preset(ctx.profile, preset), seed=seed)
     out = load_or_train_rl(ctx.profile, preset, aligned=aligned, progress=ctx.progress, **on)
-    return _as_system_model(out, f"load_or_train_rl({ctx.profile.name!r}, {preset!r}, aligned={aligned})")
+    return _as_system_model(out, f"load_or_train_rl({ctx.profile.name!r}, {preset!r}, aligned={aligned}, seed={seed})")
 
 
 def load_aligned_no_rl(ctx: BenchmarkContext) -> SystemModel:
@@ -187,6 +190,8 @@ SYSTEMS: dict[str, Loader] = {
     "supervised": load_supervised,
     "MARS-Sep paper": lambda ctx: load_rl(ctx, "paper", aligned=True),
     "MARS-Sep plus": lambda ctx: load_rl(ctx, "plus", aligned=True),
+    "MARS-Sep plus, seed 1": lambda ctx: load_rl(ctx, "plus", aligned=True, seed=1),
+    "MARS-Sep plus, seed 2": lambda ctx: load_rl(ctx, "plus", aligned=True, seed=2),
     "RL, un-aligned encoder": lambda ctx: load_rl(ctx, "plus", aligned=False),
     "aligned encoder, no RL": load_aligned_no_rl,
     "supervised (continued)": load_supervised_continued,
@@ -196,6 +201,7 @@ SYSTEMS: dict[str, Loader] = {
 """The learned systems, in table order: name -> loader ``(BenchmarkContext) -> SystemModel``."""
 SYSTEM_ALIASES = {"supervised": "supervised", "paper": "MARS-Sep paper", "plus": "MARS-Sep plus",
                   "rl-unaligned": "RL, un-aligned encoder", "aligned-no-rl": "aligned encoder, no RL",
+                  "plus-seed1": "MARS-Sep plus, seed 1", "plus-seed2": "MARS-Sep plus, seed 2",
                   "continued": "supervised (continued)", "entropy-only": "entropy only", "pathwise": "pathwise"}
 """Short command-line names of :data:`SYSTEMS`."""
 SYSTEM_DESCRIPTIONS = {
@@ -204,6 +210,9 @@ SYSTEM_DESCRIPTIONS = {
                       "(REINFORCE + entropy), semantic reward of the aligned encoder and MLBP anchor",
     "MARS-Sep plus": "RL from the baseline, our preset: G masks per item, group advantages, 2 PPO epochs, "
                      "semantic reward minus a contamination penalty",
+    "MARS-Sep plus, seed 1": "the plus preset trained again with RL seed 1 (rollout samples, minibatch order, Query-Mixup"
+                             " weights): the spread over seeds",
+    "MARS-Sep plus, seed 2": "the plus preset trained again with RL seed 2",
     "RL, un-aligned encoder": "ablation: the plus preset rewarded by the encoder before progressive alignment",
     "aligned encoder, no RL": "ablation: the supervised separator queried with the aligned encoder's embeddings",
     "supervised (continued)": "control: the supervised start trained on by supervision with plus's budget (updates, "

@@ -23,7 +23,8 @@ CONTROLS = ("supervised (continued)", "entropy only", "pathwise")
 """Controls of the RL claims (docs/method.md section 8): the supervised start trained on by supervision for as many
 updates as RL makes, the RL preset with its entropy/KL terms only (no policy gradient), and the pathwise gradient of a
 differentiable reward (the headroom). Every RL system is also bootstrapped against each control present."""
-RL_SYSTEMS = ("MARS-Sep paper", "MARS-Sep plus", "RL, un-aligned encoder")
+RL_SYSTEMS = ("MARS-Sep paper", "MARS-Sep plus", "MARS-Sep plus, seed 1", "MARS-Sep plus, seed 2",
+              "RL, un-aligned encoder")
 """The RL systems that are compared with each of :data:`CONTROLS`."""
 METRICS = ("sdr", "sir", "sar", "si_sdri", "semantic", "semantic_image", "contamination", "semantic_margin")
 """Columns summarised and bootstrapped (those present)."""
