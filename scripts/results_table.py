@@ -4,8 +4,9 @@
 
 Rows: the reference systems, the supervised baseline and each learned system, per query kind;
 columns: SDR, SI-SDRi (dB) and the judge's semantic score, mean ± standard error (test split,
-random pairs unless --split/--pairs say otherwise). A second table: each system's SDR change over
-the supervised baseline with its 95 % paired-bootstrap interval.
+random pairs unless --split/--pairs say otherwise). A second table: each system's SDR (``--metric``) change over
+the supervised baseline with its 95 % paired-bootstrap interval; a third, when the run has controls: each RL
+system's change over each control.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ def scores(summary: pd.DataFrame, split: str, pairs: str) -> str:
     return "\n".join(lines)
 
 
-def changes(boot: pd.DataFrame, split: str, pairs: str, metric: str = "sdr") -> str:
+def changes(boot: pd.DataFrame, split: str, pairs: str, metric: str = "sdr", controls: bool = False) -> str:
+    """Paired-bootstrap rows: against the supervised baseline, or (``controls``) against each control."""
     b = boot[(boot["split"] == split) & (boot["pairs"] == pairs) & (boot["metric"] == metric)]
-    cols = [c for c in ("system", "modality", "mean_diff", "ci_low", "ci_high", "n") if c in b.columns]
+    if "baseline" in b.columns:
+        b = b[(b["baseline"] != "supervised") if controls else (b["baseline"] == "supervised")]
+    cols = [c for c in ("system", "baseline", "modality", "mean_diff", "ci_low", "ci_high", "n") if c in b.columns]
     lines = [_row(cols), _row(["---"] * len(cols))]
     for r in b[cols].itertuples(index=False):
         lines.append(_row([f"{x:+.2f}" if isinstance(x, float) else x for x in r]))
@@ -46,10 +50,15 @@ def main() -> None:
     ap.add_argument("results", type=Path)
     ap.add_argument("--split", default="test")
     ap.add_argument("--pairs", default="random")
+    ap.add_argument("--metric", default="sdr", help="metric of the bootstrap tables (default sdr)")
     a = ap.parse_args()
+    boot = pd.read_csv(a.results / "bootstrap.csv")
     print(scores(pd.read_csv(a.results / "summary.csv"), a.split, a.pairs))
     print()
-    print(changes(pd.read_csv(a.results / "bootstrap.csv"), a.split, a.pairs))
+    print(changes(boot, a.split, a.pairs, a.metric))
+    if "baseline" in boot.columns and (boot["baseline"] != "supervised").any():
+        print()
+        print(changes(boot, a.split, a.pairs, a.metric, controls=True))
 
 
 if __name__ == "__main__":
