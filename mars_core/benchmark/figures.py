@@ -24,7 +24,7 @@ from ..config import get_profile
 from ..queries import EVAL_MODALITIES
 from ..viz import plot_spectrogram
 from .io import load_results, machine_info
-from .tables import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, REFERENCE_SYSTEMS
+from .tables import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, REFERENCE_SYSTEMS, against
 
 RL_CURVE_KEYS = ("reward_mean", "approx_kl", "clipfrac", "entropy", "val_sdr")
 """History keys drawn by :func:`plot_training_curves` (missing keys are tolerated)."""
@@ -122,9 +122,12 @@ def plot_hard_vs_random(summary: pd.DataFrame, metric: str = "sdr", ax=None, spl
     return ax
 
 
-def plot_bootstrap(boot: pd.DataFrame, metric: str = "sdr", ax=None, split: str = "test", pairs: str = "random"):
-    """Mean paired difference to the baseline with its bootstrap interval, per (system, query)."""
+def plot_bootstrap(boot: pd.DataFrame, metric: str = "sdr", ax=None, split: str = "test", pairs: str = "random",
+                   baseline: str = BASELINE):
+    """Mean paired difference to ``baseline`` (the supervised one, or a control) with its bootstrap interval,
+    per (system, query)."""
     ax = _ax(ax, (6, 3.5))
+    boot = against(boot, baseline)
     b = boot[(boot["split"] == split) & (boot["pairs"] == pairs) & (boot["metric"] == metric)].reset_index(drop=True)
     colours = _palette(list(dict.fromkeys(b["system"])))
     for i, r in b.iterrows():

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..queries import EVAL_MODALITIES
-from .tables import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, SPLITS
+from .tables import BASELINE, METRIC_NAMES, METRIC_UNITS, PAIR_TYPES, SPLITS, against
 
 __all__ = ["PAPER_RESULTS", "COLLAPSE_DB", "NEAR_DB", "change_sentence", "describe_results", "paper_comparison",
            "describe_paper_comparison"]
@@ -42,7 +42,9 @@ dataset (``test``: in-domain like VGGSound-clean+; ``test_timbre``: cross-domain
 
 
 # =========================================================================== lookups
-def _boot_row(boot: pd.DataFrame, system: str, split: str, pairs: str, modality: str, metric: str):
+def _boot_row(boot: pd.DataFrame, system: str, split: str, pairs: str, modality: str, metric: str,
+              baseline: str = BASELINE):
+    boot = against(boot, baseline)
     sel = boot[(boot["system"] == system) & (boot["split"] == split) & (boot["pairs"] == pairs)
                & (boot["modality"] == modality) & (boot["metric"] == metric)]
     return None if sel.empty else sel.iloc[0]
@@ -74,7 +76,7 @@ def change_sentence(boot: pd.DataFrame, profile: str, system: str, split: str, p
                     metric: str, baseline: str = BASELINE) -> str | None:
     """``"At <profile> size, <system> changes <modality>-query <metric> by +x.xx <unit> (95% CI [a, b]) over
     the <baseline> baseline on <split> (<pairs> pairs, n = N): <verdict>."``; ``None`` if not in ``boot``."""
-    r = _boot_row(boot, system, split, pairs, modality, metric)
+    r = _boot_row(boot, system, split, pairs, modality, metric, baseline)
     if r is None or not r["n"]:
         return None
     unit, pct, k = METRIC_UNITS.get(metric, ""), round(100 * float(r["level"])), _digits(r["ci_low"], r["ci_high"])
@@ -112,7 +114,7 @@ def describe_results(summary: pd.DataFrame, boot: pd.DataFrame, profile: str,
         if irm > mix and any(np.isfinite(v) for v in base.values()):
             share = ", ".join(f"{m} {100 * (v - mix) / (irm - mix):.0f}%" for m, v in base.items() if np.isfinite(v))
             lines.append(f"The {baseline} baseline covers this share of it: {share}.")
-    for s in (list(dict.fromkeys(boot["system"])) if len(boot) else []):
+    for s in (list(dict.fromkeys(against(boot, baseline)["system"])) if len(boot) else []):
         for sent in (change_sentence(boot, profile, s, "test", "random", "text", "sdr", baseline),
                      _all_queries(boot, s, "test", "random", "sdr"),
                      change_sentence(boot, profile, s, "test", "random", "text", "semantic", baseline),

@@ -97,3 +97,9 @@ def bootstrap_table(boot: pd.DataFrame, metrics: Sequence[str] = ("sdr", "semant
     wide = b.pivot_table(index=["system", "modality", "metric"], columns="test_set", values="value",
                          aggfunc="first", sort=False)
     return wide.reset_index().rename_axis(columns=None)
+
+
+def against(boot: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """The rows of a bootstrap table whose ``baseline`` is ``baseline`` (all rows of a table without that column,
+    as written before the controls existed)."""
+    return boot[boot["baseline"] == baseline] if "baseline" in boot.columns else boot
