@@ -204,7 +204,7 @@ def test_wide_and_bootstrap_tables(result):
     cell = wide[(wide["system"] == "supervised") & (wide["modality"] == "omni")]["sdr"].item()
     assert cell == f"{r['mean']:.2f} ± {r['sem']:.2f}"
     bt = B.bootstrap_table(result.bootstrap, ["sdr"])
-    assert list(bt.columns) == ["system", "modality", "metric", *result.test_sets] and len(bt) == 4
+    assert list(bt.columns) == ["system", "baseline", "modality", "metric", *result.test_sets] and len(bt) == 4
     b = result.bootstrap.iloc[0]
     expected = f"{b['mean_diff']:+.2f} [{b['ci_low']:+.2f}, {b['ci_high']:+.2f}]"
     assert bt.iloc[0][f"{b['split']}/{b['pairs']}"] == expected

@@ -89,13 +89,13 @@ def wide_table(summary: pd.DataFrame, split: str = "test", pairs: str = "random"
 
 def bootstrap_table(boot: pd.DataFrame, metrics: Sequence[str] = ("sdr", "semantic", "contamination"),
                     digits: int = 2) -> pd.DataFrame:
-    """``mean [low, high]`` strings: one row per (system, query, metric), one column per test set."""
+    """``mean [low, high]`` strings: one row per (system, baseline, query, metric), one column per test set."""
     b = boot[boot["metric"].isin(list(metrics))]
     b = b.assign(test_set=b["split"] + "/" + b["pairs"],
                  value=[f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
                         for m, lo, hi in zip(b["mean_diff"], b["ci_low"], b["ci_high"])])
-    wide = b.pivot_table(index=["system", "modality", "metric"], columns="test_set", values="value",
-                         aggfunc="first", sort=False)
+    index = ["system", "baseline", "modality", "metric"] if "baseline" in b.columns else ["system", "modality", "metric"]
+    wide = b.pivot_table(index=index, columns="test_set", values="value", aggfunc="first", sort=False)
     return wide.reset_index().rename_axis(columns=None)
 
 
