@@ -50,13 +50,18 @@ def test_segment_advantages_normalise_each_segment_within_its_group():
     np.testing.assert_allclose(adv_g[0, :, 0].numpy(), group_advantages(r[:, :, 0])[0][0].numpy(), atol=1e-6)
 
 
-def test_per_segment_signal_and_semantic_terms_by_hand():
-    length = 4000
+def _half_noise(length: int = 4000):
+    """A tone as the reference, the estimate equal to it in its first half and noise in its second; an anchor."""
     ref = _tones(1, length)
     est = ref.clone()
-    est[0, 2000:] = torch.tensor(np.random.default_rng(0).standard_normal(2000), dtype=torch.float32)
-    enc = FeatureEncoder()
-    z = F.normalize(torch.tensor([[1.0, 2.0, 0.5, 1.0]]), dim=-1)
+    est[0, length // 2:] = torch.tensor(np.random.default_rng(0).standard_normal(length - length // 2),
+                                        dtype=torch.float32)
+    return ref, est, FeatureEncoder(), F.normalize(torch.tensor([[1.0, 2.0, 0.5, 1.0]]), dim=-1)
+
+
+def test_per_segment_signal_and_semantic_terms_by_hand():
+    length = 4000
+    ref, est, enc, z = _half_noise(length)
     R, terms = RewardModel(_stack(enc), SR, lambda_sig=1.0)(est, z, None, ref, segments=2)
     assert R.shape == (1, 2)
     # segment 0 is the reference itself: SI-SDR clamped at 30 dB -> 3.0; segment 1 is noise against a tone
@@ -74,11 +79,7 @@ def test_per_segment_signal_and_semantic_terms_by_hand():
 
 def test_signal_only_segments_keep_one_embedding_per_waveform():
     length = 4000
-    ref = _tones(1, length)
-    est = ref.clone()
-    est[0, 2000:] = torch.tensor(np.random.default_rng(0).standard_normal(2000), dtype=torch.float32)
-    enc = FeatureEncoder()
-    z = F.normalize(torch.tensor([[1.0, 2.0, 0.5, 1.0]]), dim=-1)
+    ref, est, enc, z = _half_noise(length)
     R, terms = RewardModel(_stack(enc), SR, lambda_sig=1.0, segment_terms="signal")(est, z, None, ref, segments=2)
     whole = float(FeatureEncoder.features(est[0].numpy()) @ z[0].numpy())  # the semantic term of the whole waveform
     assert terms["semantic"][0].tolist() == pytest.approx([whole, whole], abs=1e-6)
