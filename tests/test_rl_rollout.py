@@ -150,3 +150,28 @@ def test_policy_proposal_is_the_per_item_forward():
         P = policy_proposal(model, x, q)
         ref = model(x.repeat_interleave(2, 0), q.reshape(4, 128))
     torch.testing.assert_close(P, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_rollout_forward_autocasts_where_the_precision_says_and_keeps_fp32_outputs(parts, monkeypatch):
+    from mars_core import precision
+
+    model = trained_looking_separator()
+    batch = _batch(parts)
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate)
+    seen = []
+    conv = next(m for m in model.unet.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    plain = rollout(model, batch, parts["fe"], rm, 9.0, 2, seed=7)
+    assert seen == [torch.float32]  # the default on a CPU: no autocast, bit-exact fp32
+    monkeypatch.setattr(precision, "AUTOCAST_DEVICE_TYPES", frozenset({"cuda", "cpu"}))  # the bf16 path on a CPU
+    old = precision.get_precision()
+    precision.set_precision("bf16", "cpu")
+    try:
+        bf = rollout(model, batch, parts["fe"], rm, 9.0, 2, seed=7)
+    finally:
+        precision.set_precision(old)
+    assert seen[-1] == torch.bfloat16
+    assert bf.P_old.dtype == torch.float32 and bf.trunk.dtype == torch.float32
+    # bf16 keeps 8 significant bits: P in (0, 1) through 7 convolution levels moves by well under 0.05, and not 0
+    diff = (bf.P_old - plain.P_old).abs().max().item()
+    assert 0 < diff < 0.05

@@ -22,6 +22,7 @@ import torch
 
 from ..audio import FrontEnd
 from ..data.mixing import MixtureDataset, collate
+from ..precision import autocast
 from ..queries import QueryBank, compose, item_queries, mixup_weights, modality_embeddings
 from ..seeding import item_rng
 from ..separator import logits_from_trunk
@@ -162,8 +163,10 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     """
     dev = batch.features.device
     t0 = time.perf_counter()
-    trunk = old_policy.unet.trunk(batch.features)
-    P_old = proposal_from_trunk(old_policy, trunk, batch.queries).float()
+    with autocast(dev):  # bf16 on a CUDA GPU with bf16 (mars_core.precision), a no-op on a CPU
+        trunk = old_policy.unet.trunk(batch.features)
+        P_old = proposal_from_trunk(old_policy, trunk, batch.queries).float()
+    trunk = trunk.float()  # kept for the head-only updates: fp32 whatever the precision
     _sync(dev)
     t1 = time.perf_counter()
     if seed is None:

@@ -15,6 +15,7 @@ import math
 import torch
 
 from ..config import RLConfig
+from ..precision import autocast
 from ..seeding import item_rng
 from .advantages import EMABaseline, group_advantages, loo_advantages
 from .pathwise import pathwise_loss
@@ -86,8 +87,9 @@ def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: t
     """
     k = ro.queries.shape[1]
     items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
-    trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
-    P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+    with autocast(ro.features.device):  # the forward pass only: log-densities, advantages and the loss stay fp32
+        trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
+        P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
     if cfg.estimator == "pathwise":
         return pathwise_loss(P, ro.P_old[items].unsqueeze(1), ro.batch.mixtures[mb], ro.batch.sources[mb], fe,
                              ro.kappa, ro.group_size, cfg.lambda_sig, cfg.ent_coef, cfg.kl_coef)
