@@ -26,9 +26,9 @@ import torch
 from ..config import Profile, RLConfig, SupervisedConfig, get_profile
 from ..queries import QueryBank
 from ..runs import config_hash, encoder_fingerprint, runs_dir
+from ..separator import QuerySeparator
 from .store import load_separator, save_separator
 from .trainer import run_config, train_supervised
-from ..separator import QuerySeparator
 
 
 def continued_config(profile: str | Profile | None, rl: RLConfig) -> SupervisedConfig:
