@@ -17,7 +17,7 @@ from mars_core.evaluation.evaluate import (EVAL_MODALITIES, JudgeScorer, compact
                                            evaluate_references, evaluate_systems, load_eval_set, results_table,
                                            separate)
 from mars_core.metrics import bss_eval
-from mars_core.separator import new_separator
+from tests.separate_helpers import constant_separator  # noqa: F401 (also imported from here by other tests)
 from tests.test_queries import StubEncoder, fake_bank
 from tests.tolerances import assert_within, reconstruct_atol
 
@@ -32,15 +32,6 @@ def eval_set(fake_build):
 @pytest.fixture(scope="module")
 def bank(fake_build):
     return fake_bank(fake_build, SMOKE.separator.query_dim)
-
-
-def constant_separator(logit: float):
-    """A separator whose mask is sigmoid(logit) everywhere, whatever the input and query."""
-    model = new_separator(SMOKE, 0)
-    with torch.no_grad():
-        model.scale.zero_()
-        model.bias.fill_(logit)
-    return model
 
 
 def test_eval_set_follows_the_protocol(eval_set, fake_build):

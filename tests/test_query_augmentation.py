@@ -150,3 +150,13 @@ def test_prompt_recomposition_off_leaves_batches_unchanged(fake_build):
     assert torch.equal(a.text, b.text) and torch.equal(a.images, b.images)
     c = sample_batch(data, model, replace(cfg, prompt_recompose_prob=1.0), 3)
     assert not torch.equal(a.text, c.text) and torch.equal(a.labels, c.labels)
+
+
+def test_noisy_embeddings_keep_what_the_data_records_and_leave_the_input_alone():
+    from mars_core.queries import ModalityEmbeddings
+
+    e = ModalityEmbeddings({"text": _unit(3, 8), "audio": _unit(3, 8, 1)}, {"image": "no images in this build"})
+    before = {m: v.clone() for m, v in e.items()}
+    out = noisy_embeddings(e, np.random.default_rng(0), 1.0)
+    assert isinstance(out, ModalityEmbeddings) and out.unavailable == {"image": "no images in this build"}
+    assert sorted(out) == ["audio", "text"] and all(torch.equal(e[m], before[m]) for m in before)

@@ -6,6 +6,7 @@ keep-best) is :mod:`mars_core.runs`; the validation is :mod:`mars_core.evaluatio
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -160,9 +161,7 @@ def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noi
     """
     if noise <= 0:
         return emb
-    out = type(emb)(emb) if isinstance(emb, dict) else dict(emb)
-    if hasattr(emb, "unavailable"):
-        out.unavailable = emb.unavailable
+    out = copy.copy(emb)  # the same mapping type, with what it records (ModalityEmbeddings.unavailable)
     for m in sorted(emb):
         e = emb[m]
         if e is None:
