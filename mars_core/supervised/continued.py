@@ -32,7 +32,7 @@ from .trainer import run_config, train_supervised
 
 
 def continued_config(profile: str | Profile | None, rl: RLConfig) -> SupervisedConfig:
-    """The supervised config with ``rl``'s budget (module docstring). Raises ``ValueError`` for a non-integer split."""
+    """The supervised config with ``rl``'s budget (module docstring)."""
     prof = get_profile(profile)
     per_step = rl.ppo_epochs * rl.minibatches
     return replace(prof.supervised, steps=rl.steps * per_step, batch_mixtures=max(1, rl.batch_mixtures // rl.minibatches),
