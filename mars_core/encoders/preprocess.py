@@ -234,6 +234,13 @@ def kaldi_fbank(x: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Te
     pre-emphasis ``x[j] - 0.97 x[j-1]`` (``x[-1] = x[0]``), symmetric Hann window, zero-pad
     to 512, power spectrum, mel filters, ``log(max(e, float32 eps))``.
 
+    Each step writes straight into one zero-padded ``(..., frames, n_fft)`` buffer (no concatenated
+    copy for the pre-emphasis, no separate padding), so the windowed frames and their spectrum are
+    bit-identical to the step-by-step evaluation; the power ``re^2 + im^2`` goes straight into the mel
+    product (the filters repeated for the two parts) instead of ``|X|^2`` through ``hypot``, which
+    changes the mel energies by float32 rounding only (about 1e-7 relative). About 1.5-2x faster than
+    step by step on a CPU core.
+
     Shape:
         x: ``(B, n)`` float with ``n >= 400``; returns ``(B, 1 + (n - 400) // 160, num_mel_bins)``.
     """
@@ -243,15 +250,18 @@ def kaldi_fbank(x: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Te
         raise ValueError(f"kaldi_fbank needs at least {win} samples per waveform, got {x.shape[-1]}")
     frames = x.unfold(-1, win, hop)  # (B, T, win)
     frames = frames - frames.mean(dim=-1, keepdim=True)
-    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-    frames = frames - 0.97 * previous
-    frames = frames * torch.hann_window(win, periodic=False, device=x.device, dtype=x.dtype)
-    frames = F.pad(frames, (0, n_fft - win))
-    power = torch.fft.rfft(frames).abs().pow(2.0)
+    out = x.new_empty(*frames.shape[:-1], n_fft)
+    out[..., win:] = 0.0  # zero padding to n_fft
+    emph = out[..., 1:win]  # pre-emphasis x[j] - 0.97 x[j-1], evaluated as (0.97 x[j-1]) then the difference
+    torch.mul(frames[..., :-1], 0.97, out=emph)
+    torch.sub(frames[..., 1:], emph, out=emph)
+    out[..., 0] = frames[..., 0] - 0.97 * frames[..., 0]  # x[-1] = x[0]
+    out[..., :win].mul_(torch.hann_window(win, periodic=False, device=x.device, dtype=x.dtype))
+    parts = torch.view_as_real(torch.fft.rfft(out)).square_()  # (B, T, n_fft // 2 + 1, 2): re^2, im^2
     banks = kaldi_mel_banks(cfg.num_mel_bins, n_fft, cfg.sample_rate).to(device=x.device, dtype=x.dtype)
-    mel = torch.mm(power.reshape(-1, power.shape[-1]), banks.T).reshape(*power.shape[:-1], -1)
+    mel = torch.mm(parts.reshape(-1, 2 * banks.shape[1]), banks.repeat_interleave(2, dim=1).T)
     eps = torch.tensor(torch.finfo(x.dtype).eps, device=x.device, dtype=x.dtype)
-    return torch.max(mel, eps).log()
+    return torch.max(mel.reshape(*frames.shape[:-1], -1), eps).log()
 
 
 def _clips_with_inplace_mean_removal(wav: torch.Tensor, cfg: AudioPreprocessConfig) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""The RL step's faster paths compute what the straightforward computations do (issue 17, the step's cost).
+
+Each test runs the optimised code and an independent, step-by-step evaluation of the same quantity:
+torchaudio's Kaldi filterbank per clip for the reward encoder's front end, :func:`mars_core.metrics.si_sdr`
+for the signal term, the separator's own ``logits_from_trunk`` for the head-only updates, and
+:meth:`mars_core.audio.FrontEnd.reconstruct` for the rollout's waveforms. Tolerances are float32 rounding of
+reordered arithmetic, bounded from the sizes involved (:mod:`tests.tolerances`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mars_core.encoders import preprocess as P
+from mars_core.encoders.minibind import load_shipped
+from tests.tolerances import EPS32
+
+RATE, LENGTH = 8000, 32767  # the cpu profile's rate and segment
+
+
+def _test_waveforms(n: int = LENGTH) -> torch.Tensor:
+    """Noise, a tone with a DC offset, a tone that stops half way over faint noise, and near-silence.
+
+    Shape: returns ``(4, n)`` float32.
+    """
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(n) / RATE
+    return torch.stack([0.1 * torch.randn(n, generator=g),
+                        0.3 * torch.sin(2 * math.pi * 440 * t) + 0.05,
+                        0.2 * torch.sin(2 * math.pi * 97 * t) * (t < 2) + 0.01 * torch.randn(n, generator=g),
+                        1e-4 * torch.randn(n, generator=g)])
+
+
+def _torchaudio_log_mel(wav: torch.Tensor, cfg: P.AudioPreprocessConfig) -> torch.Tensor:
+    """ImageBind's audio input of one mono waveform, step by step: clips cut in order with the in-place mean
+    removal, torchaudio's Kaldi filterbank per clip, right zero-padding, ``(x + 4.268) / 9.138``.
+
+    Shape: wav ``(n,)``; returns ``(clips, 1, mel, frames)``.
+    """
+    kaldi = pytest.importorskip("torchaudio.compliance.kaldi")
+    w = wav.clone()
+    clips = []
+    for start, end in P.clip_sample_ranges(w.shape[-1], cfg):
+        w[start:end] -= w[start:end].mean()  # a view: later overlapping clips see it (ImageBind's quirk)
+        f = kaldi.fbank(w[start:end].unsqueeze(0).clone(), htk_compat=True, sample_frequency=cfg.sample_rate,
+                        use_energy=False, window_type="hanning", num_mel_bins=cfg.num_mel_bins, dither=0.0,
+                        frame_length=cfg.frame_length_ms, frame_shift=cfg.frame_shift_ms).T
+        f = F.pad(f, (0, cfg.target_length - f.shape[-1]))
+        clips.append(((f - cfg.mean) / cfg.std).unsqueeze(0))
+    return torch.stack(clips)
+
+
+def test_shipped_reward_minibind_embeds_like_torchaudio_front_end():
+    enc = load_shipped("cpu")
+    wav = _test_waveforms()
+    reference_in = torch.stack([_torchaudio_log_mel(w, enc.audio_cfg) for w in wav])
+    ours_in = enc.prepare_audio(list(wav))
+    # the filterbank's power is re^2 + im^2 instead of |X|^2: a few float32 roundings of each log-mel value
+    assert ours_in.shape == reference_in.shape == (4, 3, 1, 64, 204)
+    assert float((ours_in - reference_in).abs().max()) <= 16 * EPS32 * float(reference_in.abs().max())
+    with torch.no_grad():
+        reference = enc.encode("audio", reference_in)
+    ours = enc.embed_audio(wav, RATE, batch_size=4)
+    # unit vectors out of a 4-block width-128 float32 transformer: its own rounding is about
+    # depth * sqrt(width) * EPS32 = 5e-6, and the inputs differ by less than that
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
