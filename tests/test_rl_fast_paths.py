@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from mars_core.encoders import preprocess as P
 from mars_core.encoders.minibind import load_shipped
+from mars_core.metrics import si_sdr
+from mars_core.rl.rewards import signal_term
 from tests.tolerances import EPS32
 
 RATE, LENGTH = 8000, 32767  # the cpu profile's rate and segment
@@ -68,3 +70,38 @@ def test_shipped_reward_minibind_embeds_like_torchaudio_front_end():
     # unit vectors out of a 4-block width-128 float32 transformer: its own rounding is about
     # depth * sqrt(width) * EPS32 = 5e-6, and the inputs differ by less than that
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+def test_signal_term_equals_clamped_si_sdr_and_its_gradient():
+    g = torch.Generator().manual_seed(1)
+    ref = 0.1 * torch.randn(6, LENGTH, generator=g) + 0.02  # a DC offset: the moments are centred
+    noise = torch.randn(6, LENGTH, generator=g)
+    noise = noise - noise.mean(-1, keepdim=True)
+    r0 = ref - ref.mean(-1, keepdim=True)
+    noise = noise - (noise * r0).sum(-1, keepdim=True) / (r0 * r0).sum(-1, keepdim=True) * r0  # orthogonal to ref
+    # hand-made SI-SDRs: est = 2 ref + noise scaled so |2 ref|^2 / |noise|^2 = 10^(snr / 10)
+    snr = torch.tensor([-40.0, -12.0, 0.0, 7.5, 29.0, 60.0], dtype=torch.float64)
+    scale = ((2 * r0).double().pow(2).sum(-1) / noise.double().pow(2).sum(-1) / 10 ** (snr / 10)).sqrt()
+    est = (2 * ref + scale[:, None].float() * noise).requires_grad_()
+    est.data[0] = 0.0  # silent: the floor, whatever SI-SDR says
+    ours = signal_term(est, ref)
+    expected = snr.clamp(-30, 30).float() / 10
+    expected[0] = -3.0
+    # float32 samples: |2 ref|^2 / |noise|^2 is itself rounded to about 1e-6 relative, 4e-6 dB
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    # the straightforward float64 evaluation (metrics.si_sdr, ten passes) agrees to float32 rounding, gradient too
+    direct_est = est.detach().clone().requires_grad_()
+    direct = si_sdr(direct_est.double(), ref.double()).clamp(-30, 30).float() / 10
+    direct = torch.where(direct_est.detach().abs().sum(-1) <= 1e-5, torch.full_like(direct, -3.0), direct)
+    torch.testing.assert_close(ours, direct, atol=4 * EPS32 * 3, rtol=0)
+    ours.sum().backward()
+    direct.sum().backward()
+    peak = float(direct_est.grad.abs().max())
+    torch.testing.assert_close(est.grad, direct_est.grad, atol=64 * EPS32 * peak, rtol=0)
+
+
+def test_signal_term_names_a_nan_estimate():
+    est = torch.zeros(2, 1000)
+    est[1, 3] = float("nan")
+    with pytest.raises(ValueError, match="item 1 contains NaN"):
+        signal_term(est, torch.ones(2, 1000))

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inputs import validate_audio
-from ..metrics import SILENCE_L1, si_sdr
+from ..metrics import SI_SDR_EPS, SILENCE_L1, si_sdr
 from ..queries import QueryBank, QueryRef, load_or_build_query_bank
 from .segments import per_segment
 
@@ -71,12 +71,38 @@ def signal_term(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tens
     Shape:
         estimates, references: ``(N, samples)``; returns ``(N,)`` float32.
     """
-    est, ref = estimates.double(), references.double()
     lo, hi = SI_SDR_RANGE_DB
-    value = si_sdr(est, ref).clamp(lo, hi)
+    value, est = _si_sdr_from_moments(estimates, references)
     silent = est.abs().sum(-1) <= SILENCE_L1
-    value = torch.where(silent, torch.full_like(value, lo), value)
+    value = torch.where(silent, torch.full_like(value, lo), value.clamp(lo, hi))
     return (value / SI_SDR_SCALE_DB).float()
+
+
+def _si_sdr_from_moments(estimates: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mars_core.metrics.si_sdr` (zero-mean, float64) from each pair's sums and 2 x 2 Gram matrix: one
+    pass over the samples instead of about ten. With the centred moments ``ee = |e|^2``, ``es = <e, s>``,
+    ``ss = |s|^2``: ``alpha = es / (ss + eps)``, ``|alpha s|^2 = alpha^2 ss`` and
+    ``|e - alpha s|^2 = ee - 2 alpha es + alpha^2 ss`` (clamped at 0). The last difference cancels: in float64 it
+    keeps about ``16 - SI-SDR / 10`` significant digits, 13 at the 30 dB clamp; above it the value is clamped anyway.
+    Pairs of other shapes, and samples that are not finite, go to ``si_sdr`` itself, which names the problem.
+
+    Shape:
+        estimates, references: ``(N, samples)``; returns the SI-SDR ``(N,)`` float64 (dB) and the estimates as
+        float64 ``(N, samples)``.
+    """
+    est, ref = estimates.double(), references.double()
+    if est.shape != ref.shape:
+        return si_sdr(est, ref), est
+    x = torch.stack([est, ref], dim=-2)  # (N, 2, samples)
+    sums = x.sum(-1)
+    moments = x @ x.mT - sums.unsqueeze(-1) * sums.unsqueeze(-2) / x.shape[-1]
+    if not bool(torch.isfinite(moments).all()):  # a NaN or inf sample: si_sdr raises naming the item
+        return si_sdr(x[..., 0, :], x[..., 1, :]), x[..., 0, :]
+    ee, es, ss = moments[..., 0, 0], moments[..., 0, 1], moments[..., 1, 1]
+    alpha = es / (ss + SI_SDR_EPS)
+    target = alpha * alpha * ss
+    residual = (ee - 2.0 * alpha * es + target).clamp_min(0.0)
+    return 10.0 * ((target + SI_SDR_EPS) / (residual + SI_SDR_EPS)).log10(), x[..., 0, :]
 
 
 @dataclass
