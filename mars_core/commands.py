@@ -12,13 +12,13 @@ import torch
 
 from .config import Profile, get_profile
 from .device import describe_device, device_from_args
-from .encoders.load import use_imagebind_argument
+from .encoders.load import use_clap_argument, use_imagebind_argument
 from .precision import describe_precision
 
 
 def start_command(args: argparse.Namespace) -> tuple[Profile, torch.device]:
     """Apply ``--threads`` (when the command has it and it is set), resolve ``--profile`` and ``--device``
-    and ``--precision`` (a bad value exits like argparse does), apply ``--imagebind``, print
+    and ``--precision`` (a bad value exits like argparse does), apply ``--imagebind`` and ``--clap``, print
     ``device: ..., precision: ...``; returns
     ``(profile, device)``."""
     if getattr(args, "threads", None):
@@ -26,5 +26,6 @@ def start_command(args: argparse.Namespace) -> tuple[Profile, torch.device]:
     prof = get_profile(args.profile)
     device = device_from_args(args, prof.name)
     use_imagebind_argument(args.imagebind)
+    use_clap_argument(getattr(args, "clap", None))  # the commands whose parser has --clap
     print(f"device: {describe_device(device)}, precision: {describe_precision(device)}", flush=True)
     return prof, device

@@ -219,6 +219,9 @@ class SupervisedConfig:
     per step). The run raises FloatingPointError once more than this many steps were skipped in total (0: at the
     first). It does not change what a run computes, so it is left out of the run config that keys cached runs and
     checkpoints (supervised.trainer.run_config)."""
+    num_workers: int = 0
+    """DataLoader worker processes that read the training mixtures (0: in the training process). A step's mixtures
+    are a pure function of the step, so any count trains the same weights; left out of the run config."""
 
 
 @dataclass(frozen=True)

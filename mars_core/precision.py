@@ -16,6 +16,11 @@ CPU results are bit-identical with and without it.
     with autocast(device):
         logits = model(features, queries)
     loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+
+``--compile`` (off by default; :func:`set_compile`, read back by :func:`compile_requested`): the supervised
+trainer runs the separator's multi-query forward through ``torch.compile`` (:func:`maybe_compile`, which falls
+back to eager with a warning where compiling fails). It changes speed, not the computation (up to float
+rounding: a compiled graph may fuse and reorder float32 operations).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 AUTOCAST_DEVICE_TYPES = frozenset({"cuda"})
 """Device types whose forward passes autocast (a test adds ``"cpu"`` to exercise the bf16 path)."""
 
-_state = {"precision": "auto"}
+_state = {"precision": "auto", "compile": False}
 
 
 class PrecisionError(ValueError):
@@ -156,6 +161,17 @@ def precision_scope(word: str, device: torch.device | str) -> Iterator[str]:
         _state["precision"] = saved_word
         if torch.device(device).type == "cuda":
             _set_tf32_flags(*saved_flags)
+
+
+def set_compile(enabled: bool) -> None:
+    """``--compile``: whether the training commands compile the separator's forward pass (:func:`maybe_compile`
+    where :func:`compile_requested`; applied by :func:`mars_core.commands.start_command`). Off by default."""
+    _state["compile"] = bool(enabled)
+
+
+def compile_requested() -> bool:
+    """Whether ``--compile`` was given to this process's command (:func:`set_compile`)."""
+    return _state["compile"]
 
 
 class _CompiledOrEager(torch.nn.Module):

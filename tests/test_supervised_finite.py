@@ -60,10 +60,10 @@ def test_shipped_separator_config_still_matches_the_profile():
     if not path.is_file():
         pytest.skip(f"{path} not shipped in this checkout")
     _, ckpt = store.load_separator(path)
-    # oracle: the training config recorded in the shipped file; fields that change no result (max_skipped_updates)
-    # and later fields at their defaults (trainable "all") are not recorded
+    # oracle: the training config recorded in the shipped file; fields that change no result (max_skipped_updates,
+    # num_workers) and later fields at their defaults (trainable "all") are not recorded
     expected = {k: v for k, v in asdict(get_profile("cpu").supervised).items()
-                if k != "max_skipped_updates" and not (k == "trainable" and v == "all")}
+                if k not in ("max_skipped_updates", "num_workers") and not (k == "trainable" and v == "all")}
     assert ckpt["config"]["supervised"] == expected
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..commands import start_command
 from ..device import add_device_arguments
-from ..encoders.load import add_imagebind_argument
+from ..encoders.load import add_clap_argument, add_imagebind_argument
 from .figures import make_figures
 from .harness import run_benchmark
 from .reading import describe_paper_comparison, describe_results, paper_comparison
@@ -31,7 +31,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of torch/numpy and of the bootstrap")
     p.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return add_imagebind_argument(add_device_arguments(p))
+    return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 
 def _figures_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 * :func:`load_query_encoder`: the frozen encoder whose embeddings condition the separator
   (and, after progressive alignment, produce the reward: :mod:`mars_core.alignment.stack`).
 * :func:`load_judge`: a second encoder that never produced a query or a reward, for the
-  semantic score (:mod:`.judge`).
+  semantic score (:mod:`.judge`; at ``full`` the CLAP judge of :mod:`.clap`).
 
 Both come in eval mode; neither is trained here.
 """
@@ -43,6 +43,29 @@ def use_imagebind_argument(path: str | os.PathLike | None) -> None:
     os.environ["MARS_IMAGEBIND"] = str(Path(path).resolve())
 
 
+def add_clap_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--clap DIR`` (a local transformers CLAP checkpoint, the ``full`` judge; default ``$MARS_CLAP``)."""
+    p.add_argument("--clap", default=None, metavar="DIR",
+                   help="a downloaded transformers CLAP directory (laion/clap-htsat-unfused, about 0.6 GB, Apache-2.0): "
+                        "the judge of the semantic score where no MiniBind judge is shipped (full) "
+                        "(default: $MARS_CLAP; without either that score is left out)")
+    return p
+
+
+def use_clap_argument(path: str | os.PathLike | None) -> None:
+    """Make ``--clap DIR`` the ``$MARS_CLAP`` of this process (:func:`load_judge` reads it).
+
+    Raises:
+        SystemExit: ``path`` is not a directory (named, with what to do).
+    """
+    if path is None:
+        return
+    if not Path(path).is_dir():
+        raise SystemExit(f"error: --clap {path}: no such directory; give the folder of a downloaded transformers CLAP "
+                         f"checkpoint (docs/environment.md section 7)")
+    os.environ["MARS_CLAP"] = str(Path(path).resolve())
+
+
 def load_query_encoder(profile: str | Profile | None = None):
     """The profile's frozen query encoder (eval mode).
 
@@ -71,10 +94,14 @@ def load_query_encoder(profile: str | Profile | None = None):
 
 
 def load_judge(profile: str | Profile | None = None):
-    """The shipped judge MiniBind of the profile (eval mode), or ``None`` (with a warning) if there is none.
+    """The shipped judge MiniBind of the profile (eval mode); where none is shipped (``full``), the CLAP judge
+    of ``$MARS_CLAP`` (:func:`mars_core.encoders.clap.load_clap_judge`), else ``None`` (with a warning).
 
     At ``smoke`` size without a shipped judge, a seeded untrained judge-sized MiniBind
-    stands in (the scores then test the code path only).
+    stands in (the scores then test the code path only); ``$MARS_CLAP`` is not read there.
+
+    Raises:
+        FileNotFoundError, ValueError: ``$MARS_CLAP`` is set but is not a complete CLAP directory.
     """
     prof = get_profile(profile)
     try:
@@ -83,5 +110,11 @@ def load_judge(profile: str | Profile | None = None):
         if prof.name == "smoke":
             warnings.warn(f"{exc}; using an untrained seeded judge at smoke size", stacklevel=2)
             return MiniBind(judge_encoder_config(prof), prof.audio.sample_rate, seed=JUDGE_SEED).eval()
-        warnings.warn(f"{exc}; the semantic score is left out", stacklevel=2)
+        if os.environ.get("MARS_CLAP"):
+            from .clap import load_clap_judge  # transformers takes about 2 s to import: only when a CLAP judge is asked for
+
+            return load_clap_judge(os.environ["MARS_CLAP"])
+        warnings.warn(f"{exc}; the semantic score is left out (for the paper's CLAP judge set MARS_CLAP=DIR or pass "
+                      f"--clap DIR, a downloaded transformers CLAP checkpoint: docs/environment.md section 7)",
+                      stacklevel=2)
         return None

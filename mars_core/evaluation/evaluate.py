@@ -188,7 +188,8 @@ class JudgeScorer:
         self.judge, self.sample_rate = judge, int(sample_rate)
         with torch.no_grad(), judge.eval_mode():
             self.text = judge.embed_text(list(eval_set.meta["query_text"]))
-            has_images = all(im is not None for im in eval_set.images)  # a build without images: NaN image score
+            # a build without images, or a judge without an image tower (CLAP): NaN image score
+            has_images = hasattr(judge, "embed_image") and all(im is not None for im in eval_set.images)
             self.image = judge.embed_image(list(eval_set.images)) if has_images else None
 
     def scores(self, a: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -8,19 +8,19 @@ import json
 
 from ..config import RL_PRESETS, RLConfig
 from ..device import add_device_arguments
-from ..encoders.load import add_imagebind_argument
+from ..encoders.load import add_clap_argument, add_imagebind_argument
 
 
 def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """A parser with ``--profile``, ``--preset``, ``--set FIELD=VALUE`` (repeatable), ``--threads``,
-    ``--device``, ``--allow-cpu`` (:mod:`mars_core.device`) and ``--imagebind PATH``."""
+    ``--device``, ``--allow-cpu`` (:mod:`mars_core.device`), ``--imagebind PATH`` and ``--clap DIR``."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
     p.add_argument("--preset", default="plus", choices=RL_PRESETS, help="plus (ours) or paper")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override an RLConfig field of the preset (repeatable), e.g. --set lr=1e-4")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    return add_imagebind_argument(add_device_arguments(p))
+    return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -23,7 +23,8 @@ history, best weights, RNG state, run config) is written atomically every ``ckpt
 steps: a killed run started again resumes and reaches the same weights as an
 uninterrupted one.
 
-Modules: :mod:`.loss` (the losses), :mod:`.trainer` (the loop), :mod:`.store` (saved separators,
+Modules: :mod:`.loss` (the losses), :mod:`.trainer` (the loop), :mod:`.loader` (a step's mixtures, in
+DataLoader workers with ``num_workers > 0``: the same mixtures), :mod:`.store` (saved separators,
 ``load_or_train``); the multi-query forward pass is :func:`mars_core.separator.multi_query_logits`,
 the validation :mod:`mars_core.evaluation.validation`, the run bookkeeping :mod:`mars_core.runs`.
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import distributed
 from ..commands import start_command
 from ..device import add_device_arguments, to_device
-from ..encoders.load import add_imagebind_argument, load_judge, load_query_encoder
+from ..encoders.load import add_clap_argument, add_imagebind_argument, load_judge, load_query_encoder
 from ..evaluation.evaluate import evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from .store import load_or_train, save_separator
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also copy the trained separator here (e.g. checkpoints/separator_cpu.pt)")
     p.add_argument("--retrain", action="store_true", help="train afresh even if a matching run exists")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split table")
-    return add_imagebind_argument(add_device_arguments(p))
+    return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 
 def main(argv: list[str] | None = None) -> int:

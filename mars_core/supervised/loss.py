@@ -11,8 +11,11 @@ All spectrograms are warped-domain magnitudes, shape ``(batch, F, T)``. Losses a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..audio import ideal_binary_mask, ideal_ratio_mask
 from ..precision import autocast
@@ -54,14 +57,33 @@ def mask_targets(source_mag: torch.Tensor, mix_mag: torch.Tensor, kind: str = "i
     raise ValueError(f"kind must be 'ibm' or 'irm', got {kind!r}")
 
 
-def supervised_loss(model: QuerySeparator, batch: dict, loss: str = "bce") -> torch.Tensor:
+class MultiQueryLogits(nn.Module):
+    """:func:`~mars_core.separator.multi_query_logits` of ``model`` as a module's forward: what ``--compile``
+    compiles (:func:`mars_core.precision.maybe_compile`). Holds ``model`` (its parameters, no others).
+
+    Shape: ``features (B, 1, F, T)``, ``queries (B, K, D)`` -> ``(B, K, F, T)`` logits.
+    """
+
+    def __init__(self, model: QuerySeparator):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        return multi_query_logits(self.model, features, queries)
+
+
+def supervised_loss(model: QuerySeparator, batch: dict, loss: str = "bce",
+                    logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Weighted BCE on logits (``bce``) or weighted L1 on ``P`` (``l1``) over every item of the batch.
 
     The separator's forward pass runs under :func:`mars_core.precision.autocast` (bf16 on a CUDA GPU, a
     no-op on a CPU); its logits are cast to float32 before the loss, which is always computed in fp32.
+    ``logits_fn(features, queries)`` replaces ``multi_query_logits(model, ...)`` (a compiled
+    :class:`MultiQueryLogits` of ``model``).
     """
     with autocast(batch["features"].device):
-        logits = multi_query_logits(model, batch["features"], batch["queries"])
+        logits = (logits_fn(batch["features"], batch["queries"]) if logits_fn is not None
+                  else multi_query_logits(model, batch["features"], batch["queries"]))
     logits = logits.float()
     mix = batch["mix_mag"].expand_as(logits)
     flat = lambda x: x.reshape(-1, *x.shape[-2:])  # noqa: E731

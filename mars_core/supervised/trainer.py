@@ -23,22 +23,25 @@ from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
 from ..config_checks import check_counts, is_real
 from .. import distributed
-from ..data.mixing import MixtureDataset, collate
+from ..data.mixing import MixtureDataset
 from ..evaluation.validation import ValidationSet, validate, validation_set
+from ..precision import compile_requested, maybe_compile
 from ..progress import CsvLog, Progress, last_row
 from ..queries import TRAIN_QUERIES, QueryBank, compose, item_queries, mixup_weights, modality_embeddings
 from ..runs import TrainState, encoder_fingerprint, keep_if_best, resume_last, save_last
 from ..seeding import item_rng
 from ..separator import QuerySeparator, new_separator
-from .loss import mask_targets, supervised_loss
+from .loader import StepMixtures, load_step, step_loader
+from .loss import MultiQueryLogits, mask_targets, supervised_loss
 
 HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "val_step", "val_sdr", "val_si_sdri")
 """Entries of the supervised trainer's ``history``."""
 
 
-UNHASHED_FIELDS = ("max_skipped_updates",)
+UNHASHED_FIELDS = ("max_skipped_updates", "num_workers")
 """Fields of :class:`SupervisedConfig` left out of :func:`run_config`: they change no result (a run that
-finishes is the same run), so cached runs and the shipped checkpoints keep their keys."""
+finishes is the same run; any worker count loads the same mixtures), so cached runs and the shipped checkpoints
+keep their keys."""
 
 
 QUERY_AUGMENTATION_FIELDS = {"query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0, "trainable": "all"}
@@ -59,12 +62,12 @@ def check_config(cfg: SupervisedConfig) -> None:
     """Raise ``ValueError`` naming the first invalid field of a :class:`SupervisedConfig`.
 
     Counts are integers (``steps``, ``batch_mixtures``, ``eval_every``, ``ckpt_every``, ``val_mixtures``
-    >= 1; ``warmup_steps``, ``max_skipped_updates`` >= 0; ``seed`` any); every real number is finite (NaN
-    and inf are refused): ``lr`` and ``grad_clip`` > 0, ``final_lr_ratio`` in (0, 1], ``weight_decay``
+    >= 1; ``warmup_steps``, ``max_skipped_updates``, ``num_workers`` >= 0; ``seed`` any); every real number is
+    finite (NaN and inf are refused): ``lr`` and ``grad_clip`` > 0, ``final_lr_ratio`` in (0, 1], ``weight_decay``
     ``query_init_std`` and ``query_noise`` >= 0; ``pure_query_prob`` (Query-Mixup only) and ``hard_pair_prob`` in [0, 1].
     """
     check_counts(cfg, ("steps", "batch_mixtures", "eval_every", "ckpt_every", "val_mixtures"),
-                 ("warmup_steps", "max_skipped_updates"))
+                 ("warmup_steps", "max_skipped_updates", "num_workers"))
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
     if cfg.loss not in ("bce", "l1"):
@@ -202,14 +205,19 @@ def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: Front
     ``B = cfg.batch_mixtures``, with the query draws the whole step makes (the ranks together see the one-process
     batch).
     """
-    b = cfg.batch_mixtures
-    part = slice(0, b) if part is None else part
-    pairs = (ds.step_items(step, part) if isinstance(ds, TrainingData)
-             else [(ds, ds[step * b + j]) for j in range(b)[part]])
-    items = [it for _, it in pairs]
-    batch = collate(items)
-    mix_w = fe.warp(fe.stft(batch["mixture"].to(device)).abs())  # (B, F, T)
-    src_w = fe.warp(fe.stft(batch["sources"].to(device)).abs())  # (B, K, F, T)
+    part = slice(0, cfg.batch_mixtures) if part is None else part
+    return batch_from_mixtures(ds, load_step(ds, step, cfg.batch_mixtures, part), bank, fe, cfg, device)
+
+
+def batch_from_mixtures(ds: TrainingData | MixtureDataset, mixtures: StepMixtures, bank: QueryBank, fe: FrontEnd,
+                        cfg: SupervisedConfig, device: str | torch.device = "cpu") -> dict:
+    """:func:`training_batch` of the step ``mixtures`` holds (:func:`~mars_core.supervised.loader.load_step` of
+    ``ds``, here or in a DataLoader worker): the STFTs on ``device``, the queries and their draws."""
+    b, step, part = cfg.batch_mixtures, mixtures.step, mixtures.part
+    pairs = mixtures.pairs(ds)
+    non_blocking = mixtures.mixture.is_pinned()  # pinned by the DataLoader for a CUDA run: the copy overlaps
+    mix_w = fe.warp(fe.stft(mixtures.mixture.to(device, non_blocking=non_blocking)).abs())  # (B, F, T)
+    src_w = fe.warp(fe.stft(mixtures.sources.to(device, non_blocking=non_blocking)).abs())  # (B, K, F, T)
     refs = [r for d, it in pairs for r in item_queries(d, it)]
     k = src_w.shape[1]
     rng = item_rng(cfg.seed, "query-mixup", step)
@@ -226,6 +234,20 @@ def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: Front
         "targets": mask_targets(src_w, mix_w.unsqueeze(1), "ibm" if cfg.loss == "bce" else "irm"),
         "mix_mag": mix_w.unsqueeze(1),
     }
+
+
+def loss_forward(model: QuerySeparator, cfg: SupervisedConfig, device: str | torch.device = "cpu",
+                 compile_forward: bool = False):
+    """``forward(batch) -> loss`` for :func:`train_step`: through DDP with several ranks
+    (:func:`mars_core.distributed.data_parallel`), through a compiled :class:`~.loss.MultiQueryLogits` with
+    ``compile_forward`` (:func:`mars_core.precision.maybe_compile`: eager with a warning where compiling fails);
+    ``None`` (plain :func:`supervised_loss`) with neither."""
+    logits_fn = maybe_compile(MultiQueryLogits(model), True) if compile_forward else None
+    loss = lambda m, batch: supervised_loss(m, batch, cfg.loss, logits_fn)  # noqa: E731
+    ddp = distributed.data_parallel(model, loss, device)
+    if ddp is not None or not compile_forward:
+        return ddp
+    return lambda batch: loss(model, batch)
 
 
 def check_bank(bank: QueryBank, profile: Profile) -> None:
@@ -300,6 +322,7 @@ def train_supervised(
     device: str | torch.device | None = None,
     progress: bool = True,
     init: QuerySeparator | None = None,
+    compile_forward: bool | None = None,
 ) -> tuple[QuerySeparator, dict]:
     """Train the separator with supervision; return the best-validation model and its ``history``.
 
@@ -315,6 +338,11 @@ def train_supervised(
         device: default CUDA when available, else CPU (bit-exact resumption is promised on CPU).
         init: start from these weights (copied; the run config records their key) instead of a fresh
             separator (the control 'supervised (continued)', :mod:`mars_core.supervised.continued`).
+        compile_forward: run the separator's training forward through ``torch.compile`` (:func:`loss_forward`;
+            default: the command's ``--compile``, :func:`mars_core.precision.compile_requested`).
+
+    ``config.num_workers > 0`` reads each step's mixtures in that many DataLoader worker processes
+    (:mod:`mars_core.supervised.loader`, pinned memory on CUDA): the same mixtures, so the same weights.
 
     Under torchrun (a process group, :mod:`mars_core.distributed`) each of the ``W`` ranks trains on its
     ``batch_mixtures / W`` mixtures of every step (``batch_mixtures`` is the global batch) through DDP with
@@ -357,16 +385,26 @@ def train_supervised(
     start, st = 0, TrainState({k: [] for k in HISTORY_KEYS})
     if last is not None and resume and last.exists():
         start, st = resume_last(last, run_cfg, model, opt, scheduler=sched)
-    forward = distributed.data_parallel(model, lambda m, batch: supervised_loss(m, batch, cfg.loss), device)
+    forward = loss_forward(model, cfg, device, compile_requested() if compile_forward is None else compile_forward)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     prog = Progress(cfg.steps, f"supervised {prof.name}", show=("loss", "val_sdr"), initial=start,
                     enabled=progress and main)
     csv_log = CsvLog(Path(run_dir) / "metrics.csv" if run_dir is not None and main else None, resume_step=start,
                      fields=HISTORY_KEYS[1:4] + HISTORY_KEYS[5:] + ("skipped_updates",))  # step = steps done
+    # num_workers > 0: the steps' mixtures come from DataLoader workers, in order (the same mixtures: .loader)
+    mine = share.get("part", slice(0, cfg.batch_mixtures))
+    stream = (iter(step_loader(ds, cfg.batch_mixtures, range(start, end), mine, cfg.num_workers, device))
+              if cfg.num_workers > 0 else None)
     t0 = time.perf_counter()
     for step in range(start, end):
         model.train(cfg.trainable == "all")  # head only: the trunk's batch norms keep their statistics (as RL)
-        batch = training_batch(ds, bank, fe, step, cfg, device, **share)
+        if stream is None:
+            batch = training_batch(ds, bank, fe, step, cfg, device, **share)
+        else:
+            mixtures = next(stream)
+            if mixtures.step != step:  # the DataLoader delivers in order; a mismatch would train other data
+                raise RuntimeError(f"DataLoader delivered step {mixtures.step} for step {step}")
+            batch = batch_from_mixtures(ds, mixtures, bank, fe, cfg, device)
         train_step(model, opt, sched, batch, cfg, st.history, step, forward=forward)
         done = step + 1
         evaluate = done % cfg.eval_every == 0 or done == cfg.steps
@@ -383,6 +421,7 @@ def train_supervised(
                 save_last(last, run_cfg, done, model, opt, st, scheduler=sched)
         if evaluate or checkpoint:
             distributed.barrier()  # the other ranks wait for rank 0's validation and last.pt
+    del stream  # the DataLoader's workers end with its iterator
     prog.close()
     st.wall_s += time.perf_counter() - t0
     history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s, steps_done=end)
