@@ -12,7 +12,7 @@ from ..encoders.load import add_clap_argument, add_imagebind_argument
 
 
 def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
-    """A parser with ``--profile``, ``--preset``, ``--set FIELD=VALUE`` (repeatable), ``--threads``,
+    """A parser with ``--profile``, ``--preset``, ``--set FIELD=VALUE`` (repeatable), ``--threads``, ``--compile``,
     ``--device``, ``--allow-cpu`` (:mod:`mars_core.device`), ``--imagebind PATH`` and ``--clap DIR``."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
@@ -20,6 +20,8 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override an RLConfig field of the preset (repeatable), e.g. --set lr=1e-4")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the separator's forward with torch.compile (mars_core.precision; default off)")
     return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 

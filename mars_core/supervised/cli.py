@@ -3,6 +3,7 @@
 Writes ``final.pt`` in the run directory and, with ``--out``, a copy::
 
     python -m mars_core.supervised --profile cpu --out checkpoints/separator_cpu.pt
+    python -m mars_core.supervised --profile full --workers 8 --compile   # GPU: mixtures read by 8 workers
 
 Several processes (one per GPU, or ``gloo`` ranks on a CPU) train the same run through DDP
 (:mod:`mars_core.distributed`; the profile's ``batch_mixtures`` is split over the ranks)::
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also copy the trained separator here (e.g. checkpoints/separator_cpu.pt)")
     p.add_argument("--retrain", action="store_true", help="train afresh even if a matching run exists")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split table")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="DataLoader worker processes reading the training mixtures (default: the profile's "
+                        "num_workers, 0 = in this process); the same mixtures, so the same weights, for any N")
+    p.add_argument("--compile", action="store_true",
+                   help="run the separator's training forward through torch.compile (default off; eager with a "
+                        "warning where compiling fails)")
     return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 
@@ -46,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args.device = distributed.local_device(args.device)  # under torchrun with CUDA: this rank's GPU
     prof, device = start_command(args)
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
+    cfg = cfg if args.workers is None else replace(cfg, num_workers=args.workers)
     try:  # before the encoders load: a bad value is named at once
         check_config(cfg)
         distributed.init(device)
