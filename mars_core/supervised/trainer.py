@@ -394,7 +394,7 @@ def train_supervised(
     # num_workers > 0: the steps' mixtures come from DataLoader workers, in order (the same mixtures: .loader)
     mine = share.get("part", slice(0, cfg.batch_mixtures))
     stream = (iter(step_loader(ds, cfg.batch_mixtures, range(start, end), mine, cfg.num_workers, device))
-              if cfg.num_workers > 0 else None)
+              if cfg.num_workers > 0 and end > start else None)
     t0 = time.perf_counter()
     for step in range(start, end):
         model.train(cfg.trainable == "all")  # head only: the trunk's batch norms keep their statistics (as RL)
