@@ -90,10 +90,10 @@ def _si_sdr_from_moments(estimates: torch.Tensor, references: torch.Tensor) -> t
         estimates, references: ``(N, samples)``; returns the SI-SDR ``(N,)`` float64 (dB) and the estimates as
         float64 ``(N, samples)``.
     """
-    est, ref = estimates.double(), references.double()
-    if est.shape != ref.shape:
-        return si_sdr(est, ref), est
-    x = torch.stack([est, ref], dim=-2)  # (N, 2, samples)
+    if estimates.shape != references.shape:
+        return si_sdr(estimates.double(), references.double()), estimates.double()
+    x = estimates.new_empty((*estimates.shape[:-1], 2, estimates.shape[-1]), dtype=torch.float64)  # (N, 2, samples)
+    x[..., 0, :], x[..., 1, :] = estimates, references  # converted to float64 as they are copied
     sums = x.sum(-1)
     moments = x @ x.mT - sums.unsqueeze(-1) * sums.unsqueeze(-2) / x.shape[-1]
     if not bool(torch.isfinite(moments).all()):  # a NaN or inf sample: si_sdr raises naming the item
