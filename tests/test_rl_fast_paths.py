@@ -10,6 +10,8 @@ reordered arithmetic, bounded from the sizes involved (:mod:`tests.tolerances`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +19,12 @@ import torch.nn.functional as F
 
 from mars_core.encoders import preprocess as P
 from mars_core.encoders.minibind import load_shipped
+from mars_core.config import get_profile
 from mars_core.metrics import si_sdr
+from mars_core.rl import head
 from mars_core.rl.rewards import signal_term
+from mars_core.separator import logits_from_trunk, new_separator
+from mars_core.supervised.store import load_separator
 from tests.tolerances import EPS32
 
 RATE, LENGTH = 8000, 32767  # the cpu profile's rate and segment
@@ -105,3 +111,50 @@ def test_signal_term_names_a_nan_estimate():
     est[1, 3] = float("nan")
     with pytest.raises(ValueError, match="item 1 contains NaN"):
         signal_term(est, torch.ones(2, 1000))
+
+
+def _separators():
+    """The shipped cpu separator, and a cpu-size one whose every weight is random (maps and queries all matter)."""
+    shipped = load_separator(Path(__file__).resolve().parents[1] / "checkpoints" / "separator_cpu.pt")[0]
+    rand = new_separator(get_profile("cpu"), 0, query_init_std=1.0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in rand.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return [shipped, rand.eval()]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["shipped", "random"])
+def test_folded_head_gives_the_separators_logits_and_gradients(which):
+    model = _separators()[which]
+    assert head.foldable(model)
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(3, 1, 128, 128, generator=g)
+    queries = F.normalize(torch.randn(2, 2, model.cfg.query_dim, generator=g), dim=-1)
+    rows = torch.tensor([2, 0])  # a minibatch: mixtures 2 and 0 of the rollout
+    with torch.no_grad():
+        trunk = model.unet.trunk(features)
+        x = head.head_input(model, trunk.clone())
+    # the separator's own path, on the minibatch's trunk outputs
+    params = [p for p in model.parameters()]
+    direct = logits_from_trunk(model, trunk[rows], queries)
+    d_direct = torch.autograd.grad(direct.square().mean(), params, allow_unused=True)
+    assert torch.equal(head.logits_from_head_input(model, x[rows], queries).detach(), direct.detach())  # same ops
+    folded = head.folded_logits(model, x, queries, rows=rows)
+    d_folded = torch.autograd.grad(folded.square().mean(), params, allow_unused=True)
+    # each logit sums C_in * 9 = 288 products and C = 32 maps in another order: float32 rounding of those sums
+    bound = 300 * EPS32 * float(direct.detach().abs().max())
+    assert folded.shape == direct.shape == (2, 2, 128, 128)
+    torch.testing.assert_close(folded, direct, atol=bound, rtol=0)
+    trained = set(model.head_parameter_names())
+    for (name, _), a, b in zip(model.named_parameters(), d_folded, d_direct):
+        if name in trained:
+            torch.testing.assert_close(a, b, atol=300 * EPS32 * float(b.abs().max()) + 1e-12, rtol=0, msg=name)
+        else:  # the trunk is frozen input to the head: no gradient reaches it
+            assert a is None and b is None
+
+
+def test_film_heads_are_not_folded():
+    film = new_separator(get_profile("smoke"), 0)
+    film.cfg = replace(film.cfg, conditioning="film")
+    assert not head.foldable(film)

@@ -26,7 +26,7 @@ from ..precision import autocast
 from ..queries import QueryBank, compose, item_queries, mixup_weights, modality_embeddings
 from ..seeding import item_rng
 from ..separator import logits_from_trunk
-from . import policy
+from . import head, policy
 from .rewards import RewardModel, anchors
 from .segments import frame_segments
 
@@ -100,6 +100,17 @@ def proposal_from_trunk(model: torch.nn.Module, trunk: torch.Tensor, queries: to
     return torch.sigmoid(logits).reshape(-1, *logits.shape[-2:])
 
 
+def proposal_from_head_input(model: torch.nn.Module, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """:func:`proposal_from_trunk` from the head's convolution input (:func:`~mars_core.rl.head.head_input`):
+    the same operations in the same order, so the same ``P``.
+
+    Shape:
+        x ``(B, C, F, T)``; queries ``(B, K, D)``; returns ``(B K, F, T)``.
+    """
+    logits = head.logits_from_head_input(model, x, queries)
+    return torch.sigmoid(logits).reshape(-1, *logits.shape[-2:])
+
+
 def reconstruct_group(fe: FrontEnd, masks: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
     """Waveforms of many warped masks per mixture with the mixture's magnitude and phase (one batched call).
 
@@ -123,7 +134,10 @@ class Rollout:
         with ``S`` segment rewards; terms: each like rewards; waveforms ``(N, G, samples)``; timings: seconds of
         ``policy``, ``rollout`` (sampling, log-probs, reconstruction) and ``reward``; frame_segment ``(T,)`` the
         segment of each STFT frame (:func:`~mars_core.rl.segments.frame_segments`; ``None`` without segments);
-        batch: the step's inputs (the pathwise estimator rebuilds waveforms from its mixtures and sources).
+        batch: the step's inputs (the pathwise estimator rebuilds waveforms from its mixtures and sources);
+        head_input ``(B, C, F, T)``: the old policy's trunk output after the head's parameter-free layers
+        (:func:`~mars_core.rl.head.head_input`, fp32), which head-only updates start from; ``None`` when the head
+        is not :func:`~mars_core.rl.head.foldable`.
     """
 
     features: torch.Tensor
@@ -141,6 +155,7 @@ class Rollout:
     timings: dict[str, float] = field(default_factory=dict)
     frame_segment: torch.Tensor | None = None
     batch: RLBatch | None = None
+    head_input: torch.Tensor | None = None
 
     @property
     def group_size(self) -> int:
@@ -165,7 +180,12 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     t0 = time.perf_counter()
     with autocast(dev):  # bf16 on a CUDA GPU with bf16 (mars_core.precision), a no-op on a CPU
         trunk = old_policy.unet.trunk(batch.features)
-        P_old = proposal_from_trunk(old_policy, trunk, batch.queries).float()
+        if head.foldable(old_policy):  # the head's parameter-free layers once per rollout, kept for the updates
+            x = head.head_input(old_policy, trunk)
+            P_old = proposal_from_head_input(old_policy, x, batch.queries).float()
+            x = x.float()
+        else:
+            x, P_old = None, proposal_from_trunk(old_policy, trunk, batch.queries).float()
     trunk = trunk.float()  # kept for the head-only updates: fp32 whatever the precision
     _sync(dev)
     t1 = time.perf_counter()
@@ -194,7 +214,7 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     frames = frame_segments(masks.shape[-1], fe.cfg.hop_length, wav.shape[-1], seg) if seg else None
     return Rollout(batch.features, batch.queries, trunk, P_old, masks, old_logp, logit_m, log_1m, rewards.reshape(shape),
                    {k: v.reshape(shape) for k, v in terms.items()}, wav, float(kappa),
-                   {"policy": t1 - t0, "rollout": t2 - t1, "reward": t3 - t2}, frames, batch)
+                   {"policy": t1 - t0, "rollout": t2 - t1, "reward": t3 - t2}, frames, batch, x)
 
 
 def step_seed(seed: int, step: int) -> int:

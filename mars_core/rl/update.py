@@ -18,6 +18,7 @@ from ..config import RLConfig
 from ..precision import autocast
 from ..seeding import item_rng
 from .advantages import EMABaseline, group_advantages, loo_advantages
+from .head import folded_logits, head_input
 from .pathwise import pathwise_loss
 from .policy import beta_policy_terms
 from .ppo import ppo_loss
@@ -77,7 +78,9 @@ def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: t
     """The clipped-surrogate loss (:func:`~mars_core.rl.ppo.ppo_loss`) of the mixtures ``mb`` of a rollout.
 
     With ``cfg.trainable == "head"`` the frozen trunk's output is taken from the rollout (it is the same
-    for the old and the new policy), so only the last layer and the query fusion run. Segment advantages
+    for the old and the new policy), so only the last layer and the query fusion run: from the rollout's
+    ``head_input`` (the head's parameter-free layers already applied) with the fusion folded into the
+    convolution (:mod:`~mars_core.rl.head`: the same ``P`` up to float32 rounding) when it has one. Segment advantages
     ``(N, G, S)`` credit each bin with its frame's segment's (:func:`~mars_core.rl.segments.bin_advantages`).
     ``cfg.estimator == "pathwise"``: :func:`~mars_core.rl.pathwise.pathwise_loss` on fresh reparameterised
     masks of the current policy (``fe``, the front end, rebuilds their waveforms; ``adv`` is not used).
@@ -88,8 +91,15 @@ def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: t
     k = ro.queries.shape[1]
     items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
     with autocast(ro.features.device):  # the forward pass only: log-densities, advantages and the loss stay fp32
-        trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
-        P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+        if ro.head_input is not None:  # the rollout's head is foldable (mars_core.rl.head)
+            if cfg.trainable == "head":
+                logits = folded_logits(model, ro.head_input, ro.queries[mb], rows=mb)
+            else:
+                logits = folded_logits(model, head_input(model, model.unet.trunk(ro.features[mb])), ro.queries[mb])
+            P = torch.sigmoid(logits).float().reshape(-1, 1, *logits.shape[-2:])  # (bK, 1, F, T)
+        else:
+            trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
+            P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
     if cfg.estimator == "pathwise":
         return pathwise_loss(P, ro.P_old[items].unsqueeze(1), ro.batch.mixtures[mb], ro.batch.sources[mb], fe,
                              ro.kappa, ro.group_size, cfg.lambda_sig, cfg.ent_coef, cfg.kl_coef)
