@@ -266,8 +266,10 @@ class FrontEnd:
         extra = spec.shape[-1] - mask_linear.shape[-1]
         mask = torch.cat([mask_linear, mask_linear[..., -1:].expand(*mask_linear.shape[:-1], extra)], dim=-1)
         shape = torch.broadcast_shapes(mask.shape, spec.shape)
-        spec = spec.expand(shape)
-        return self.istft(apply_mask(mask.to(spec.real.dtype).expand(shape), spec), n + pad)[..., :n]
+        # apply_mask's |X| and angle(X) once per mixture, not once per broadcast mask (the same values)
+        mag, phase = spec.abs(), spec.angle()
+        masked = torch.polar(mask.to(mag.dtype).expand(shape) * mag.expand(shape), phase.expand(shape))
+        return self.istft(masked, n + pad)[..., :n]
 
     def oracle_masks(self, sources, mixture, kind: str = "ibm", domain: str = "warped") -> torch.Tensor:
         """Oracle masks for every source.
