@@ -19,10 +19,12 @@ import torch.nn.functional as F
 
 from mars_core.encoders import preprocess as P
 from mars_core.encoders.minibind import load_shipped
+from mars_core.audio import FrontEnd, apply_mask
 from mars_core.config import get_profile
 from mars_core.metrics import si_sdr
 from mars_core.rl import head
 from mars_core.rl.rewards import signal_term
+from mars_core.rl.rollout import reconstruct_group
 from mars_core.separator import logits_from_trunk, new_separator
 from mars_core.supervised.store import load_separator
 from tests.tolerances import EPS32
@@ -158,3 +160,22 @@ def test_film_heads_are_not_folded():
     film = new_separator(get_profile("smoke"), 0)
     film.cfg = replace(film.cfg, conditioning="film")
     assert not head.foldable(film)
+
+
+def test_group_reconstruction_is_each_masks_own_masked_istft():
+    cpu = get_profile("cpu")
+    fe = FrontEnd(cpu.audio)
+    g = torch.Generator().manual_seed(3)
+    mix = 0.1 * torch.randn(2, LENGTH, generator=g)
+    masks = torch.rand(2, 2, 3, cpu.audio.n_freq_warped, cpu.audio.n_frames, generator=g)  # (B, K, G, F, T)
+    ours = reconstruct_group(fe, masks, mix)
+    pad = cpu.audio.n_fft // 2
+    for b in range(2):  # one mask at a time, every step written out (docs/method.md section 1)
+        ext = torch.cat([mix[b], mix[b, LENGTH - 1 - pad:LENGTH - 1].flip(-1)])
+        spec = fe.stft(ext)  # (n_freq, frames + 1)
+        for k in range(2):
+            for i in range(3):
+                m = fe.unwarp(masks[b, k, i]).clamp(0.0, 1.0)
+                m = torch.cat([m, m[:, -1:].expand(-1, spec.shape[-1] - m.shape[-1])], dim=-1)
+                expected = fe.istft(apply_mask(m, spec), LENGTH + pad)[:LENGTH]
+                torch.testing.assert_close(ours[b, k, i], expected, atol=4 * EPS32 * float(expected.abs().max()), rtol=0)
