@@ -108,6 +108,10 @@ def _report_non_finite(x: Any, name: str) -> None:
     """Raise naming the first item (index over the first axis) with NaN/inf, with counts."""
     if isinstance(x, torch.Tensor):
         d = x.detach()
+        # a NaN or inf makes the sum non-finite, so a finite sum clears the input in one read without temporaries
+        # (a sum that overflows is checked element by element below)
+        if d.is_floating_point() and bool(torch.isfinite(d.sum())):
+            return
         bad = ~torch.isfinite(d)
         if not bool(bad.any()):  # one pass and one device sync for a valid input
             return

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mars_core.encoders import preprocess as P
+from mars_core.inputs import AudioInputError, validate_audio
 from mars_core.encoders.minibind import load_shipped
 from mars_core.audio import FrontEnd, apply_mask
 from mars_core.config import get_profile
@@ -179,3 +180,17 @@ def test_group_reconstruction_is_each_masks_own_masked_istft():
                 m = torch.cat([m, m[:, -1:].expand(-1, spec.shape[-1] - m.shape[-1])], dim=-1)
                 expected = fe.istft(apply_mask(m, spec), LENGTH + pad)[:LENGTH]
                 torch.testing.assert_close(ours[b, k, i], expected, atol=4 * EPS32 * float(expected.abs().max()), rtol=0)
+
+
+def test_finite_check_by_sum_still_finds_every_non_finite_sample_and_accepts_an_overflowing_sum():
+    loud = torch.full((3, 1000), 3e38)  # finite samples whose float32 sum overflows to inf
+    assert validate_audio(loud, "loud") is loud
+    for value, counts in ((float("nan"), "1 NaN and 0 inf"), (float("inf"), "0 NaN and 1 inf")):
+        x = torch.zeros(3, 1000)
+        x[2, 17] = value
+        with pytest.raises(AudioInputError, match=f"item 2 contains NaN or infinite values \\({counts}"):
+            validate_audio(x, "x")
+    x = torch.zeros(3, 1000)
+    x[1, 0], x[1, 1] = float("inf"), -float("inf")  # their sum is NaN
+    with pytest.raises(AudioInputError, match="item 1 .*0 NaN and 2 inf"):
+        validate_audio(x, "x")
