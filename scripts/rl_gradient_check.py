@@ -15,7 +15,9 @@ for every estimator x kappa x N:
 
 Estimators: ``score`` (GRPO: group advantages, one reward per mask), ``loo`` (leave-one-out advantages),
 ``segments`` (``--segments`` S per-segment rewards and group advantages, each bin credited with its
-segment's), ``pathwise`` (Beta ``rsample`` through the differentiable reward, the reference).
+segment's), ``segments-error`` (the segments' shares of the error energy, which add up to the waveform's
+SI-SDR reward to first order, with leave-one-out advantages: :func:`mars_core.rl.segments.error_share_rewards`),
+``pathwise`` (Beta ``rsample`` through the differentiable reward, the reference).
 
 The square-root law: a score-function estimate is one scalar advantage spread over ``D`` bins per mask, so
 ``cos ~ c sqrt(N)`` while ``cos`` is small, with ``c ~ 1 / sqrt(D_eff)``. The script fits ``c`` per
@@ -51,7 +53,7 @@ from mars_core.rl.rollout import rl_batch
 from mars_core.rl.update import make_optimizer, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
 
-ESTIMATORS = ("score", "loo", "segments", "pathwise")
+ESTIMATORS = ("score", "loo", "segments", "segments-error", "pathwise")
 
 
 def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segments: int,
@@ -61,6 +63,8 @@ def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segme
         return ge.pathwise_gradient(pb, kappa, group_size, bins)
     if name == "segments":
         return ge.score_gradient(pb, kappa, group_size, "group", segments, bins)
+    if name == "segments-error":
+        return ge.score_gradient(pb, kappa, group_size, "loo", segments, bins, segment_signal="error")
     return ge.score_gradient(pb, kappa, group_size, "loo" if name == "loo" else "group", 0, bins)
 
 
@@ -205,6 +209,40 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
           f"{out / 'sqrt_law.png'}")
 
 
+def agreement(args, su, params, model, ds, out: Path) -> pd.DataFrame:
+    """Where does the sampled objective agree with the mode's? Per kappa, on ``--batches`` training batches:
+    the mean signal reward of sampled masks against the mode's (``gap``, dB), and the cosine between the
+    sampled objective's gradient (the mean of ``--rollouts`` pathwise estimates of ``--agreement-samples``
+    masks per item, nearly noise-free) and the mode's exact gradient ``g*`` (``cos_obj``)."""
+    cfg, fe = su.cfg, su.fe
+    rows = []
+    for j in range(args.batches):
+        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
+        pb = ge.HeadProblem.build(model, params, batch, fe)
+        g_star = ge.exact_mode_gradient(pb)
+        with torch.no_grad():
+            P = pb.proposal()
+            mode_db = 10 * pb.rewards(pb.waveforms(P.unsqueeze(1))).mean().item()
+        for kappa in args.agreement:
+            grads, sampled = [], []
+            for r in range(args.rollouts):
+                torch.manual_seed(30_000 + 1000 * j + r)
+                grads.append(ge.pathwise_gradient(pb, kappa, args.agreement_samples))
+                with torch.no_grad():
+                    torch.manual_seed(40_000 + 1000 * j + r)
+                    m = ge.sample_masks(P, kappa, args.agreement_samples)
+                    sampled.append(10 * pb.rewards(pb.waveforms(m)).mean().item())
+            rows.append({"kappa": kappa, "batch": j, "mode_dB": mode_db, "sampled_dB": float(np.mean(sampled)),
+                         "cos_obj": cosine(torch.stack(grads).mean(0), g_star)})
+    table = pd.DataFrame(rows).groupby("kappa", as_index=False).mean(numeric_only=True).drop(columns="batch")
+    table["gap_dB"] = table["sampled_dB"] - table["mode_dB"]
+    print("\nsampled objective against the mode's (signal reward, dB; cos_obj: its gradient against g*)")
+    print(table.round(3).to_string(index=False))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "agreement.csv", index=False)
+    return table
+
+
 def headroom(args, su, params, model, ds) -> None:
     cfg, fe, b = su.cfg, su.fe, su.cfg.batch_mixtures
     rv = validation(su.prof, su.bank, min(cfg.val_mixtures, su.prof.data.n_val_mixtures), judge=None, device=su.device)
@@ -239,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim-samples", type=int, default=128, help="N of the D sweep")
     ap.add_argument("--dim-estimator", default="score", choices=ESTIMATORS, help="estimator of the D sweep")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/gradient_check/)")
+    ap.add_argument("--agreement", type=float, nargs="*", default=[],
+                    help="kappas at which to measure how far the sampled masks' objective agrees with the mode's "
+                         "(none: skip)")
+    ap.add_argument("--agreement-samples", type=int, default=8, help="masks per item of the agreement estimates")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
     ap.add_argument("--separator", default=None, help="a separator checkpoint to start from (default: the profile's, "
                     "trained first if none matches the supervised config)")
@@ -250,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                         load_images=False)
     if args.estimators:
         cosine_tables(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
+    if args.agreement:
+        agreement(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.headroom:
         headroom(args, su, params, model, ds)
     return 0

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from mars_core.config import RLConfig
 from mars_core.rl import segments as seg
 from mars_core.rl.advantages import group_advantages, loo_advantages
+from mars_core.rl.config import check_config
 from mars_core.rl.ppo import ppo_loss
 from mars_core.rl.rewards import RewardModel, signal_term
 from mars_core.rl.update import advantages
@@ -122,3 +123,65 @@ def test_per_bin_advantages_equal_to_one_per_mask_give_the_same_loss():
     torch.testing.assert_close(l1, l2)
     with pytest.raises(ValueError, match="per bin"):
         ppo_loss(new, old, torch.zeros(2, 3, 2, 5), ent)
+
+
+def test_error_share_rewards_by_hand_and_they_add_up_to_the_si_sdr_difference():
+    """Oracle: numpy by hand (alpha, error energy per segment, group mean); the sum over segments moves
+    like SI-SDR / 10 between two nearby estimates (first order: d(SI-SDR/10) = -d|e|^2 / (ln 10 |e|^2))."""
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal(200)
+    y = np.stack([s + 0.3 * rng.standard_normal(200), s + 0.3 * rng.standard_normal(200) + 0.1])[None]  # (1, 2, L)
+    r = seg.error_share_rewards(torch.from_numpy(y), torch.from_numpy(s[None]), 4).numpy()
+    assert r.shape == (1, 2, 4)
+    sc = s - s.mean()
+    want = np.zeros((2, 4))
+    e2 = []
+    for g in range(2):
+        yc = y[0, g] - y[0, g].mean()
+        e = yc - (yc @ sc) / (sc @ sc) * sc
+        e2.append(e @ e)
+        want[g] = [e[k * 50:(k + 1) * 50] @ e[k * 50:(k + 1) * 50] for k in range(4)]
+    want = -want / (np.log(10.0) * np.mean(e2))
+    np.testing.assert_allclose(r[0], want, rtol=1e-5, atol=1e-7)  # float32 output
+    # first order: a small change of the estimate that leaves its projection on s (so |alpha s|^2) alone moves
+    # sum_k r like SI-SDR / 10; the relative error is second order, about |d|e|^2| / (2 |e|^2) ~ 1e-2 here
+    d = rng.standard_normal(200)
+    d -= d.mean()
+    d -= (d @ sc) / (sc @ sc) * sc
+    y2 = y.copy()
+    y2[0, 1] = y[0, 0] + 0.01 * d  # sample 1 close to sample 0, same projection on s
+    r2 = seg.error_share_rewards(torch.from_numpy(y2), torch.from_numpy(s[None]), 4).numpy()[0].sum(-1)
+    def si_sdr_db(est):  # by hand, means removed
+        e, t = est - est.mean(), sc * ((est - est.mean()) @ sc) / (sc @ sc)
+        return 10 * np.log10((t @ t) / ((e - t) @ (e - t)))
+
+    d_sisdr = (si_sdr_db(y2[0, 1]) - si_sdr_db(y2[0, 0])) / 10
+    assert abs((r2[1] - r2[0]) - d_sisdr) < 0.05 * abs(d_sisdr) + 1e-6
+
+
+def test_error_share_rewards_refuse_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(N, G, L\)"):
+        seg.error_share_rewards(torch.zeros(2, 100), torch.zeros(2, 100), 4)
+
+
+def test_reward_model_error_segments_use_each_items_group():
+    """Rows are item-major groups (row n G + i: sample i of item n): the signal term of every row equals the
+    error shares computed on that item's group alone, and the reward adds the whole-waveform semantic term."""
+    g, length = 3, 4000
+    refs = _tones(2, length)
+    gen = torch.Generator().manual_seed(1)
+    est = refs.repeat_interleave(g, 0) + 0.2 * torch.randn(2 * g, length, generator=gen)
+    z = F.normalize(torch.randn(2 * g, 4, generator=gen), dim=-1)
+    rm = RewardModel(_stack(FeatureEncoder()), SR, lambda_sig=2.0, segment_terms="signal", segment_signal="error")
+    R, terms = rm(est, z, None, refs.repeat_interleave(g, 0), segments=4, group_size=g)
+    for n in range(2):
+        want = seg.error_share_rewards(est[n * g:(n + 1) * g][None], refs[n:n + 1], 4)[0]
+        torch.testing.assert_close(terms["signal"][n * g:(n + 1) * g], want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(R, terms["semantic"] + 2.0 * terms["signal"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="group_size"):
+        rm(est, z, None, refs.repeat_interleave(g, 0), segments=4, group_size=4)  # 6 rows are not groups of 4
+    with pytest.raises(ValueError, match="reward_segments > 0"):
+        check_config(RLConfig(segment_signal="error", lambda_sig=1.0))
+    with pytest.raises(ValueError, match="segment_signal"):
+        check_config(RLConfig(segment_signal="energy", reward_segments=4, lambda_sig=1.0))
+    check_config(RLConfig(segment_signal="error", reward_segments=4, lambda_sig=1.0, advantage="loo"))

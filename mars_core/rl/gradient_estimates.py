@@ -25,7 +25,7 @@ from .advantages import group_advantages, loo_advantages
 from .policy import beta_log_prob, rsample_masks, sample_masks
 from .rewards import signal_term
 from .rollout import RLBatch, proposal_from_trunk, reconstruct_group
-from .segments import bin_advantages, frame_segments, per_segment, segment_advantages
+from .segments import bin_advantages, error_share_rewards, frame_segments, per_segment, segment_advantages
 
 ADVANTAGES = {"group": group_advantages, "loo": loo_advantages}
 
@@ -68,6 +68,11 @@ class HeadProblem:
         r = per_segment(signal_term, segments, flat, refs) if segments else signal_term(flat, refs)
         return r.reshape(n, g, *r.shape[1:])
 
+    def error_shares(self, wav: torch.Tensor, segments: int) -> torch.Tensor:
+        """Error-share segment rewards (:func:`~mars_core.rl.segments.error_share_rewards`). Shape: ``(N, G, S)``."""
+        n = wav.shape[0]
+        return error_share_rewards(wav, self.batch.sources.reshape(n, -1), segments)
+
     def grad(self, objective: torch.Tensor) -> torch.Tensor:
         """The flat gradient of a scalar with respect to the head's parameters."""
         return torch.cat([t.reshape(-1) for t in torch.autograd.grad(objective, self.params)])
@@ -89,14 +94,15 @@ def exact_mode_gradient(pb: HeadProblem, bins: torch.Tensor | None = None) -> to
 
 
 def score_gradient(pb: HeadProblem, kappa: float, group_size: int, advantage: str = "group", segments: int = 0,
-                   bins: torch.Tensor | None = None) -> torch.Tensor:
+                   bins: torch.Tensor | None = None, segment_signal: str = "sisdr") -> torch.Tensor:
     """The score-function (GRPO first-update) ascent direction from ``group_size`` masks per item, drawn from
-    the global torch generator; ``segments`` S > 0 uses per-segment rewards and advantages."""
+    the global torch generator; ``segments`` S > 0 uses per-segment rewards and advantages: each segment's
+    clamped SI-SDR (``segment_signal="sisdr"``) or its share of the error energy (``"error"``)."""
     P = pb.proposal()
     with torch.no_grad():
         masks = _held(P, sample_masks(P, kappa, group_size), bins)
         wav = pb.waveforms(masks)
-        r = pb.rewards(wav, segments)
+        r = pb.error_shares(wav, segments) if segments and segment_signal == "error" else pb.rewards(wav, segments)
         fn = ADVANTAGES[advantage]
         if segments:
             adv, _ = segment_advantages(r, fn)

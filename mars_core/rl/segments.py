@@ -16,6 +16,7 @@ with the advantage of *its own* segment divides that dimension by about ``S``.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -105,3 +106,36 @@ def bin_advantages(adv: torch.Tensor, frame_segment: torch.Tensor) -> torch.Tens
         (broadcast over the ``F`` frequency rows).
     """
     return adv[..., frame_segment.to(adv.device)].unsqueeze(-2)
+
+
+def error_share_rewards(estimates: torch.Tensor, references: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """Segment rewards that add up to the waveform's SI-SDR reward, to first order (``segment_signal="error"``).
+
+    For sample ``g`` of an item with clean target ``s``: ``alpha_g = <y_g, s> / |s|^2`` (means removed, as
+    in SI-SDR), error ``e_g = y_g - alpha_g s``, ``E = mean_g |e_g|^2`` over the item's group, and
+
+        r_gk = -|e_gk|^2 / (ln(10) E)          (e_gk: the error's samples in segment k)
+
+    Since ``d(SI-SDR / 10) = -d|e|^2 / (ln(10) |e|^2)`` (the target's energy held fixed), ``sum_k r_gk``
+    differs from ``SI-SDR(y_g, s) / 10`` by a constant of the group plus second-order terms: the segments
+    *decompose* the waveform's reward, weighting each by its share of the error energy. Per-segment
+    SI-SDR (``segment_signal="sisdr"``) instead gives a quiet segment the weight of a loud one, which is
+    another objective. Each bin's advantage is its own segment's (:func:`bin_advantages`), so with
+    leave-one-out advantages the estimate drops only the terms a bin cannot change (up to the frames that
+    overlap the next segment).
+
+    Shape:
+        estimates ``(N, G, L)``; references ``(N, L)``; returns ``(N, G, S)`` float32.
+    """
+    if estimates.dim() != 3 or references.shape != (estimates.shape[0], estimates.shape[-1]):
+        raise ValueError(f"estimates must be (N, G, L) and references (N, L), got {tuple(estimates.shape)} and "
+                         f"{tuple(references.shape)}")
+    y = estimates.double()
+    s = references.double().unsqueeze(1)
+    y = y - y.mean(-1, keepdim=True)
+    s = s - s.mean(-1, keepdim=True)
+    alpha = (y * s).sum(-1, keepdim=True) / ((s * s).sum(-1, keepdim=True) + 1e-8)
+    err2 = (y - alpha * s) ** 2  # (N, G, L)
+    energy = err2.sum(-1).mean(1).clamp_min(1e-12)[:, None, None]  # (N, 1, 1) group mean |e_g|^2
+    shares = per_segment(lambda w: w.sum(-1), n_segments, err2.reshape(-1, err2.shape[-1]))  # (N G, S)
+    return (-shares.reshape(*err2.shape[:2], n_segments) / (math.log(10.0) * energy)).float()
