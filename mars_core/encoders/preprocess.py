@@ -275,12 +275,13 @@ def _clips_with_inplace_mean_removal(wav: torch.Tensor, cfg: AudioPreprocessConf
         wav: ``(B, C, n)``; returns ``(B, clips, min(n, clip_samples))`` (channel 0).
     """
     wav = wav.clone()
-    clips = []
-    for start, end in clip_sample_ranges(wav.shape[-1], cfg):
+    ranges = clip_sample_ranges(wav.shape[-1], cfg)
+    clips = wav.new_empty(wav.shape[0], len(ranges), min(wav.shape[-1], ranges[0][1] - ranges[0][0]))
+    for i, (start, end) in enumerate(ranges):
         view = wav[:, :, start:end]
         view -= view.mean(dim=(1, 2), keepdim=True)
-        clips.append(view[:, 0].clone())
-    return torch.stack(clips, dim=1)
+        clips[:, i] = view[:, 0]  # copied now: later clips shift overlapping samples
+    return clips
 
 
 def preprocess_audio_batch(wav: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Tensor:
@@ -296,12 +297,16 @@ def preprocess_audio_batch(wav: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO
         raise ValueError(f"expected (B, n) or (B, C, n) waveforms, got shape {tuple(wav.shape)}")
     clips = _clips_with_inplace_mean_removal(wav.float(), cfg)  # (B, S, m)
     b, s, m = clips.shape
-    feats = kaldi_fbank(clips.reshape(b * s, m), cfg).transpose(1, 2)  # (B*S, mel, T)
-    pad = cfg.target_length - feats.shape[-1]
-    feats = F.pad(feats, (0, pad)) if pad > 0 else feats[..., : cfg.target_length]
+    feats = kaldi_fbank(clips.reshape(b * s, m), cfg).transpose(1, 2)[..., : cfg.target_length]  # (B*S, mel, T)
     mean = torch.tensor(cfg.mean, dtype=feats.dtype, device=feats.device)
     std = torch.tensor(cfg.std, dtype=feats.dtype, device=feats.device)
-    return ((feats - mean) / std).reshape(b, s, 1, cfg.num_mel_bins, cfg.target_length)
+    # right zero-padding to target_length, then (x - mean) / std: the padded frames are (0 - mean) / std
+    out = ((torch.zeros((), dtype=feats.dtype, device=feats.device) - mean) / std).expand(
+        b * s, cfg.num_mel_bins, cfg.target_length).clone()
+    frames = out[..., : feats.shape[-1]]
+    torch.sub(feats, mean, out=frames)
+    frames.div_(std)
+    return out.reshape(b, s, 1, cfg.num_mel_bins, cfg.target_length)
 
 
 def preprocess_audio(
@@ -325,6 +330,9 @@ def preprocess_audio(
                 f"({cfg.frame_length_ms:g} ms at {cfg.sample_rate} Hz)"
             )
         groups.setdefault(tuple(w.shape), []).append(i)
+    if len(groups) == 1:  # one shape: the batch in order, without splitting and restacking it
+        group = torch.stack(list(waveforms))
+        return preprocess_audio_batch(group.to(device) if device is not None else group, cfg)
     out: list[torch.Tensor | None] = [None] * len(waveforms)
     for idx in groups.values():
         group = torch.stack([waveforms[i] for i in idx])
