@@ -24,6 +24,7 @@ from mars_core.audio import FrontEnd, apply_mask
 from mars_core.config import get_profile
 from mars_core.metrics import si_sdr
 from mars_core.rl import head
+from mars_core.rl.ppo import ppo_loss
 from mars_core.rl.rewards import signal_term
 from mars_core.rl.rollout import reconstruct_group
 from mars_core.separator import logits_from_trunk, new_separator
@@ -194,3 +195,43 @@ def test_finite_check_by_sum_still_finds_every_non_finite_sample_and_accepts_an_
     x[1, 0], x[1, 1] = float("inf"), -float("inf")  # their sum is NaN
     with pytest.raises(AudioInputError, match="item 1 .*0 NaN and 2 inf"):
         validate_audio(x, "x")
+
+
+def _autograd_surrogate(new_logp, old_logp, adv, clip_eps=0.2):
+    """The clipped surrogate as ppo.py's docstring writes it, through autograd: ``exp`` of the log-ratio clamped to
+    [-20, 20] with the gradient passed straight through, ``mean(max(-A r, -A clip(r, 1 - eps, 1 + eps)))``."""
+    logratio = new_logp - old_logp
+    ratio = torch.exp(logratio.detach().clamp(-20, 20) + (logratio - logratio.detach()))
+    a = adv.reshape(*adv.shape, 1, 1) if adv.dim() == 2 else adv
+    return torch.max(-a * ratio, -a * torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)).mean(), ratio.detach()
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.01, 0.3, 30.0], ids=["ratio1", "small", "clipping", "bounded"])
+@pytest.mark.parametrize("per_bin", [False, True])
+def test_ppo_loss_has_the_autograd_surrogates_value_gradient_and_statistics_bit_for_bit(spread, per_bin):
+    g = torch.Generator().manual_seed(4)
+    old = torch.randn(5, 4, 33, 17, generator=g)
+    start = old + spread * torch.randn(old.shape, generator=g)
+    adv = torch.randn(5, 4, 1, 17, generator=g) if per_bin else torch.randn(5, 4, generator=g)
+    adv[0, 0] = 0.0  # both branches equal whatever the ratio
+    ent, kl = torch.rand(5, 1, 33, 17, generator=g), torch.rand(5, 1, 33, 17, generator=g)
+    ours_new, ref_new = start.clone().requires_grad_(), start.clone().requires_grad_()
+    loss, stats = ppo_loss(ours_new, old, adv, ent, kl, clip_eps=0.2, ent_coef=0.1, kl_coef=0.01)
+    loss.backward()
+    pg, ratio = _autograd_surrogate(ref_new, old, adv)
+    (pg - 0.1 * ent.mean() + 0.01 * kl.mean()).backward()
+    assert stats["pg_loss"] == pg.item() and stats["loss"] == loss.item()
+    assert torch.equal(ours_new.grad, ref_new.grad)
+    bounded = (start - old).clamp(-20, 20)
+    assert stats["approx_kl"] == ((ratio - 1) - bounded).mean().item()
+    assert stats["clipfrac"] == ((ratio - 1).abs() > 0.2).float().mean().item()
+    assert stats["ratio_mean"] == ratio.mean().item()
+    if spread == 0.3:
+        assert 0.1 < stats["clipfrac"] < 0.9  # both branches of the max are exercised
+
+
+def test_ppo_loss_with_an_infinite_log_ratio_is_not_finite_as_before():
+    new = torch.zeros(2, 3, 4, 4)
+    new[0, 0, 0, 0] = float("inf")
+    loss, _ = ppo_loss(new.requires_grad_(), torch.zeros(2, 3, 4, 4), torch.ones(2, 3), torch.zeros(2, 1, 4, 4))
+    assert math.isnan(loss.item())  # exp(clamp(inf) + (inf - inf)): the update is skipped (update._step)
