@@ -89,8 +89,9 @@ class _ClippedSurrogateMean(torch.autograd.Function):
         pg2 = neg * clipped
         pg_loss = torch.max(pg1, pg2).mean()
         # d max(pg1, pg2) / d ratio = -A where max takes pg1 alone, or both are equal inside the clip range
-        # (half from each branch); 0 where it takes the clipped branch or the ratio is clipped
-        keep = (pg1 > pg2) | (clipped == ratio)
+        # (half from each branch); 0 where it takes the clipped branch. Equal branches outside the range
+        # mean A = 0, whose gradient is 0 either way, so 'pg1 >= pg2' is the whole condition
+        keep = pg1 >= pg2
         ctx.save_for_backward(ratio, neg, keep)
         ctx.numel = ratio.numel()
         ctx.mark_non_differentiable(ratio, clamped)
