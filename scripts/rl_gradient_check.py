@@ -15,7 +15,8 @@ for every estimator x kappa x N:
 
 Estimators: ``score`` (GRPO: group advantages, one reward per mask), ``loo`` (leave-one-out advantages),
 ``segments`` (``--segments`` S per-segment rewards and group advantages, each bin credited with its
-segment's), ``segments-error`` (the segments' shares of the error energy, which add up to the waveform's
+segment's), ``trainer`` (the trainer's own first PPO update with the preset's whole reward, advantages, segments,
+entropy and KL terms, as ``--set`` configures them: what training actually follows), ``segments-error`` (the segments' shares of the error energy, which add up to the waveform's
 SI-SDR reward to first order, with leave-one-out advantages: :func:`mars_core.rl.segments.error_share_rewards`),
 ``pathwise`` (Beta ``rsample`` through the differentiable reward, the reference).
 
@@ -26,8 +27,11 @@ and ``--dim-samples`` N by sampling only a random fraction ``--dims`` of the bin
 ``g*`` taken through the same bins). ``--out`` gets ``cosine_table.csv``, ``dimension.csv`` and
 ``sqrt_law.png`` (cosine against N and against D, log-log, with the fitted lines).
 
-``--headroom N`` (as before): how far the same head weights get on val SDR when they follow ``g*`` of the
-mode's SI-SDR for N steps on fresh batches (AdamW, the preset's lr).
+``--headroom N`` (the calibration runs): how far the same head weights get on val SDR when they follow ``g*`` of the
+mode's SI-SDR for N steps on fresh batches (the preset's optimizer and lr), and with ``--headroom-cos`` when they
+follow ``g*`` plus isotropic noise at each per-update cosine (``calibration.csv``): the cosine an update needs.
+
+``--agreement KAPPA ...``: the sampled masks' objective against the mode's per kappa (``agreement.csv``).
 
     OMP_NUM_THREADS=1 python scripts/rl_gradient_check.py --profile cpu    # about 7 minutes on a busy 2-core machine
     python scripts/rl_gradient_check.py --profile cpu --kappa 30 300 --samples 32 128 512 2048 --rollouts 8 --batches 4
@@ -39,6 +43,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +52,35 @@ import torch
 
 from mars_core.data.mixing import MixtureDataset
 from mars_core.rl import gradient_estimates as ge
+from mars_core.rl.advantages import EMABaseline
 from mars_core.rl.cli import base_parser
 from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args
-from mars_core.rl.rollout import rl_batch
-from mars_core.rl.update import make_optimizer, trainable_parameters
+from mars_core.rl.rollout import rl_batch, rollout
+from mars_core.rl.update import advantages, make_optimizer, minibatch_loss, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
 
-ESTIMATORS = ("score", "loo", "segments", "segments-error", "pathwise")
+ESTIMATORS = ("score", "loo", "segments", "segments-error", "pathwise", "trainer")
+
+
+def trainer_update(pb: ge.HeadProblem, kappa: float, group_size: int) -> torch.Tensor:
+    """The ascent direction of the trainer's own first PPO update on a fresh rollout of the whole batch: the
+    preset's reward (every term it has, with its ``--set`` overrides), advantages, segments, entropy and KL terms,
+    :func:`mars_core.rl.update.minibatch_loss` at ratio 1. ``kappa`` and ``group_size`` as the table's."""
+    su = pb.setup
+    cfg = replace(su.cfg, kappa=kappa, kappa_end=kappa, group_size=group_size)
+    ro = rollout(pb.model, pb.batch, pb.fe, su.reward_model, kappa, group_size, seed=int(torch.randint(0, 2**31, ()).item()),
+                 reward_segments=cfg.reward_segments)
+    adv, _ = advantages(ro.rewards, cfg, EMABaseline(cfg.ema_decay) if cfg.advantage == "ema" else None)
+    mb = torch.arange(pb.batch.n_mixtures, device=adv.device)
+    loss, _ = minibatch_loss(pb.model, ro, adv, mb, cfg, pb.fe)
+    return -pb.grad(loss)
 
 
 def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segments: int,
              bins: torch.Tensor | None = None) -> torch.Tensor:
     """One flat gradient estimate of ``name`` (:data:`ESTIMATORS`)."""
+    if name == "trainer":
+        return trainer_update(pb, kappa, group_size)
     if name == "pathwise":
         return ge.pathwise_gradient(pb, kappa, group_size, bins)
     if name == "segments":
@@ -141,6 +163,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     for j in range(args.batches):
         batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
         pb = ge.HeadProblem.build(model, params, batch, fe)
+        pb.setup = su  # the trainer's own update needs the preset's reward model and config
         problems.append((pb, ge.exact_mode_gradient(pb)))
     n_items = problems[0][0].batch.n_items
     F, T = problems[0][0].trunk.shape[-2] * 2, problems[0][0].trunk.shape[-1] * 2
@@ -243,20 +266,54 @@ def agreement(args, su, params, model, ds, out: Path) -> pd.DataFrame:
     return table
 
 
-def headroom(args, su, params, model, ds) -> None:
+def noisy_direction(g_star: torch.Tensor, cos: float, gen: torch.Generator) -> torch.Tensor:
+    """A direction with cosine exactly ``cos`` to ``g_star`` and the norm of ``g_star``: ``g_star`` mixed with isotropic
+    Gaussian noise made orthogonal to it (``cos = 1``: ``g_star`` itself)."""
+    if cos >= 1:
+        return g_star
+    u = g_star / g_star.norm().clamp_min(1e-30)
+    xi = torch.randn(g_star.shape, generator=gen, dtype=g_star.dtype)
+    xi = xi - (xi @ u) * u
+    return g_star.norm() * (cos * u + (1 - cos**2) ** 0.5 * xi / xi.norm().clamp_min(1e-30))
+
+
+def headroom(args, su, params, model, ds) -> pd.DataFrame:
+    """The calibration runs: the same head weights follow the exact gradient ``g*`` of the mode's SI-SDR, or ``g*``
+    with isotropic noise at a set cosine (``--headroom-cos``), for ``--headroom`` steps on fresh batches (the preset's
+    optimizer and lr): which per-update cosine does this optimizer need to gain val SDR in that many steps?"""
     cfg, fe, b = su.cfg, su.fe, su.cfg.batch_mixtures
     rv = validation(su.prof, su.bank, min(cfg.val_mixtures, su.prof.data.n_val_mixtures), judge=None, device=su.device)
-    opt = make_optimizer(model, cfg)
-    print(f"exact-gradient fine-tuning of the same weights ({cfg.optimizer}, lr {cfg.lr}), val SDR on "
-          f"{len(rv.val.queries)} mixtures: step 0 {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
-    for step in range(args.headroom):
-        loss = -mode_si_sdr(model, rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device), fe)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == args.headroom:
-            print(f"  step {step + 1}: val SDR {validate_rl(model, rv, fe)['sdr']:.2f} dB", flush=True)
+    start = copy.deepcopy(model.state_dict())
+    start_sdr = validate_rl(model, rv, fe)["sdr"]
+    print(f"calibration: g* (+ matched isotropic noise) fine-tuning of the head ({cfg.optimizer}, lr {cfg.lr}), val SDR on "
+          f"{len(rv.val.queries)} mixtures: step 0 {start_sdr:.2f} dB", flush=True)
+    rows = []
+    for cos in args.headroom_cos:
+        model.load_state_dict(start)
+        opt = make_optimizer(model, cfg)
+        gen = torch.Generator().manual_seed(123)
+        curve = []
+        for step in range(args.headroom):
+            batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device)
+            value = mode_si_sdr(model, batch, fe)
+            g_star = torch.cat([t.reshape(-1) for t in torch.autograd.grad(value, params)])
+            g = noisy_direction(g_star.detach().cpu(), cos, gen).to(g_star)
+            opt.zero_grad(set_to_none=True)
+            offset = 0
+            for p in params:  # descent on -SI-SDR: the gradient is -g
+                p.grad = -g[offset:offset + p.numel()].reshape(p.shape)
+                offset += p.numel()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == args.headroom:
+                curve.append(validate_rl(model, rv, fe)["sdr"])
+        rows.append({"cos": cos, "steps": args.headroom, "val_sdr_start": start_sdr, "val_sdr_best": max(curve),
+                     "val_sdr_last": curve[-1], "gain_last": curve[-1] - start_sdr})
+        print(f"  cos {cos:.2f}: val SDR every {cfg.eval_every} steps " + " ".join(f"{v:.2f}" for v in curve), flush=True)
+    model.load_state_dict(start)
+    table = pd.DataFrame(rows)
+    print(table.round(3).to_string(index=False))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(none: skip)")
     ap.add_argument("--agreement-samples", type=int, default=8, help="masks per item of the agreement estimates")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
+    ap.add_argument("--headroom-cos", type=float, nargs="+", default=[1.0],
+                    help="per-update cosines of the calibration runs: g* plus isotropic noise at each (1: g* alone)")
     ap.add_argument("--separator", default=None, help="a separator checkpoint to start from (default: the profile's, "
                     "trained first if none matches the supervised config)")
     args = ap.parse_args(argv)
@@ -295,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.agreement:
         agreement(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.headroom:
-        headroom(args, su, params, model, ds)
+        out = args.out or Path("runs") / su.prof.name / "gradient_check"
+        out.mkdir(parents=True, exist_ok=True)
+        headroom(args, su, params, model, ds).to_csv(out / "calibration.csv", index=False)
     return 0
 
 
