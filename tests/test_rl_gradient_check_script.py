@@ -1,0 +1,35 @@
+"""scripts/rl_gradient_check.py: the matched-noise directions of its calibration runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rl_gradient_check.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("rl_gradient_check", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("cos", [1.0, 0.7, 0.3, 0.0])
+def test_noisy_direction_has_the_set_cosine_and_the_gradients_norm(cos):
+    g = torch.randn(5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    d = _script().noisy_direction(g, cos, torch.Generator().manual_seed(1))
+    got = float(d @ g / (d.norm() * g.norm()))
+    assert got == pytest.approx(cos, abs=1e-9)  # float64 arithmetic on 5000 numbers
+    assert float(d.norm()) == pytest.approx(float(g.norm()), rel=1e-9)
+
+
+def test_noisy_directions_differ_between_draws():
+    mod = _script()
+    g = torch.randn(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    a, b = mod.noisy_direction(g, 0.5, gen), mod.noisy_direction(g, 0.5, gen)
+    assert float(a @ b / (a.norm() * b.norm())) < 0.5  # two noises, each orthogonal to g: cos(a, b) = 0.25 + noise
