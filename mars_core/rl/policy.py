@@ -57,8 +57,9 @@ def sample_masks(P_old: torch.Tensor, kappa: float, group_size: int) -> torch.Te
     """
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    a, b = beta_params(P_old.detach().unsqueeze(1).expand(-1, group_size, *P_old.shape[1:]), kappa)
-    return clamp_sample(sample_beta(a, b))
+    a, b = beta_params(P_old.detach(), kappa)  # checked and computed once per item, then broadcast to the group
+    shape = (P_old.shape[0], group_size, *P_old.shape[1:])
+    return clamp_sample(sample_beta(a.unsqueeze(1).expand(shape), b.unsqueeze(1).expand(shape)))
 
 
 @torch.no_grad()
