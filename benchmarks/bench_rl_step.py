@@ -10,11 +10,22 @@ is a seeded MiniBind of the profile's size (untrained weights cost the same) and
 are random unit vectors.
 
 Columns: ``x_supervised`` is the RL step's seconds over the supervised step's (target <= 2.0);
-``reward_share`` the fraction of the RL step spent in the reward encoder; ``peak_MB`` as in
-``bench_train_step.py`` (each measurement in a fresh subprocess).
+``reward_share`` the fraction of the RL step spent in the reward (encoder front end and transformer, signal
+term); ``t_policy``, ``t_rollout``, ``t_reward``, ``t_update`` the median seconds of the old-policy pass, the
+sampling and reconstruction, the reward and the PPO updates; ``peak_MB`` as in ``bench_train_step.py`` (each
+measurement in a fresh subprocess).
+
+At cpu size on one thread of the 2-core machine (issue 17) the ``plus`` step went from 3.6x to 2.5x the
+supervised step with the same arithmetic (same masks, rewards within float32 rounding): the filterbank and the
+signal term in fewer passes, the head-only updates from the rollout's head input with the query fusion folded
+into the head's convolution (:mod:`mars_core.rl.head`), the clipped surrogate's gradient written out, the group
+reconstruction without per-mask magnitude and phase. What is left is mostly fixed work: the reward encoder's
+transformer on ``G x items x 3`` clips (about 30 % of the step), the gamma draws of the Beta masks (10 %), the
+old policy's U-Net, the iSTFT and the Beta log-densities of the updates.
 
     python benchmarks/bench_rl_step.py                    # smoke
-    python benchmarks/bench_rl_step.py --profile cpu --repeats 3
+    python benchmarks/bench_rl_step.py --profile cpu --repeats 3 --threads 1
+    python benchmarks/bench_rl_step.py --profile cpu --kinds rl       # the supervised step and the plus step only
 """
 
 from __future__ import annotations
@@ -128,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="mixtures per step for both steps (default: profile.supervised.batch_mixtures)")
     ap.add_argument("--device", default="cuda" if gpu else "cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--kinds", nargs="+", default=list(RL_KINDS), choices=list(RL_KINDS),
+                    help="RL steps to time besides the supervised one (default: all)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--worker", nargs=2, metavar=("STEP", "PROFILE"), help=argparse.SUPPRESS)
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(*args.worker, args.batch, args.device, args.warmup, args.repeats)))
         return 0
-    rows = bts.run_workers(__file__, args.profile, ["supervised", *RL_KINDS], args)
+    rows = bts.run_workers(__file__, args.profile, ["supervised", *args.kinds], args)
     print(f"{bts.machine()}; {args.threads} torch threads; median of {args.repeats} steps after {args.warmup} warm-up")
     print(table(rows).round(3).to_string(index=False))
     for r in table(rows).itertuples():
