@@ -15,10 +15,12 @@ for every estimator x kappa x N:
 
 Estimators: ``score`` (GRPO: group advantages, one reward per mask), ``loo`` (leave-one-out advantages),
 ``segments`` (``--segments`` S per-segment rewards and group advantages, each bin credited with its
-segment's), ``trainer`` (the trainer's own first PPO update with the preset's whole reward, advantages, segments,
-entropy and KL terms, as ``--set`` configures them: what training actually follows), ``segments-error`` (the segments' shares of the error energy, which add up to the waveform's
+segment's), ``segments-error`` (the segments' shares of the error energy, which add up to the waveform's
 SI-SDR reward to first order, with leave-one-out advantages: :func:`mars_core.rl.segments.error_share_rewards`),
-``pathwise`` (Beta ``rsample`` through the differentiable reward, the reference).
+``pathwise`` (Beta ``rsample`` through the differentiable reward, the reference). Each ``--trainer-variant
+NAME[:field=value,...]`` adds ``trainer:NAME``: the trainer's *own* first PPO update with the whole reward of the
+preset with those fields (semantic, contamination and signal terms), its advantages, segments, entropy and KL terms,
+which is what a training run follows (the estimators above see the signal term alone).
 
 The square-root law: a score-function estimate is one scalar advantage spread over ``D`` bins per mask, so
 ``cos ~ c sqrt(N)`` while ``cos`` is small, with ``c ~ 1 / sqrt(D_eff)``. The script fits ``c`` per
@@ -53,22 +55,36 @@ import torch
 from mars_core.data.mixing import MixtureDataset
 from mars_core.rl import gradient_estimates as ge
 from mars_core.rl.advantages import EMABaseline
-from mars_core.rl.cli import base_parser
+from mars_core.rl.cli import base_parser, parse_overrides
+from mars_core.rl.config import check_config
 from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args
+from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rl_batch, rollout
 from mars_core.rl.update import advantages, make_optimizer, minibatch_loss, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
 
-ESTIMATORS = ("score", "loo", "segments", "segments-error", "pathwise", "trainer")
+ESTIMATORS = ("score", "loo", "segments", "segments-error", "pathwise")
 
 
-def trainer_update(pb: ge.HeadProblem, kappa: float, group_size: int) -> torch.Tensor:
+def trainer_variants(su, specs: list[str]) -> dict[str, tuple]:
+    """``NAME[:field=value,...]`` -> ``{NAME: (config, reward model)}``: the preset with those RLConfig fields (typed
+    as ``--set`` types them) and its own reward model; ``plus`` alone is the preset itself."""
+    out = {}
+    for spec in specs:
+        name, _, fields = spec.partition(":")
+        cfg = replace(su.cfg, **parse_overrides([f for f in fields.split(",") if f]))
+        check_config(cfg)
+        out[name] = (cfg, RewardModel(su.stack, su.prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg,
+                                      cfg.reward_batch_size, cfg.segment_terms, cfg.segment_signal))
+    return out
+
+
+def trainer_update(pb: ge.HeadProblem, cfg, reward_model, kappa: float, group_size: int) -> torch.Tensor:
     """The ascent direction of the trainer's own first PPO update on a fresh rollout of the whole batch: the
-    preset's reward (every term it has, with its ``--set`` overrides), advantages, segments, entropy and KL terms,
-    :func:`mars_core.rl.update.minibatch_loss` at ratio 1. ``kappa`` and ``group_size`` as the table's."""
-    su = pb.setup
-    cfg = replace(su.cfg, kappa=kappa, kappa_end=kappa, group_size=group_size)
-    ro = rollout(pb.model, pb.batch, pb.fe, su.reward_model, kappa, group_size, seed=int(torch.randint(0, 2**31, ()).item()),
+    config's reward (every term it has), advantages, segments, entropy and KL terms,
+    :func:`mars_core.rl.update.minibatch_loss` at ratio 1, at the table's ``kappa`` and ``group_size``."""
+    cfg = replace(cfg, kappa=kappa, kappa_end=kappa, group_size=group_size)
+    ro = rollout(pb.model, pb.batch, pb.fe, reward_model, kappa, group_size, seed=int(torch.randint(0, 2**31, ()).item()),
                  reward_segments=cfg.reward_segments)
     adv, _ = advantages(ro.rewards, cfg, EMABaseline(cfg.ema_decay) if cfg.advantage == "ema" else None)
     mb = torch.arange(pb.batch.n_mixtures, device=adv.device)
@@ -79,8 +95,8 @@ def trainer_update(pb: ge.HeadProblem, kappa: float, group_size: int) -> torch.T
 def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segments: int,
              bins: torch.Tensor | None = None) -> torch.Tensor:
     """One flat gradient estimate of ``name`` (:data:`ESTIMATORS`)."""
-    if name == "trainer":
-        return trainer_update(pb, kappa, group_size)
+    if name.startswith("trainer:"):
+        return trainer_update(pb, *pb.variants[name.partition(":")[2]], kappa, group_size)
     if name == "pathwise":
         return ge.pathwise_gradient(pb, kappa, group_size, bins)
     if name == "segments":
@@ -163,7 +179,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     for j in range(args.batches):
         batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
         pb = ge.HeadProblem.build(model, params, batch, fe)
-        pb.setup = su  # the trainer's own update needs the preset's reward model and config
+        pb.variants = trainer_variants(su, args.trainer_variant)  # the trainer's own updates: config, reward model
         problems.append((pb, ge.exact_mode_gradient(pb)))
     n_items = problems[0][0].batch.n_items
     F, T = problems[0][0].trunk.shape[-2] * 2, problems[0][0].trunk.shape[-1] * 2
@@ -171,7 +187,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
           f"{problems[0][1].numel()} head weights, reward clamp(SI-SDR) / 10; {args.rollouts} rollouts per cell, "
           f"segments S = {args.segments}", flush=True)
     records = []
-    for name in args.estimators:
+    for name in list(args.estimators) + [f"trainer:{v.partition(':')[0]}" for v in args.trainer_variant]:
         for kappa in args.kappa:
             for n in args.pathwise_samples if name == "pathwise" else args.samples:
                 g = max(2, n // n_items)
@@ -326,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pathwise-samples", type=int, nargs="+", default=[32, 128],
                     help="N of the pathwise estimator (it costs about twice a score estimate and its cosine hardly "
                          "moves with N)")
+    ap.add_argument("--trainer-variant", action="append", default=[], metavar="NAME[:field=value,...]",
+                    help="also tabulate the trainer's own first update (the whole reward, advantages, segments, "
+                         "entropy and KL of the preset with these fields) as estimator 'trainer:NAME' (repeatable)")
     ap.add_argument("--rollouts", type=int, default=3, help="estimates per cell and batch (fresh samples each)")
     ap.add_argument("--batches", type=int, default=2, help="training batches (the first ones of the train split)")
     ap.add_argument("--segments", type=int, default=64, help="S of the 'segments' estimator")
@@ -349,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     params = trainable_parameters(model, "head")
     ds = MixtureDataset("train", su.prof, n_items=su.cfg.batch_mixtures * max(1, args.headroom, args.batches),
                         load_images=False)
-    if args.estimators:
+    if args.estimators or args.trainer_variant:
         cosine_tables(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.agreement:
         agreement(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
