@@ -260,21 +260,22 @@ def kaldi_fbank(x: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Te
     parts = torch.view_as_real(torch.fft.rfft(out)).square_()  # (B, T, n_fft // 2 + 1, 2): re^2, im^2
     banks = kaldi_mel_banks(cfg.num_mel_bins, n_fft, cfg.sample_rate).to(device=x.device, dtype=x.dtype)
     mel = torch.mm(parts.reshape(-1, 2 * banks.shape[1]), banks.repeat_interleave(2, dim=1).T)
-    eps = torch.tensor(torch.finfo(x.dtype).eps, device=x.device, dtype=x.dtype)
-    return torch.max(mel.reshape(*frames.shape[:-1], -1), eps).log()
+    return mel.clamp_min_(torch.finfo(x.dtype).eps).log_().reshape(*frames.shape[:-1], -1)  # in place: no new buffers
 
 
-def _clips_with_inplace_mean_removal(wav: torch.Tensor, cfg: AudioPreprocessConfig) -> torch.Tensor:
+def _clips_with_inplace_mean_removal(wav: torch.Tensor, cfg: AudioPreprocessConfig, owned: bool = False) -> torch.Tensor:
     """Cut the clips of a ``(B, C, n)`` batch, reproducing ImageBind's in-place quirk.
 
     Officially each clip is a *view* of the waveform and ``clip -= clip.mean()`` (mean over
     channels and time) runs in place before its filterbank, so overlapping later clips read
     samples already shifted by earlier clips' means. Only channel 0 reaches the filterbank.
 
+    ``owned``: ``wav`` is a temporary of the caller's, shifted in place instead of copied first.
+
     Shape:
         wav: ``(B, C, n)``; returns ``(B, clips, min(n, clip_samples))`` (channel 0).
     """
-    wav = wav.clone()
+    wav = wav if owned else wav.clone()
     ranges = clip_sample_ranges(wav.shape[-1], cfg)
     clips = wav.new_empty(wav.shape[0], len(ranges), min(wav.shape[-1], ranges[0][1] - ranges[0][0]))
     for i, (start, end) in enumerate(ranges):
@@ -284,8 +285,11 @@ def _clips_with_inplace_mean_removal(wav: torch.Tensor, cfg: AudioPreprocessConf
     return clips
 
 
-def preprocess_audio_batch(wav: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO) -> torch.Tensor:
+def preprocess_audio_batch(wav: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO, *, owned: bool = False) -> torch.Tensor:
     """Equal-length waveforms at ``cfg.sample_rate`` -> normalised log-mel clips.
+
+    ``owned``: ``wav`` is a temporary the caller does not read again (the clips' mean removal then shifts it in
+    place instead of copying it first).
 
     Shape:
         wav: ``(B, n)`` mono or ``(B, C, n)`` multi-channel (mean over all channels,
@@ -295,7 +299,7 @@ def preprocess_audio_batch(wav: torch.Tensor, cfg: AudioPreprocessConfig = AUDIO
         wav = wav.unsqueeze(1)
     if wav.ndim != 3:
         raise ValueError(f"expected (B, n) or (B, C, n) waveforms, got shape {tuple(wav.shape)}")
-    clips = _clips_with_inplace_mean_removal(wav.float(), cfg)  # (B, S, m)
+    clips = _clips_with_inplace_mean_removal(wav.float(), cfg, owned=owned and wav.dtype == torch.float32)  # (B, S, m)
     b, s, m = clips.shape
     feats = kaldi_fbank(clips.reshape(b * s, m), cfg).transpose(1, 2)[..., : cfg.target_length]  # (B*S, mel, T)
     mean = torch.tensor(cfg.mean, dtype=feats.dtype, device=feats.device)
@@ -331,8 +335,8 @@ def preprocess_audio(
             )
         groups.setdefault(tuple(w.shape), []).append(i)
     if len(groups) == 1:  # one shape: the batch in order, without splitting and restacking it
-        group = torch.stack(list(waveforms))
-        return preprocess_audio_batch(group.to(device) if device is not None else group, cfg)
+        group = torch.stack(list(waveforms))  # a new tensor: shifted in place by the clips' mean removal
+        return preprocess_audio_batch(group.to(device) if device is not None else group, cfg, owned=True)
     out: list[torch.Tensor | None] = [None] * len(waveforms)
     for idx in groups.values():
         group = torch.stack([waveforms[i] for i in idx])
