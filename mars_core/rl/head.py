@@ -15,8 +15,9 @@ and the inner-product fusion with the query vector ``q~`` (:meth:`~mars_core.sep
   channels followed by the ``C -> K`` product: ``C / K`` times fewer multiply-adds (16 at cpu size), in the forward
   and the backward pass (:func:`folded_logits`). That small convolution runs as one matrix product per mixture,
   every kernel tap of every output channel applied to every pixel (``(K kh kw, C_in) @ (C_in, F T)``), whose
-  shifted tap images are summed by ``F.fold`` (col2im) with the kernel flipped: a convolution with 2 output
-  channels is a poor fit for the convolution kernels (measured 3x slower than this on a CPU core).
+  shifted tap images are summed by ``F.fold`` (col2im) with the kernel flipped: convolution kernels handle 2 output
+  channels poorly (forward and backward on one CPU core: a convolution per mixture 1.6x and one grouped
+  convolution 4x slower than this; the unfolded head itself 3.4x).
 
 The logits and their gradients equal the separator's own (:func:`~mars_core.separator.logits_from_trunk`) up to
 float32 rounding (``tests/test_rl_fast_paths.py``). Heads of another form (FiLM conditioning, other layers) are
