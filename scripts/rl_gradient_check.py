@@ -63,7 +63,7 @@ from mars_core.rl.rollout import rl_batch, rollout
 from mars_core.rl.update import advantages, make_optimizer, minibatch_loss, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
 
-ESTIMATORS = ("score", "loo", "segments", "segments-error", "pathwise")
+ESTIMATORS = ("score", "loo", "segments", "segments-window", "segments-error", "segments-error-window", "pathwise")
 
 
 def trainer_variants(su, specs: list[str]) -> dict[str, tuple]:
@@ -101,8 +101,13 @@ def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segme
         return ge.pathwise_gradient(pb, kappa, group_size, bins)
     if name == "segments":
         return ge.score_gradient(pb, kappa, group_size, "group", segments, bins)
+    if name == "segments-window":
+        return ge.score_gradient(pb, kappa, group_size, "group", segments, bins, segment_credit="window")
     if name == "segments-error":
         return ge.score_gradient(pb, kappa, group_size, "loo", segments, bins, segment_signal="error")
+    if name == "segments-error-window":
+        return ge.score_gradient(pb, kappa, group_size, "loo", segments, bins, segment_signal="error",
+                                 segment_credit="window")
     return ge.score_gradient(pb, kappa, group_size, "loo" if name == "loo" else "group", 0, bins)
 
 

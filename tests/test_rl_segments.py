@@ -185,3 +185,21 @@ def test_reward_model_error_segments_use_each_items_group():
     with pytest.raises(ValueError, match="segment_signal"):
         check_config(RLConfig(segment_signal="energy", reward_segments=4, lambda_sig=1.0))
     check_config(RLConfig(segment_signal="error", reward_segments=4, lambda_sig=1.0, advantage="loo"))
+
+
+def test_frame_segment_weights_split_a_frame_on_a_boundary_by_its_window():
+    """Hop 256, n_fft 512, segments of 512 samples: a frame centred on a segment boundary (even t) puts the two
+    halves of its Hann^2 window in the two segments (periodic Hann: 0.4974 / 0.5026, by hand below); a frame centred
+    inside a segment (odd t) lies in it whole; frame 0's left half is outside the signal and dropped."""
+    W = seg.frame_segment_weights(8, 256, 512, 2048, 4)
+    w2 = np.hanning(513)[:512] ** 2  # the periodic Hann window of 512 samples, squared
+    left = w2[:256].sum() / w2.sum()
+    assert W.shape == (8, 4)
+    torch.testing.assert_close(W.sum(1), torch.ones(8), rtol=0, atol=1e-6)
+    assert W[2, 0].item() == pytest.approx(left, abs=1e-6) and W[2, 1].item() == pytest.approx(1 - left, abs=1e-6)
+    assert W[3].tolist() == pytest.approx([0, 1, 0, 0], abs=1e-6)
+    assert W[0].tolist() == pytest.approx([1, 0, 0, 0], abs=1e-6)
+    adv = torch.tensor([[[1.0, -1.0, 2.0, 0.0]]])  # (N=1, G=1, S=4)
+    a = seg.bin_advantages(adv, W)[0, 0, 0]
+    assert a[2].item() == pytest.approx(left * 1.0 + (1 - left) * -1.0, abs=1e-6)
+    assert a[3].item() == pytest.approx(-1.0, abs=1e-6)

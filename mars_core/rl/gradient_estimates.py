@@ -25,7 +25,8 @@ from .advantages import group_advantages, loo_advantages
 from .policy import beta_log_prob, rsample_masks, sample_masks
 from .rewards import signal_term
 from .rollout import RLBatch, proposal_from_trunk, reconstruct_group
-from .segments import bin_advantages, error_share_rewards, frame_segments, per_segment, segment_advantages
+from .segments import (bin_advantages, error_share_rewards, frame_segment_weights, frame_segments, per_segment,
+                       segment_advantages)
 
 ADVANTAGES = {"group": group_advantages, "loo": loo_advantages}
 
@@ -94,7 +95,8 @@ def exact_mode_gradient(pb: HeadProblem, bins: torch.Tensor | None = None) -> to
 
 
 def score_gradient(pb: HeadProblem, kappa: float, group_size: int, advantage: str = "group", segments: int = 0,
-                   bins: torch.Tensor | None = None, segment_signal: str = "sisdr") -> torch.Tensor:
+                   bins: torch.Tensor | None = None, segment_signal: str = "sisdr",
+                   segment_credit: str = "centre") -> torch.Tensor:
     """The score-function (GRPO first-update) ascent direction from ``group_size`` masks per item, drawn from
     the global torch generator; ``segments`` S > 0 uses per-segment rewards and advantages: each segment's
     clamped SI-SDR (``segment_signal="sisdr"``) or its share of the error energy (``"error"``)."""
@@ -106,7 +108,9 @@ def score_gradient(pb: HeadProblem, kappa: float, group_size: int, advantage: st
         fn = ADVANTAGES[advantage]
         if segments:
             adv, _ = segment_advantages(r, fn)
-            frames = frame_segments(masks.shape[-1], pb.fe.cfg.hop_length, wav.shape[-1], segments)
+            t, hop, n_fft = masks.shape[-1], pb.fe.cfg.hop_length, pb.fe.cfg.n_fft
+            frames = (frame_segment_weights(t, hop, n_fft, wav.shape[-1], segments) if segment_credit == "window"
+                      else frame_segments(t, hop, wav.shape[-1], segments))
             a = bin_advantages(adv, frames)  # (N, G, 1, T)
         else:
             a = fn(r)[0][..., None, None]

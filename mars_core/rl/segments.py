@@ -102,9 +102,12 @@ def bin_advantages(adv: torch.Tensor, frame_segment: torch.Tensor) -> torch.Tens
     """Credit every time-frequency bin with the advantage of its frame's segment.
 
     Shape:
-        adv ``(N, G, S)``; frame_segment ``(T,)`` (:func:`frame_segments`); returns ``(N, G, 1, T)``
+        adv ``(N, G, S)``; frame_segment ``(T,)`` (:func:`frame_segments`) or ``(T, S)`` weights
+        (:func:`frame_segment_weights`: each frame credited with the weighted mean of its segments'); returns ``(N, G, 1, T)``
         (broadcast over the ``F`` frequency rows).
     """
+    if frame_segment.dim() == 2:  # (T, S) weights (frame_segment_weights): each frame's share of each segment
+        return (adv @ frame_segment.to(adv).T).unsqueeze(-2)
     return adv[..., frame_segment.to(adv.device)].unsqueeze(-2)
 
 
@@ -139,3 +142,24 @@ def error_share_rewards(estimates: torch.Tensor, references: torch.Tensor, n_seg
     energy = err2.sum(-1).mean(1).clamp_min(1e-12)[:, None, None]  # (N, 1, 1) group mean |e_g|^2
     shares = per_segment(lambda w: w.sum(-1), n_segments, err2.reshape(-1, err2.shape[-1]))  # (N G, S)
     return (-shares.reshape(*err2.shape[:2], n_segments) / (math.log(10.0) * energy)).float()
+
+
+def frame_segment_weights(n_frames: int, hop_length: int, n_fft: int, n_samples: int, n_segments: int) -> torch.Tensor:
+    """How much of each STFT frame's resynthesis lands in each segment: the overlap-aware credit of a bin.
+
+    Frame ``t`` (centred) writes samples ``t h - n_fft / 2 + j``, ``j < n_fft``, through the Hann analysis and
+    synthesis windows, so a change of its bins moves those samples with weight ``hann(j)^2``. The weight of segment
+    ``s`` is the part of that window inside the segment (samples outside ``[0, L)`` dropped), each row normalised to
+    sum to 1. :func:`frame_segments` gives the whole frame to the segment of its centre instead; with segments as
+    long as two hops, a frame centred on a boundary then credits one neighbour with what is half the other's.
+
+    Shape: returns ``(n_frames, n_segments)`` float32, rows summing to 1.
+    """
+    bounds = segment_bounds(n_samples, n_segments)
+    seg_of_sample = torch.bucketize(torch.arange(n_samples), bounds[1:], right=True)  # (L,)
+    w = torch.hann_window(n_fft, periodic=True, dtype=torch.float64) ** 2
+    pos = torch.arange(n_frames)[:, None] * hop_length - n_fft // 2 + torch.arange(n_fft)[None]  # (T, n_fft)
+    inside = (pos >= 0) & (pos < n_samples)
+    out = torch.zeros(n_frames, n_segments, dtype=torch.float64)
+    out.scatter_add_(1, seg_of_sample[pos.clamp(0, n_samples - 1)], torch.where(inside, w.expand_as(pos), 0.0))
+    return (out / out.sum(1, keepdim=True).clamp_min(1e-30)).float()
