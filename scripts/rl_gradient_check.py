@@ -54,13 +54,12 @@ import torch
 
 from mars_core.data.mixing import MixtureDataset
 from mars_core.rl import gradient_estimates as ge
-from mars_core.rl.advantages import EMABaseline
 from mars_core.rl.cli import base_parser, parse_overrides
 from mars_core.rl.config import check_config
-from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args
+from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args, trainer_update_gradient
 from mars_core.rl.rewards import RewardModel
-from mars_core.rl.rollout import rl_batch, rollout
-from mars_core.rl.update import advantages, make_optimizer, minibatch_loss, trainable_parameters
+from mars_core.rl.rollout import rl_batch
+from mars_core.rl.update import make_optimizer, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
 
 ESTIMATORS = ("score", "loo", "segments", "segments-window", "segments-error", "segments-error-window", "pathwise")
@@ -80,16 +79,10 @@ def trainer_variants(su, specs: list[str]) -> dict[str, tuple]:
 
 
 def trainer_update(pb: ge.HeadProblem, cfg, reward_model, kappa: float, group_size: int) -> torch.Tensor:
-    """The ascent direction of the trainer's own first PPO update on a fresh rollout of the whole batch: the
-    config's reward (every term it has), advantages, segments, entropy and KL terms,
-    :func:`mars_core.rl.update.minibatch_loss` at ratio 1, at the table's ``kappa`` and ``group_size``."""
+    """:func:`mars_core.rl.diagnostics.trainer_update_gradient` at the table's ``kappa`` and ``group_size``."""
     cfg = replace(cfg, kappa=kappa, kappa_end=kappa, group_size=group_size)
-    ro = rollout(pb.model, pb.batch, pb.fe, reward_model, kappa, group_size, seed=int(torch.randint(0, 2**31, ()).item()),
-                 reward_segments=cfg.reward_segments)
-    adv, _ = advantages(ro.rewards, cfg, EMABaseline(cfg.ema_decay) if cfg.advantage == "ema" else None)
-    mb = torch.arange(pb.batch.n_mixtures, device=adv.device)
-    loss, _ = minibatch_loss(pb.model, ro, adv, mb, cfg, pb.fe)
-    return -pb.grad(loss)
+    return trainer_update_gradient(pb.model, pb.params, pb.batch, pb.fe, cfg, reward_model,
+                                   seed=int(torch.randint(0, 2**31, ()).item()))
 
 
 def estimate(pb: ge.HeadProblem, name: str, kappa: float, group_size: int, segments: int,

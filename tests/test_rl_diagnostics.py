@@ -4,13 +4,16 @@ gradient against REINFORCE written with torch.distributions."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from torch.distributions import Beta
 
+from mars_core.config import RLConfig
 from mars_core.rl.advantages import group_advantages
-from mars_core.rl.diagnostics import cosine, exact_gradient, first_update_gradient, flat, mode_si_sdr
+from mars_core.rl.diagnostics import (cosine, exact_gradient, first_update_gradient, flat, mode_si_sdr,
+                                      trainer_update_gradient)
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rollout
 from mars_core.rl.update import trainable_parameters
@@ -68,3 +71,24 @@ def test_first_update_gradient_is_reinforce_with_group_advantages(parts):
     # error is a few EPS32 times the gradient's norm (measured <= 4), however small the element itself is
     torch.testing.assert_close(ours.double(), ref, rtol=0, atol=32 * EPS32 * ref.norm().item())
     assert ref.norm() > 0
+
+
+def test_trainer_update_gradient_is_the_first_update_plus_the_entropy_bonus(parts):
+    """Oracle: first_update_gradient (REINFORCE with group advantages, itself checked against torch.distributions
+    above) plus lambda_H times the gradient of the mean Beta entropy, written with torch.distributions; the trainer's
+    path (folded head, minibatch_loss, advantages()) is another computation of the same thing."""
+    model = trained_looking_separator(2)
+    params = trainable_parameters(model, "head")
+    batch = _batch(parts)
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate, lambda_sig=1.0, lambda_neg=0.5)
+    cfg = RLConfig(kappa=9.0, kappa_end=9.0, group_size=4, trainable="head", ent_coef=0.05, kl_coef=0.01,
+                   lambda_sig=1.0, lambda_neg=0.5)
+    ours = trainer_update_gradient(model, params, batch, parts["fe"], cfg, rm, seed=5)
+    pg = first_update_gradient(model, params, batch, parts["fe"], rm, 9.0, 4, seed=5)
+    P = model(batch.features.repeat_interleave(batch.queries.shape[1], 0), batch.queries.reshape(-1, batch.queries.shape[-1]))
+    entropy = Beta(1 + 9.0 * P, 1 + 9.0 * (1 - P)).entropy().mean()
+    ent = flat(torch.autograd.grad(entropy, params))  # the KL term's gradient is 0 at ratio 1 (its minimum)
+    want = pg + 0.05 * ent
+    torch.testing.assert_close(ours, want, rtol=0, atol=64 * EPS32 * want.norm().item())
+    none = trainer_update_gradient(model, params, batch, parts["fe"], replace(cfg, advantage="none"), rm, seed=5)
+    torch.testing.assert_close(none, 0.05 * ent, rtol=0, atol=64 * EPS32 * want.norm().item())

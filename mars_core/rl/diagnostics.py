@@ -18,18 +18,19 @@ import torch
 from ..alignment.stack import load_reward_stack
 from ..audio import FrontEnd
 from ..commands import start_command
-from ..config import get_profile, rl_preset
+from ..config import RLConfig, get_profile, rl_preset
 from ..encoders.load import load_query_encoder
 from ..metrics import si_sdr
 from ..queries import load_or_build_query_bank
 from ..seeding import seed_everything
 from ..supervised import load_or_train, load_separator
-from .advantages import group_advantages
+from .advantages import EMABaseline, group_advantages
 from .cli import parse_overrides
 from .policy import beta_policy_terms
 from .ppo import ppo_loss
 from .rewards import RewardModel, reward_bank
 from .rollout import RLBatch, proposal_from_trunk, reconstruct_group, rollout
+from .update import advantages, minibatch_loss
 
 
 @dataclass
@@ -118,4 +119,19 @@ def first_update_gradient(model: torch.nn.Module, params: list[torch.nn.Paramete
     P = proposal_from_trunk(model, trunk, ro.queries).float().unsqueeze(1)
     logp, ent, _ = beta_policy_terms(P, ro.mask_logit, ro.mask_log1m, kappa)
     loss, _ = ppo_loss(logp, ro.old_logp, adv, ent, None, ent_coef=0.0, kl_coef=0.0)  # clipping is inactive at ratio 1
+    return -flat(torch.autograd.grad(loss, params))
+
+
+def trainer_update_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch, fe: FrontEnd,
+                            cfg: RLConfig, reward_model: RewardModel, seed: int) -> torch.Tensor:
+    """The ascent direction of the trainer's *own* first PPO update on a fresh rollout of the whole batch (one
+    minibatch, ratio 1): ``cfg``'s reward (every term ``reward_model`` has), advantages, reward segments, entropy
+    and KL terms through :func:`~mars_core.rl.update.minibatch_loss`, which is what a training step follows.
+    :func:`first_update_gradient` is its policy-gradient term alone with group advantages.
+
+    ``model`` is also the old policy (the first update); ``cfg.trainable`` must match ``params``."""
+    ro = rollout(model, batch, fe, reward_model, cfg.kappa, cfg.group_size, seed=seed,
+                 reward_segments=cfg.reward_segments)
+    adv, _ = advantages(ro.rewards, cfg, EMABaseline(cfg.ema_decay) if cfg.advantage == "ema" else None)
+    loss, _ = minibatch_loss(model, ro, adv, torch.arange(batch.n_mixtures, device=adv.device), cfg, fe)
     return -flat(torch.autograd.grad(loss, params))
