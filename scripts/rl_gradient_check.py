@@ -29,7 +29,7 @@ and ``--dim-samples`` N by sampling only a random fraction ``--dims`` of the bin
 ``g*`` taken through the same bins). ``--out`` gets ``cosine_table.csv``, ``dimension.csv`` and
 ``sqrt_law.png`` (cosine against N and against D, log-log, with the fitted lines).
 
-``--headroom N`` (the calibration runs): how far the same head weights get on val SDR when they follow ``g*`` of the
+``--headroom N`` (the calibration runs; ``--headroom-noise`` score or segments: the estimator's own zero-mean noise instead): how far the same head weights get on val SDR when they follow ``g*`` of the
 mode's SI-SDR for N steps on fresh batches (the preset's optimizer and lr), and with ``--headroom-cos`` when they
 follow ``g*`` plus isotropic noise at each per-update cosine (``calibration.csv``): the cosine an update needs.
 
@@ -280,15 +280,26 @@ def agreement(args, su, params, model, ds, out: Path) -> pd.DataFrame:
     return table
 
 
-def noisy_direction(g_star: torch.Tensor, cos: float, gen: torch.Generator) -> torch.Tensor:
-    """A direction with cosine exactly ``cos`` to ``g_star`` and the norm of ``g_star``: ``g_star`` mixed with isotropic
-    Gaussian noise made orthogonal to it (``cos = 1``: ``g_star`` itself)."""
+def noisy_direction(g_star: torch.Tensor, cos: float, gen: torch.Generator, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """A direction with cosine exactly ``cos`` to ``g_star`` and the norm of ``g_star``: ``g_star`` mixed with noise made
+    orthogonal to it, isotropic Gaussian or the given ``noise`` (``cos = 1``: ``g_star`` itself)."""
     if cos >= 1:
         return g_star
     u = g_star / g_star.norm().clamp_min(1e-30)
-    xi = torch.randn(g_star.shape, generator=gen, dtype=g_star.dtype)
+    xi = torch.randn(g_star.shape, generator=gen, dtype=g_star.dtype) if noise is None else noise.to(g_star)
     xi = xi - (xi @ u) * u
     return g_star.norm() * (cos * u + (1 - cos**2) ** 0.5 * xi / xi.norm().clamp_min(1e-30))
+
+
+def matched_noise(model, params, batch, fe, args, cfg) -> torch.Tensor:
+    """``g_1 - g_2`` of two independent estimates of ``--headroom-noise`` (``score``: GRPO, one reward per mask;
+    ``segments``: ``--segments`` per-segment rewards) from ``cfg.group_size`` masks per item of the signal reward: zero
+    mean, shaped like one estimate's error (its scale is set by ``--headroom-cos`` in :func:`noisy_direction`)."""
+    pb = ge.HeadProblem.build(model, params, batch, fe)
+    seg = args.segments if args.headroom_noise == "segments" else 0
+    g1 = ge.score_gradient(pb, cfg.kappa, cfg.group_size, "group", seg)
+    g2 = ge.score_gradient(pb, cfg.kappa, cfg.group_size, "group", seg)
+    return g1 - g2
 
 
 def headroom(args, su, params, model, ds) -> pd.DataFrame:
@@ -311,7 +322,8 @@ def headroom(args, su, params, model, ds) -> pd.DataFrame:
             batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device)
             value = mode_si_sdr(model, batch, fe)
             g_star = torch.cat([t.reshape(-1) for t in torch.autograd.grad(value, params)])
-            g = noisy_direction(g_star.detach().cpu(), cos, gen).to(g_star)
+            noise = None if args.headroom_noise == "isotropic" else matched_noise(model, params, batch, fe, args, cfg)
+            g = noisy_direction(g_star.detach().cpu(), cos, gen, None if noise is None else noise.cpu()).to(g_star)
             opt.zero_grad(set_to_none=True)
             offset = 0
             for p in params:  # descent on -SI-SDR: the gradient is -g
@@ -321,9 +333,9 @@ def headroom(args, su, params, model, ds) -> pd.DataFrame:
             opt.step()
             if (step + 1) % cfg.eval_every == 0 or step + 1 == args.headroom:
                 curve.append(validate_rl(model, rv, fe)["sdr"])
-        rows.append({"cos": cos, "steps": args.headroom, "val_sdr_start": start_sdr, "val_sdr_best": max(curve),
+        rows.append({"noise": args.headroom_noise, "cos": cos, "steps": args.headroom, "val_sdr_start": start_sdr, "val_sdr_best": max(curve),
                      "val_sdr_last": curve[-1], "gain_last": curve[-1] - start_sdr})
-        print(f"  cos {cos:.2f}: val SDR every {cfg.eval_every} steps " + " ".join(f"{v:.2f}" for v in curve), flush=True)
+        print(f"  {args.headroom_noise} noise, cos {cos:.2f}: val SDR every {cfg.eval_every} steps " + " ".join(f"{v:.2f}" for v in curve), flush=True)
     model.load_state_dict(start)
     table = pd.DataFrame(rows)
     print(table.round(3).to_string(index=False))
@@ -351,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim-samples", type=int, default=128, help="N of the D sweep")
     ap.add_argument("--dim-estimator", default="score", choices=ESTIMATORS, help="estimator of the D sweep")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/gradient_check/)")
+    ap.add_argument("--headroom-noise", default="isotropic", choices=["isotropic", "score", "segments"],
+                    help="the calibration runs' noise, at each --headroom-cos: isotropic, or zero-mean noise shaped like "
+                         "the error of the score-function estimate ('score') or of the segment estimate ('segments') at "
+                         "the preset's G (the difference of two independent estimates, made orthogonal to g*)")
     ap.add_argument("--agreement", type=float, nargs="*", default=[],
                     help="kappas at which to measure how far the sampled masks' objective agrees with the mode's "
                          "(none: skip)")
