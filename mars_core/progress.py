@@ -34,6 +34,11 @@ CSV: a fresh run removes the folder's old event files, a resumed run hides the s
 ``resume_step`` (``SummaryWriter(purge_step=...)``). Without the ``tensorboard`` package the CSV is
 written alone and one warning says how to install it.
 
+**Curves for the notebooks.** :func:`read_metrics` reads a metrics CSV as a DataFrame;
+:func:`training_curves` gives the run folder's CSV when it is there (:func:`metrics_csv` finds it from a
+model's ``history["source"]``), else the same frame rebuilt from the ``history`` a checkpoint keeps (a shipped
+checkpoint comes without its run folder); ``frame.attrs["source"]`` says which.
+
 Neither class draws a random number or touches a tensor: training results do not depend on
 whether progress is shown.
 """
@@ -51,6 +56,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from .atomic import write_bytes_atomic
@@ -403,3 +409,103 @@ def _is_number(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+# --------------------------------------------------------------------------- curves for the notebooks
+CURVES_FROM_HISTORY = "checkpoint history"
+"""``frame.attrs["source"]`` of a :func:`training_curves` frame rebuilt from a history (no CSV found)."""
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """A :class:`CsvLog` file as a DataFrame: one row per logged step, in file order; every column numeric
+    (``step`` as integers), an empty cell NaN. A killed write's half last line is left out (:func:`read_rows`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file has no ``step`` column, a step that is not an integer, or a cell that is not a
+            number (the message names the file, the column and the step).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file {path} not found: a trainer writes metrics.csv in its run folder "
+                                "(pass run_dir); plot from the checkpoint's history instead (training_curves)")
+    header, rows = read_rows(path)
+    if "step" not in header:
+        raise ValueError(f"{path} is not a metrics CSV: its header {header[:5]} has no 'step' column")
+    columns: dict[str, list[float]] = {name: [] for name in header}
+    for row in rows:
+        for name in header:
+            cell = row[name].strip()
+            try:
+                columns[name].append(float(cell) if cell else math.nan)
+            except ValueError:
+                raise ValueError(f"{path}: column {name!r} holds {cell!r} at step {row.get('step')!r}, not a number; "
+                                 "the file is damaged (delete it and rerun, or plot from the history)") from None
+    frame = pd.DataFrame(columns, columns=header)
+    steps = frame["step"]
+    bad = steps.isna() | (steps != steps.round())
+    if bad.any():
+        raise ValueError(f"{path}: every row needs an integer step, found {steps[bad].tolist()[:3]}")
+    frame["step"] = steps.astype("int64")
+    return frame
+
+
+def history_curves(history: Mapping[str, Any], *, step_is_index: bool = True,
+                   val_step_key: str = "val_step") -> pd.DataFrame:
+    """The frame :func:`read_metrics` would read from the CSV of the run that produced ``history``.
+
+    A row per step (``step`` = steps done: ``history["step"] + 1`` when ``step_is_index``, as the supervised
+    and RL trainers count; the entry itself for the alignment stages, ``step_is_index=False``) with every
+    per-step list (a list of numbers as long as ``history["step"]``), plus each ``val_*`` list (as long as
+    ``history[val_step_key]``) on the row of its validation step; a validation before any step (step 0) gets
+    a row of its own. Columns in the history's order, without ``val_step``, as :class:`CsvLog` writes them
+    through :func:`last_row`.
+    """
+    step_list = list(history.get("step", ()))
+    val_steps = [int(v) for v in history.get(val_step_key, ())]
+
+    def numbers(key: str, n: int) -> bool:
+        v = history[key]
+        return (isinstance(v, (list, tuple)) and len(v) == n and n > 0
+                and all(_is_number(_plain(x)) for x in v))
+
+    step_keys = [k for k in history if k not in ("step", val_step_key) and not k.startswith("val_")
+                 and numbers(k, len(step_list))]
+    val_keys = [k for k in history if k.startswith("val_") and k != val_step_key and numbers(k, len(val_steps))]
+    rows: dict[int, dict[str, float]] = {}
+    for i, s in enumerate(step_list):
+        rows[int(s) + int(step_is_index)] = {k: float(_plain(history[k][i])) for k in step_keys}
+    for i, s in enumerate(val_steps):
+        rows.setdefault(s, {}).update({k: float(_plain(history[k][i])) for k in val_keys})
+    order = [k for k in history if k in step_keys or k in val_keys]
+    frame = pd.DataFrame([{"step": s, **rows[s]} for s in sorted(rows)], columns=["step", *order])
+    return frame.astype({"step": "int64"})
+
+
+def metrics_csv(history: Mapping[str, Any], name: str = "metrics.csv") -> Path | None:
+    """The metrics CSV of the run that trained the model of ``history``, or None when it is not on disk.
+
+    A model trained here comes from ``<run folder>/final.pt`` (``history["source"]``, set by
+    ``load_or_train`` / ``load_or_train_rl``), beside which the trainer wrote ``name``; a shipped checkpoint
+    (``checkpoints/separator_<profile>.pt``) has no run folder, so None.
+    """
+    source = history.get("source")
+    if not source or Path(source).name != "final.pt":
+        return None
+    path = Path(source).parent / name
+    return path if path.is_file() else None
+
+
+def training_curves(history: Mapping[str, Any], csv_path: str | os.PathLike | None = None, *,
+                    step_is_index: bool = True) -> pd.DataFrame:
+    """A run's metrics for plotting: ``csv_path`` (default :func:`metrics_csv` of ``history``) read by
+    :func:`read_metrics` when that file exists, else :func:`history_curves` of ``history`` (the same frame).
+    ``frame.attrs["source"]`` is the CSV's path or :data:`CURVES_FROM_HISTORY`."""
+    path = Path(csv_path) if csv_path is not None else metrics_csv(history)
+    if path is not None and path.is_file():
+        frame = read_metrics(path)
+        frame.attrs["source"] = str(path)
+    else:
+        frame = history_curves(history, step_is_index=step_is_index)
+        frame.attrs["source"] = CURVES_FROM_HISTORY
+    return frame
