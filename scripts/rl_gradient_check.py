@@ -313,7 +313,7 @@ def headroom(args, su, params, model, ds) -> pd.DataFrame:
     print(f"calibration: g* (+ matched isotropic noise) fine-tuning of the head ({cfg.optimizer}, lr {cfg.lr}), val SDR on "
           f"{len(rv.val.queries)} mixtures: step 0 {start_sdr:.2f} dB", flush=True)
     rows = []
-    for cos in args.headroom_cos:
+    for cos in (args.headroom_cos if args.headroom_noise != "trainer" else [float("nan")]):
         model.load_state_dict(start)
         opt = make_optimizer(model, cfg)
         gen = torch.Generator().manual_seed(123)
@@ -322,8 +322,11 @@ def headroom(args, su, params, model, ds) -> pd.DataFrame:
             batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device)
             value = mode_si_sdr(model, batch, fe)
             g_star = torch.cat([t.reshape(-1) for t in torch.autograd.grad(value, params)])
-            noise = None if args.headroom_noise == "isotropic" else matched_noise(model, params, batch, fe, args, cfg)
-            g = noisy_direction(g_star.detach().cpu(), cos, gen, None if noise is None else noise.cpu()).to(g_star)
+            if args.headroom_noise == "trainer":  # the trainer's own first update, one per fresh batch
+                g = trainer_update_gradient(model, params, batch, fe, cfg, su.reward_model, seed=50_000 + step)
+            else:
+                noise = None if args.headroom_noise == "isotropic" else matched_noise(model, params, batch, fe, args, cfg)
+                g = noisy_direction(g_star.detach().cpu(), cos, gen, None if noise is None else noise.cpu()).to(g_star)
             opt.zero_grad(set_to_none=True)
             offset = 0
             for p in params:  # descent on -SI-SDR: the gradient is -g
@@ -363,10 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim-samples", type=int, default=128, help="N of the D sweep")
     ap.add_argument("--dim-estimator", default="score", choices=ESTIMATORS, help="estimator of the D sweep")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/gradient_check/)")
-    ap.add_argument("--headroom-noise", default="isotropic", choices=["isotropic", "score", "segments"],
+    ap.add_argument("--headroom-noise", default="isotropic", choices=["isotropic", "score", "segments", "trainer"],
                     help="the calibration runs' noise, at each --headroom-cos: isotropic, or zero-mean noise shaped like "
                          "the error of the score-function estimate ('score') or of the segment estimate ('segments') at "
-                         "the preset's G (the difference of two independent estimates, made orthogonal to g*)")
+                         "the preset's G (the difference of two independent estimates, made orthogonal to g*); 'trainer': "
+                         "no g* at all, each step follows the trainer's own first update of the preset (with --set), "
+                         "one update per fresh batch instead of ppo_epochs x minibatches")
     ap.add_argument("--agreement", type=float, nargs="*", default=[],
                     help="kappas at which to measure how far the sampled masks' objective agrees with the mode's "
                          "(none: skip)")
