@@ -295,9 +295,9 @@ class RLConfig:
     the semantic and contamination terms stay one embedding per waveform, the same for all its segments)."""
     segment_signal: str = "sisdr"
     """With reward_segments S > 0, the signal term of each segment: 'sisdr' (the segment's own clamped SI-SDR / 10, each
-    segment weighted alike, silent ones included) or 'error' (the segment's share of the waveform's error energy,
-    -|e_k|^2 / (ln 10 mean_g |e_g|^2): the segments add up to the waveform's SI-SDR / 10 to first order, so the
-    objective stays the waveform's; :func:`mars_core.rl.segments.error_share_rewards`; pair it with advantage='loo',
+    segment weighted alike, silent ones included) or 'error' (the segment's share of the waveform's error energy
+    relative to its target part, -(|e_k|^2 / |t|^2) / (ln 10 mean_g rho_g), rho = |e|^2 / |t|^2: scale-invariant, and
+    the segments add up to the waveform's SI-SDR / 10 to first order, so the objective stays the waveform's; :func:`mars_core.rl.segments.error_share_rewards`; pair it with advantage='loo',
     which keeps each segment's natural scale)."""
     estimator: str = "score"
     """'score': the score-function (likelihood-ratio) gradient of PPO/GRPO (the method). 'pathwise': the reparameterised gradient

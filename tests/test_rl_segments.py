@@ -126,37 +126,45 @@ def test_per_bin_advantages_equal_to_one_per_mask_give_the_same_loss():
 
 
 def test_error_share_rewards_by_hand_and_they_add_up_to_the_si_sdr_difference():
-    """Oracle: numpy by hand (alpha, error energy per segment, group mean); the sum over segments moves
-    like SI-SDR / 10 between two nearby estimates (first order: d(SI-SDR/10) = -d|e|^2 / (ln 10 |e|^2))."""
+    """Oracle: numpy by hand (alpha, error and target energies, the group's mean ratio); the sum over segments moves
+    like SI-SDR / 10 between two nearby estimates (first order: d(SI-SDR/10) = -d rho / (ln 10 rho)); and a scaled
+    copy of an estimate earns exactly what it earns (the rewards are scale-invariant, like SI-SDR)."""
     rng = np.random.default_rng(3)
     s = rng.standard_normal(200)
-    y = np.stack([s + 0.3 * rng.standard_normal(200), s + 0.3 * rng.standard_normal(200) + 0.1])[None]  # (1, 2, L)
+    y = np.stack([s + 0.3 * rng.standard_normal(200), 0.5 * s + 0.3 * rng.standard_normal(200) + 0.1])[None]
     r = seg.error_share_rewards(torch.from_numpy(y), torch.from_numpy(s[None]), 4).numpy()
     assert r.shape == (1, 2, 4)
     sc = s - s.mean()
     want = np.zeros((2, 4))
-    e2 = []
+    rho = []
     for g in range(2):
         yc = y[0, g] - y[0, g].mean()
-        e = yc - (yc @ sc) / (sc @ sc) * sc
-        e2.append(e @ e)
-        want[g] = [e[k * 50:(k + 1) * 50] @ e[k * 50:(k + 1) * 50] for k in range(4)]
-    want = -want / (np.log(10.0) * np.mean(e2))
+        t = (yc @ sc) / (sc @ sc) * sc
+        e = yc - t
+        rho.append((e @ e) / (t @ t))
+        want[g] = [e[k * 50:(k + 1) * 50] @ e[k * 50:(k + 1) * 50] / (t @ t) for k in range(4)]
+    want = -want / (np.log(10.0) * np.mean(rho))
     np.testing.assert_allclose(r[0], want, rtol=1e-5, atol=1e-7)  # float32 output
     # first order: a small change of the estimate that leaves its projection on s (so |alpha s|^2) alone moves
-    # sum_k r like SI-SDR / 10; the relative error is second order, about |d|e|^2| / (2 |e|^2) ~ 1e-2 here
+    # sum_k r like SI-SDR / 10; the relative error is second order, about |d rho| / (2 rho) ~ 1e-2 here
     d = rng.standard_normal(200)
     d -= d.mean()
     d -= (d @ sc) / (sc @ sc) * sc
     y2 = y.copy()
     y2[0, 1] = y[0, 0] + 0.01 * d  # sample 1 close to sample 0, same projection on s
     r2 = seg.error_share_rewards(torch.from_numpy(y2), torch.from_numpy(s[None]), 4).numpy()[0].sum(-1)
+
     def si_sdr_db(est):  # by hand, means removed
         e, t = est - est.mean(), sc * ((est - est.mean()) @ sc) / (sc @ sc)
         return 10 * np.log10((t @ t) / ((e - t) @ (e - t)))
 
     d_sisdr = (si_sdr_db(y2[0, 1]) - si_sdr_db(y2[0, 0])) / 10
     assert abs((r2[1] - r2[0]) - d_sisdr) < 0.05 * abs(d_sisdr) + 1e-6
+    # scale invariance: sample 1 replaced by a tenth of sample 0 earns what sample 0 earns
+    y3 = y.copy()
+    y3[0, 1] = 0.1 * y[0, 0]
+    r3 = seg.error_share_rewards(torch.from_numpy(y3), torch.from_numpy(s[None]), 4).numpy()[0]
+    np.testing.assert_allclose(r3[1], r3[0], rtol=1e-5, atol=1e-7)
 
 
 def test_error_share_rewards_refuse_bad_shapes():

@@ -114,18 +114,18 @@ def bin_advantages(adv: torch.Tensor, frame_segment: torch.Tensor) -> torch.Tens
 def error_share_rewards(estimates: torch.Tensor, references: torch.Tensor, n_segments: int) -> torch.Tensor:
     """Segment rewards that add up to the waveform's SI-SDR reward, to first order (``segment_signal="error"``).
 
-    For sample ``g`` of an item with clean target ``s``: ``alpha_g = <y_g, s> / |s|^2`` (means removed, as
-    in SI-SDR), error ``e_g = y_g - alpha_g s``, ``E = mean_g |e_g|^2`` over the item's group, and
+    For sample ``g`` of an item with clean target ``s`` (means removed, as in SI-SDR): ``alpha_g = <y_g, s> / |s|^2``,
+    target part ``t_g = alpha_g s``, error ``e_g = y_g - t_g``, error-to-target ratio ``rho_g = |e_g|^2 / |t_g|^2``
+    (``SI-SDR = -10 log10 rho``), ``rho_bar`` its mean over the item's group, and
 
-        r_gk = -|e_gk|^2 / (ln(10) E)          (e_gk: the error's samples in segment k)
+        r_gk = -(|e_gk|^2 / |t_g|^2) / (ln(10) rho_bar)          (e_gk: the error's samples in segment k)
 
-    Since ``d(SI-SDR / 10) = -d|e|^2 / (ln(10) |e|^2)`` (the target's energy held fixed), ``sum_k r_gk``
-    differs from ``SI-SDR(y_g, s) / 10`` by a constant of the group plus second-order terms: the segments
-    *decompose* the waveform's reward, weighting each by its share of the error energy. Per-segment
-    SI-SDR (``segment_signal="sisdr"``) instead gives a quiet segment the weight of a loud one, which is
-    another objective. Each bin's advantage is its own segment's (:func:`bin_advantages`), so with
-    leave-one-out advantages the estimate drops only the terms a bin cannot change (up to the frames that
-    overlap the next segment).
+    ``sum_k r_gk = -rho_g / (ln(10) rho_bar)``, and since ``d(SI-SDR / 10) = -d rho / (ln(10) rho)``, it moves with
+    ``SI-SDR(y_g, s) / 10`` to first order around the group: the segments *decompose* the waveform's reward, each
+    weighted by its share of the error energy. Dividing by the sample's own ``|t_g|^2`` keeps every reward
+    scale-invariant like SI-SDR: a quieter copy of an estimate earns exactly what the estimate earns (the error energy
+    alone would reward shrinking the output towards silence). Per-segment SI-SDR (``segment_signal="sisdr"``) instead
+    gives a quiet segment the weight of a loud one and each segment its own gain, another objective.
 
     Shape:
         estimates ``(N, G, L)``; references ``(N, L)``; returns ``(N, G, S)`` float32.
@@ -137,11 +137,13 @@ def error_share_rewards(estimates: torch.Tensor, references: torch.Tensor, n_seg
     s = references.double().unsqueeze(1)
     y = y - y.mean(-1, keepdim=True)
     s = s - s.mean(-1, keepdim=True)
-    alpha = (y * s).sum(-1, keepdim=True) / ((s * s).sum(-1, keepdim=True) + 1e-8)
-    err2 = (y - alpha * s) ** 2  # (N, G, L)
-    energy = err2.sum(-1).mean(1).clamp_min(1e-12)[:, None, None]  # (N, 1, 1) group mean |e_g|^2
+    ss = (s * s).sum(-1, keepdim=True)
+    alpha = (y * s).sum(-1, keepdim=True) / (ss + 1e-8)
+    target = (alpha**2 * ss).clamp_min(1e-12)  # (N, G, 1) |t_g|^2
+    err2 = (y - alpha * s) ** 2 / target  # (N, G, L): the error's energy per sample, relative to the target's
+    rho_bar = err2.sum(-1).mean(1).clamp_min(1e-12)[:, None, None]  # (N, 1, 1) the group's mean rho
     shares = per_segment(lambda w: w.sum(-1), n_segments, err2.reshape(-1, err2.shape[-1]))  # (N G, S)
-    return (-shares.reshape(*err2.shape[:2], n_segments) / (math.log(10.0) * energy)).float()
+    return (-shares.reshape(*err2.shape[:2], n_segments) / (math.log(10.0) * rho_bar)).float()
 
 
 def frame_segment_weights(n_frames: int, hop_length: int, n_fft: int, n_samples: int, n_segments: int) -> torch.Tensor:
