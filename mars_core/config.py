@@ -293,12 +293,6 @@ class RLConfig:
     """With reward_segments S > 0, which reward terms are computed per segment: 'all' (the encoder embeds every segment's
     window: about 50x the reward's cost at cpu size, 64 segments) or 'signal' (only the SI-SDR signal term is per segment;
     the semantic and contamination terms stay one embedding per waveform, the same for all its segments)."""
-    segment_signal: str = "sisdr"
-    """With reward_segments S > 0, the signal term of each segment: 'sisdr' (the segment's own clamped SI-SDR / 10, each
-    segment weighted alike, silent ones included) or 'error' (the segment's share of the waveform's error energy
-    relative to its target part, -(|e_k|^2 / |t|^2) / (ln 10 mean_g rho_g), rho = |e|^2 / |t|^2: scale-invariant, and
-    the segments add up to the waveform's SI-SDR / 10 to first order, so the objective stays the waveform's; :func:`mars_core.rl.segments.error_share_rewards`; pair it with advantage='loo',
-    which keeps each segment's natural scale)."""
     estimator: str = "score"
     """'score': the score-function (likelihood-ratio) gradient of PPO/GRPO (the method). 'pathwise': the reparameterised gradient
     of the differentiable signal term (Beta rsample -> iSTFT -> clamped SI-SDR / 10, needs lambda_sig > 0; the semantic and

@@ -74,7 +74,7 @@ def trainer_variants(su, specs: list[str]) -> dict[str, tuple]:
         cfg = replace(su.cfg, **parse_overrides([f for f in fields.split(",") if f]))
         check_config(cfg)
         out[name] = (cfg, RewardModel(su.stack, su.prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg,
-                                      cfg.reward_batch_size, cfg.segment_terms, cfg.segment_signal))
+                                      cfg.reward_batch_size, cfg.segment_terms))
     return out
 
 

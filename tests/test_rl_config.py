@@ -70,21 +70,3 @@ def test_estimator_options_keep_the_method_by_default_and_refuse_what_cannot_wor
         check_config(replace(TINY, estimator="pathwise", lambda_sig=0.0))
     with pytest.raises(ValueError, match="set reward_segments=0"):
         check_config(replace(TINY, estimator="pathwise", lambda_sig=1.0, reward_segments=4))
-
-
-def test_fields_added_later_are_keyed_only_when_changed():
-    """An RL run's key must not move for configs that existed before ``segment_signal``: at its default it is
-    left out of the run config, and any other value is in it."""
-    from dataclasses import replace
-
-    from mars_core.config import get_profile
-    from mars_core.rl.config import run_config
-
-    class Stack:
-        key, aligned = "k", False
-
-    prof = get_profile("smoke")
-    default = run_config(prof, prof.rl, "s", "b", Stack())["rl"]
-    assert "segment_signal" not in default and "reward_segments" in default
-    changed = run_config(prof, replace(prof.rl, segment_signal="error", reward_segments=4), "s", "b", Stack())["rl"]
-    assert changed["segment_signal"] == "error"

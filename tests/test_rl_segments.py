@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from mars_core.config import RLConfig
 from mars_core.rl import segments as seg
 from mars_core.rl.advantages import group_advantages, loo_advantages
-from mars_core.rl.config import check_config
 from mars_core.rl.ppo import ppo_loss
 from mars_core.rl.rewards import RewardModel, signal_term
 from mars_core.rl.update import advantages
@@ -170,29 +169,6 @@ def test_error_share_rewards_by_hand_and_they_add_up_to_the_si_sdr_difference():
 def test_error_share_rewards_refuse_bad_shapes():
     with pytest.raises(ValueError, match=r"\(N, G, L\)"):
         seg.error_share_rewards(torch.zeros(2, 100), torch.zeros(2, 100), 4)
-
-
-def test_reward_model_error_segments_use_each_items_group():
-    """Rows are item-major groups (row n G + i: sample i of item n): the signal term of every row equals the
-    error shares computed on that item's group alone, and the reward adds the whole-waveform semantic term."""
-    g, length = 3, 4000
-    refs = _tones(2, length)
-    gen = torch.Generator().manual_seed(1)
-    est = refs.repeat_interleave(g, 0) + 0.2 * torch.randn(2 * g, length, generator=gen)
-    z = F.normalize(torch.randn(2 * g, 4, generator=gen), dim=-1)
-    rm = RewardModel(_stack(FeatureEncoder()), SR, lambda_sig=2.0, segment_terms="signal", segment_signal="error")
-    R, terms = rm(est, z, None, refs.repeat_interleave(g, 0), segments=4, group_size=g)
-    for n in range(2):
-        want = seg.error_share_rewards(est[n * g:(n + 1) * g][None], refs[n:n + 1], 4)[0]
-        torch.testing.assert_close(terms["signal"][n * g:(n + 1) * g], want, rtol=0, atol=1e-6)
-    torch.testing.assert_close(R, terms["semantic"] + 2.0 * terms["signal"], rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="group_size"):
-        rm(est, z, None, refs.repeat_interleave(g, 0), segments=4, group_size=4)  # 6 rows are not groups of 4
-    with pytest.raises(ValueError, match="reward_segments > 0"):
-        check_config(RLConfig(segment_signal="error", lambda_sig=1.0))
-    with pytest.raises(ValueError, match="segment_signal"):
-        check_config(RLConfig(segment_signal="energy", reward_segments=4, lambda_sig=1.0))
-    check_config(RLConfig(segment_signal="error", reward_segments=4, lambda_sig=1.0, advantage="loo"))
 
 
 def test_frame_segment_weights_split_a_frame_on_a_boundary_by_its_window():

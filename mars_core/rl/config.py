@@ -38,11 +38,6 @@ def _check_estimator(cfg: RLConfig) -> None:
                          "with lambda_sig=0 it has nothing to differentiate: set lambda_sig > 0 or estimator='score'")
     if cfg.segment_terms not in ("all", "signal"):
         raise ValueError(f"segment_terms must be 'all' or 'signal', got {cfg.segment_terms!r}")
-    if cfg.segment_signal not in ("sisdr", "error"):
-        raise ValueError(f"segment_signal must be 'sisdr' or 'error', got {cfg.segment_signal!r}")
-    if cfg.segment_signal == "error" and not (cfg.reward_segments and _is_real(cfg.lambda_sig) and cfg.lambda_sig > 0):
-        raise ValueError("segment_signal='error' splits the signal term over the reward segments: it needs "
-                         "reward_segments > 0 and lambda_sig > 0")
     if cfg.estimator == "pathwise" and cfg.reward_segments:
         raise ValueError("reward_segments applies to the score-function estimator (it shapes its advantages); "
                          "estimator='pathwise' differentiates each sample's reward itself: set reward_segments=0")
@@ -85,15 +80,8 @@ def separator_key(model: torch.nn.Module) -> str:
     return encoder_fingerprint(model)[:16]
 
 
-LATE_FIELDS = {"segment_signal": "sisdr"}
-"""RLConfig fields added after runs were cached: left out of the run key at these defaults, so older keys hold."""
-
-
 def run_config(profile: Profile, cfg: RLConfig, start_key: str, bank_key: str, stack) -> dict[str, Any]:
-    """What an RL run depends on: sizes, the RL config (fields of :data:`LATE_FIELDS` only when
-    they differ from their defaults), the starting separator, the query bank and the reward stack."""
-    rl = {k: v for k, v in asdict(cfg).items()
-          if not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
+    """What an RL run depends on: sizes, the RL config, the starting separator, the query bank and the reward stack."""
     return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
-            "separator": asdict(profile.separator), "rl": rl, "start": start_key, "queries": bank_key,
+            "separator": asdict(profile.separator), "rl": asdict(cfg), "start": start_key, "queries": bank_key,
             "reward": stack.key, "aligned": bool(stack.aligned)}

@@ -75,7 +75,7 @@ def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None
     stack = load_reward_stack(prof)
     stack.encoder.to(device), stack.anchor.to(device)
     rm = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size,
-                               cfg.segment_terms, cfg.segment_signal)
+                               cfg.segment_terms)
     return Setup(prof, cfg, bank, separator, stack, reward_bank(stack, prof, progress=False), FrontEnd(prof.audio), rm,
                  device)
 

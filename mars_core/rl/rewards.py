@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..inputs import validate_audio
 from ..metrics import SI_SDR_EPS, SILENCE_L1, si_sdr
 from ..queries import QueryBank, QueryRef, load_or_build_query_bank
-from .segments import error_share_rewards, per_segment
+from .segments import per_segment
 
 SI_SDR_RANGE_DB = (-30.0, 30.0)
 """Clamp of the signal term's SI-SDR (dB); a silent estimate gets the lower end."""
@@ -114,9 +114,6 @@ class RewardModel:
         sample_rate: rate of the waveforms (resampled to the encoder's when they differ).
         lambda_sig, lambda_neg: weights of the signal and contamination terms (0: not computed).
         batch_size: waveforms per encoder call; 0 puts all of them in one call.
-        segment_signal: with segments, each segment's own SI-SDR (``"sisdr"``) or its share of the waveform's
-            error energy (``"error"``, :func:`~mars_core.rl.segments.error_share_rewards`; the rows are then
-            ``group_size`` samples per item, item-major, as the rollout lays them out).
         segment_terms: with segments, ``"all"`` terms per segment or only the ``"signal"`` term
             (``RLConfig.segment_terms``; the encoder then embeds each whole waveform once).
     """
@@ -127,7 +124,6 @@ class RewardModel:
     lambda_neg: float = 0.0
     batch_size: int = 0
     segment_terms: str = "all"
-    segment_signal: str = "sisdr"
 
     @torch.no_grad()
     def embed(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -140,7 +136,7 @@ class RewardModel:
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor, z: torch.Tensor, z_neg: torch.Tensor | None = None,
                  references: torch.Tensor | None = None,
-                 segments: int = 0, group_size: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 segments: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Rewards and their terms.
 
         ``segments`` S > 0: one reward per time segment (:mod:`~mars_core.rl.segments`): every term is
@@ -168,8 +164,6 @@ class RewardModel:
         seg = int(segments)
         if self.segment_terms not in ("all", "signal"):
             raise ValueError(f"segment_terms must be 'all' or 'signal', got {self.segment_terms!r}")
-        if self.segment_signal not in ("sisdr", "error"):
-            raise ValueError(f"segment_signal must be 'sisdr' or 'error', got {self.segment_signal!r}")
         per_seg_embed = seg and self.segment_terms == "all"
         a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
         if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
@@ -181,15 +175,7 @@ class RewardModel:
         if self.lambda_sig:
             # the device follows the waveforms, never the dtype (signal_term computes in float64)
             refs = references.to(waveforms.device)
-            if seg and self.segment_signal == "error":
-                g = int(group_size)
-                if g < 2 or waveforms.shape[0] % g:
-                    raise ValueError(f"segment_signal='error' needs groups of >= 2 samples per item dividing the "
-                                     f"{waveforms.shape[0]} rows, got group_size={group_size}")
-                signal = error_share_rewards(waveforms.reshape(-1, g, waveforms.shape[-1]), refs[::g], seg)
-                signal = signal.reshape(-1, seg).to(a)
-            else:
-                signal = (per_segment(signal_term, seg, waveforms, refs) if seg else signal_term(waveforms, refs)).to(a)
+            signal = (per_segment(signal_term, seg, waveforms, refs) if seg else signal_term(waveforms, refs)).to(a)
         if self.lambda_neg:
             if z_neg is None:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")

@@ -206,7 +206,7 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     z_neg = rep(batch.z_neg) if reward_model.lambda_neg and batch.z_neg.shape[1] else None
     refs = rep(batch.sources.reshape(n, -1)) if reward_model.lambda_sig else None
     seg = int(reward_segments)
-    kw = {"segments": seg, "group_size": g} if seg else {}  # the reward model's default call without segments
+    kw = {"segments": seg} if seg else {}  # the reward model's default call when there are no segments
     rewards, terms = reward_model(wav.reshape(n * g, -1), rep(batch.z), z_neg, refs, **kw)
     _sync(dev)
     t3 = time.perf_counter()

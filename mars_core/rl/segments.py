@@ -112,7 +112,12 @@ def bin_advantages(adv: torch.Tensor, frame_segment: torch.Tensor) -> torch.Tens
 
 
 def error_share_rewards(estimates: torch.Tensor, references: torch.Tensor, n_segments: int) -> torch.Tensor:
-    """Segment rewards that add up to the waveform's SI-SDR reward, to first order (``segment_signal="error"``).
+    """Segment rewards that add up to the waveform's SI-SDR reward, to first order: a diagnostic of
+    ``scripts/rl_gradient_check.py`` (estimator ``segments-error``), **not an RL option**: its cosine with the exact
+    gradient was no better than per-segment SI-SDR's (0.42 against 0.51 per update at cpu size), and 800-update
+    calibration runs following the trainer's update built on it (leave-one-out or group advantages, commits 0ba4d13 and
+    bf93522, RLConfig.segment_signal, since removed) drove val SDR from 6.27 to 0.0 dB within 100 updates: crediting each segment's bins with a reward that also depends on the whole waveform's gain and
+    projection (``alpha_g``, ``|t_g|^2``) is biased.
 
     For sample ``g`` of an item with clean target ``s`` (means removed, as in SI-SDR): ``alpha_g = <y_g, s> / |s|^2``,
     target part ``t_g = alpha_g s``, error ``e_g = y_g - t_g``, error-to-target ratio ``rho_g = |e_g|^2 / |t_g|^2``
@@ -124,8 +129,9 @@ def error_share_rewards(estimates: torch.Tensor, references: torch.Tensor, n_seg
     ``SI-SDR(y_g, s) / 10`` to first order around the group: the segments *decompose* the waveform's reward, each
     weighted by its share of the error energy. Dividing by the sample's own ``|t_g|^2`` keeps every reward
     scale-invariant like SI-SDR: a quieter copy of an estimate earns exactly what the estimate earns (the error energy
-    alone would reward shrinking the output towards silence). Per-segment SI-SDR (``segment_signal="sisdr"``) instead
-    gives a quiet segment the weight of a loud one and each segment its own gain, another objective.
+    alone would reward shrinking the output towards silence). Per-segment SI-SDR instead
+    gives a quiet segment the weight of a loud one and each segment its own gain, another objective
+    (the ``segments`` estimator and ``RLConfig.reward_segments``).
 
     Shape:
         estimates ``(N, G, L)``; references ``(N, L)``; returns ``(N, G, S)`` float32.
