@@ -165,6 +165,17 @@ def _chunks(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, n))
 
 
+
+@contextlib.contextmanager
+def eval_mode_of(module: torch.nn.Module):
+    """``module`` in eval mode inside the ``with`` block, its previous mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
 class TriModalEncoder(nn.Module, ABC):
     """An audio/text/image encoder into one embedding space of size :attr:`embed_dim`."""
 
@@ -294,12 +305,6 @@ class TriModalEncoder(nn.Module, ABC):
             prepare = lambda x: self.prepare_images(list(x)).to(self.device, self.dtype)  # noqa: E731
         return self._embed("vision", batch, prepare, batch_size, grad)
 
-    @contextlib.contextmanager
     def eval_mode(self):
-        """Temporarily switch to eval mode (restores the previous mode)."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield self
-        finally:
-            self.train(was_training)
+        """Temporarily switch to eval mode (restores the previous mode): ``with encoder.eval_mode(): ...``."""
+        return eval_mode_of(self)

@@ -28,7 +28,6 @@ The judge has no image tower: it has no ``embed_image``, and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 
 from ..precision import autocast
-from .base import as_text_list, as_waveform_list
+from .base import as_text_list, as_waveform_list, eval_mode_of
 
 try:
     from transformers import ClapModel, ClapProcessor
@@ -174,15 +173,9 @@ class ClapJudge(nn.Module):
                 out.append(self.model.get_text_features(**inputs).pooler_output.float())
         return F.normalize(torch.cat(out), dim=-1)
 
-    @contextlib.contextmanager
     def eval_mode(self):
-        """Temporarily switch to eval mode (restores the previous mode)."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield self
-        finally:
-            self.train(was_training)
+        """Temporarily switch to eval mode (restores the previous mode): ``with encoder.eval_mode(): ...``."""
+        return eval_mode_of(self)
 
 
 _NEEDED_FILES = {
