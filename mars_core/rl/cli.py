@@ -21,7 +21,8 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
                    help="override an RLConfig field of the preset (repeatable), e.g. --set lr=1e-4")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true",
-                   help="compile the separator's forward with torch.compile (mars_core.precision; default off)")
+                   help="compile the separator's forward with torch.compile (mars_core.precision; default off); here it "
+                        "applies to the supervised start when it has to be trained, not to RL's head-only updates")
     return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 
