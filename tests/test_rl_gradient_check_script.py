@@ -33,3 +33,22 @@ def test_noisy_directions_differ_between_draws():
     gen = torch.Generator().manual_seed(1)
     a, b = mod.noisy_direction(g, 0.5, gen), mod.noisy_direction(g, 0.5, gen)
     assert float(a @ b / (a.norm() * b.norm())) < 0.5  # two noises, each orthogonal to g: cos(a, b) = 0.25 + noise
+
+
+def test_trainer_variants_type_their_fields_and_refuse_bad_ones():
+    from types import SimpleNamespace
+
+    from mars_core.config import get_profile, rl_preset
+
+    prof = get_profile("smoke")
+    su = SimpleNamespace(cfg=rl_preset(prof, "plus"), prof=prof, stack=object())
+    mod = _script()
+    out = mod.trainer_variants(su, ["plus", "sig:lambda_sig=1000,lambda_neg=0,advantage=none"])
+    assert out["plus"][0] == su.cfg
+    cfg, rm = out["sig"]
+    assert (cfg.lambda_sig, cfg.lambda_neg, cfg.advantage) == (1000.0, 0.0, "none")
+    assert isinstance(cfg.lambda_sig, float) and (rm.lambda_sig, rm.lambda_neg) == (1000.0, 0.0)
+    with pytest.raises(SystemExit, match="no_such_field"):
+        mod.trainer_variants(su, ["x:no_such_field=1"])
+    with pytest.raises(ValueError, match="group_size=1"):
+        mod.trainer_variants(su, ["x:group_size=1,advantage=loo"])
