@@ -398,7 +398,7 @@ def _cpu() -> Profile:
             n_test_mixtures=200,
         ),
         separator=SeparatorConfig(down_channels=(16, 32, 64, 128, 128, 128, 128), n_maps=32, query_dim=256),
-        supervised=SupervisedConfig(steps=5000, batch_mixtures=8, warmup_steps=50, eval_every=250, val_mixtures=100,
+        supervised=SupervisedConfig(steps=8000, batch_mixtures=8, warmup_steps=50, eval_every=250, val_mixtures=100,
                                     ckpt_every=50, query_init_std=1.0, query_noise=2.0, pure_query_prob=0.5,
                                     hard_pair_prob=0.25),
         rl=RLConfig(steps=200, batch_mixtures=4, group_size=4, eval_every=25, val_mixtures=50, ckpt_every=25, **PLUS),
