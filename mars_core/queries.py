@@ -43,6 +43,7 @@ from .data.verify import read_benchmark_image, read_clip
 from .query_mixup import (EVAL_MODALITIES, KIND_MODALITIES, MEAN_KINDS, MODALITIES, OMNI_WEIGHTS,  # noqa: F401
                           TRAIN_QUERIES, ModalityUnavailableError, compose, kind_available, mixup_weights,
                           omni_query, present_omni, query_mixup, unavailable_error)
+from .precision import autocast_dtype
 from .runs import encoder_fingerprint, manifest_hash
 from .seeding import item_rng
 
@@ -61,6 +62,8 @@ class QueryBank:
         embeddings: per modality a float32 ``(rows, D)`` tensor of unit rows.
         encoder: fingerprint of the encoder that produced them.
         manifest: :func:`manifest_hash` of the build they describe.
+        precision: ``"fp32"``, or ``"bf16"`` when the encoder's forward passes ran under bf16 autocast
+            (:mod:`mars_core.precision`): such a bank differs in its last bits, so it has its own key.
     """
 
     ids: dict[str, list[str]]
@@ -68,9 +71,11 @@ class QueryBank:
     embeddings: dict[str, torch.Tensor]
     encoder: str
     manifest: str
+    precision: str = "fp32"
     _row: dict[str, dict[str, int]] = field(init=False, repr=False)
 
     def __post_init__(self):
+        bank_key(self.encoder, self.manifest, self.precision)  # refuses an unknown precision
         self._row = {}
         for m in MODALITIES:
             if len(self.ids[m]) != self.embeddings[m].shape[0] or len(self.ids[m]) != len(self.classes[m]):
@@ -88,8 +93,9 @@ class QueryBank:
 
     @property
     def key(self) -> str:
-        """``<encoder[:16]>-<manifest[:16]>``: names the cache file and keys separator runs."""
-        return f"{self.encoder[:16]}-{self.manifest[:16]}"
+        """``<encoder[:16]>-<manifest[:16]>`` (``-bf16`` appended for a bf16 bank): names the cache file and keys
+        separator runs."""
+        return bank_key(self.encoder, self.manifest, self.precision)
 
     def get(self, modality: str, keys: Sequence[str]) -> torch.Tensor:
         """Rows for ``keys``. Shape: returns ``(len(keys), D)``.
@@ -113,7 +119,24 @@ class QueryBank:
 
     def to_payload(self) -> dict[str, Any]:
         return {"ids": self.ids, "classes": self.classes, "embeddings": self.embeddings,
-                "encoder": self.encoder, "manifest": self.manifest}
+                "encoder": self.encoder, "manifest": self.manifest, "precision": self.precision}
+
+
+def bank_key(encoder_fp: str, manifest: str, precision: str = "fp32") -> str:
+    """The key of a bank (see :attr:`QueryBank.key`); an fp32 bank's key has no precision suffix, as before."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"bank precision {precision!r}: expected 'fp32' or 'bf16'")
+    base = f"{encoder_fp[:16]}-{manifest[:16]}"
+    return base if precision == "fp32" else f"{base}-{precision}"
+
+
+def bank_precision(encoder) -> str:
+    """``"bf16"`` when ``encoder``'s forward passes autocast to bf16 under the process's precision, else ``"fp32"``."""
+    device = getattr(encoder, "device", None)
+    if not isinstance(device, torch.device):
+        p = next(encoder.parameters(), None) if hasattr(encoder, "parameters") else None
+        device = p.device if p is not None else torch.device("cpu")
+    return "fp32" if autocast_dtype(device) is None else "bf16"
 
 
 def _read_audio(path: Path) -> np.ndarray:
@@ -169,7 +192,7 @@ def build_query_bank(encoder, build_dir: str | os.PathLike, sample_rate: int, *,
                 paths["audio"], chunk, "embed audio", progress),
         }
     return QueryBank(ids, classes, {m: F.normalize(e, dim=-1) for m, e in emb.items()},
-                     encoder_fingerprint(encoder), digest)
+                     encoder_fingerprint(encoder), digest, bank_precision(encoder))
 
 
 def query_cache_dir() -> Path:
@@ -182,8 +205,9 @@ def load_or_build_query_bank(encoder, profile: str | Profile | None = None, *, b
                              rebuild: bool = False) -> QueryBank:
     """The cached :class:`QueryBank` of ``encoder`` on a build, embedding it on the first call.
 
-    The cache file is ``<cache_dir>/<profile>/<encoder fp[:16]>-<manifest hash[:16]>.pt``
-    (default ``cache_dir``: :func:`query_cache_dir`), written atomically. ``rebuild=True``
+    The cache file is ``<cache_dir>/<profile>/<encoder fp[:16]>-<manifest hash[:16]>.pt``, with ``-bf16``
+    before ``.pt`` when the encoder runs under bf16 autocast (:func:`bank_precision`), so an fp32 run never
+    reads a bf16 bank or the reverse (default ``cache_dir``: :func:`query_cache_dir`), written atomically. ``rebuild=True``
     (``--retrain`` of the training commands) embeds again and overwrites it.
 
     Raises:
@@ -191,7 +215,7 @@ def load_or_build_query_bank(encoder, profile: str | Profile | None = None, *, b
     """
     prof = get_profile(profile)
     build_dir = Path(build_dir) if build_dir is not None else benchmark_dir(prof.name)
-    key = f"{encoder_fingerprint(encoder)[:16]}-{manifest_hash(build_dir)[:16]}"
+    key = bank_key(encoder_fingerprint(encoder), manifest_hash(build_dir), bank_precision(encoder))
     path = Path(cache_dir or query_cache_dir()) / prof.name / f"{key}.pt"
     if path.exists() and not rebuild:
         todo = (f"delete it (rm {shlex.quote(str(path))}): the query bank is embedded again on next use; or pass "

@@ -18,6 +18,8 @@ from mars_core.data.manifest import SPLITS, read_table
 from mars_core.data.mixing import MixtureDataset
 from mars_core.queries import (QueryBank, QueryRef, build_query_bank, compose, evaluation_ref, item_queries,
                                load_or_build_query_bank, modality_embeddings)
+from mars_core import precision
+from mars_core.checkpoints import load_checkpoint, save_checkpoint
 from mars_core.runs import encoder_fingerprint, manifest_hash
 
 SMOKE = get_profile("smoke")
@@ -149,6 +151,33 @@ def test_bank_cache_is_keyed_by_encoder_and_manifest(fake_build, tmp_path):
     other = StubEncoder(seed=3)
     load_or_build_query_bank(other, SMOKE, build_dir=fake_build, cache_dir=tmp_path, progress=False)
     assert other.calls["audio"] > 0 and len(list((tmp_path / "smoke").glob("*.pt"))) == 2
+
+
+def test_bank_cache_keeps_bf16_and_fp32_banks_apart(fake_build, tmp_path, monkeypatch):
+    """A bank embedded under bf16 autocast has its own file and key; fp32 keys keep their old form
+    (so shipped separators' run keys are unchanged), and an old payload without a precision reads as fp32."""
+    enc = StubEncoder()
+    base = f"{encoder_fingerprint(enc)[:16]}-{manifest_hash(fake_build)[:16]}"
+    fp32 = load_or_build_query_bank(enc, SMOKE, build_dir=fake_build, cache_dir=tmp_path, progress=False)
+    assert (fp32.precision, fp32.key) == ("fp32", base)
+    monkeypatch.setattr(precision, "AUTOCAST_DEVICE_TYPES", frozenset({"cuda", "cpu"}))  # the CPU autocasts here
+    calls = dict(enc.calls)
+    bf16 = load_or_build_query_bank(enc, SMOKE, build_dir=fake_build, cache_dir=tmp_path, progress=False)
+    assert enc.calls["audio"] > calls["audio"]  # embedded again, not read from the fp32 file
+    assert (bf16.precision, bf16.key) == ("bf16", base + "-bf16")
+    assert sorted(p.name for p in (tmp_path / "smoke").glob("*.pt")) == [f"{base}-bf16.pt", f"{base}.pt"]
+    calls = dict(enc.calls)
+    assert load_or_build_query_bank(enc, SMOKE, build_dir=fake_build, cache_dir=tmp_path, progress=False).key == bf16.key
+    monkeypatch.setattr(precision, "_state", dict(precision._state, precision="fp32"))  # --precision fp32
+    assert load_or_build_query_bank(enc, SMOKE, build_dir=fake_build, cache_dir=tmp_path, progress=False).key == base
+    assert enc.calls == calls  # both served from disk
+    blob = load_checkpoint(tmp_path / "smoke" / f"{base}.pt")
+    del blob["bank"]["precision"]  # a bank written before banks recorded their precision
+    save_checkpoint(tmp_path / "smoke" / f"{base}.pt", with_rng=False, kind=blob["kind"], bank=blob["bank"])
+    old = load_or_build_query_bank(enc, SMOKE, build_dir=fake_build, cache_dir=tmp_path, progress=False)
+    assert enc.calls == calls and old.precision == "fp32" and torch.equal(old.embeddings["text"], fp32.embeddings["text"])
+    with pytest.raises(ValueError, match="precision"):
+        QueryBank(fp32.ids, fp32.classes, fp32.embeddings, "e", "m", "fp16")
 
 
 def test_bank_lookup_errors_and_mean(fake_build):
