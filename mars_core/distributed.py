@@ -144,6 +144,53 @@ def part(n: int) -> slice:
     return slice(r * n // w, (r + 1) * n // w)
 
 
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 in rank order (no gradient; ``x`` itself with one rank). Every
+    rank must hold the same shape (:func:`part`). Shape: ``(n, ...)`` -> ``(W n, ...)``."""
+    if world_size() == 1:
+        return x
+    x = x.detach().contiguous()
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x)
+    return torch.cat(out)
+
+
+def total(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Each of ``values`` summed over the ranks, in float64 (``values`` with one rank). ``device``: where the
+    reduction runs (the rank's GPU under ``nccl``)."""
+    if world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Replace every parameter's gradient by its average over the ranks, in place (nothing with one rank).
+
+    A rank whose loss did not reach a parameter (no gradient, e.g. no data of a minibatch on this rank)
+    counts as a zero gradient; a parameter that no rank's loss reached keeps ``grad = None`` (an optimiser then
+    skips it, as in a one-process run). One all-reduce of the flattened gradients (and one of the flags).
+    """
+    w = world_size()
+    if w == 1 or not params:
+        return
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+    dist.all_reduce(has)
+    used = [p for p, h in zip(params, has.tolist()) if h]
+    for p in used:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if not used:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in used])
+    dist.all_reduce(flat)
+    flat /= w
+    for p, g in zip(used, flat.split([p.numel() for p in used])):
+        p.grad.copy_(g.view_as(p.grad))
+
+
 def mean(value: torch.Tensor) -> torch.Tensor:
     """The average of ``value`` over the ranks (no gradient; ``value`` itself with one rank). Shape: any."""
     if world_size() == 1:
