@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +22,9 @@ from mars_core.audio import FrontEnd
 from mars_core.checkpoints import load_checkpoint
 from mars_core.config import RLConfig, get_profile
 from mars_core.data.mixing import MixtureDataset
-from mars_core.rl import trainer as rl_trainer
 from mars_core.rl.rollout import rl_batch
-from mars_core.rl.trainer import check_ranks, train_rl
+from mars_core.rl.trainer import check_ranks, load_or_train_rl, train_rl
+from tests.conftest import make_fake_build
 from tests.one_thread import one_thread  # noqa: F401  (autouse: one torch thread)
 from tests.test_distributed import _free_port, _join
 from tests.test_queries import fake_bank
@@ -93,17 +96,17 @@ def test_a_batch_the_ranks_cannot_share_is_refused(monkeypatch):
 
 
 # --------------------------------------------------------------------------- two gloo ranks
-UPDATE_RTOL = {"head": 1e-4, "all": 1e-2}
+UPDATE_RTOL = {"head": 2e-4, "all": 1e-2}
 """How far each weight tensor's update (w - w0) may be from the one-process update, relative to its norm.
 
 Nothing is drawn differently: the ranks take the one-process mixtures, Query-Mixup weights, masks (sampled from the
 gathered P_old) and minibatches. What differs is the order of float32 sums: the U-Net on 2 mixtures instead of 4,
 a minibatch's loss as two weighted rank means, gradients summed over ~1e5 bins per rank then averaged (relative
 errors ~sqrt(n) eps ~ 1e-5). Measured, each tensor's update differs by at most 1.0e-5 of its norm (head, AdamW,
-4 steps) and 2.0e-3 (every weight, SGD, 3 steps: the smallest updates, the trunk's biases, amplified as later
-rollouts start from weights a few 1e-5 apart). A mistake in what is shared is far larger: advantages normalised
-per rank instead of over the batch, or the ranks' minibatch shares averaged without their weights n_r W / n,
-move the updates by 10-100% (checked by hand when this test was written)."""
+4 steps; 3.8e-5 for the command's 2 smoke steps, where each minibatch is one mixture on one rank) and 2.0e-3 (every weight, SGD, 3 steps: the smallest updates, the trunk's biases, amplified as later
+rollouts start from weights a few 1e-5 apart). Checked by hand when this test was written: each of three mistakes
+in what is shared fails it (advantages from the rank's own rewards, the ranks' minibatch shares averaged without
+their weights n_r W / n, masks drawn from the rank's own P_old)."""
 
 
 def _csv_steps(path) -> list[int]:
@@ -145,3 +148,38 @@ def test_two_ranks_train_the_one_process_rl_run(two_ranks, fake_build, tmp_path,
     for k, w in last_two["model"].items():
         assert torch.equal(ranks[1]["model"][k], w), k
     assert _csv_steps(two_ranks / f"two-{name}" / "metrics.csv") == list(range(cfg.steps + 1))  # rank 0 wrote it once
+
+
+def test_torchrun_command_trains_the_one_process_rl_run(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    make_fake_build(data / "benchmark" / "smoke")
+    env = dict(os.environ, MARS_DATA=str(data), OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "mars_core.rl", "--profile", "smoke", "--device", "cpu", "--steps", "2", "--no-eval"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("RL separator (plus") == 1  # rank 0 alone reports
+    (run,) = (data / "runs" / "rl").iterdir()
+    assert (run / "final.pt").is_file() and _csv_steps(run / "metrics.csv") == [0, 1, 2]
+
+    # oracle: one process, batch 2, from the supervised separator, query bank and reward stack the command left
+    # (rank 0 built them first, rank 1 read them; the supervised stage trained under torchrun too, and its ranks
+    # other than 0 hold its last weights, not the best: train_rl starts every rank from rank 0's separator);
+    # a fresh run root, so it trains
+    monkeypatch.setenv("MARS_DATA", str(data))
+    one, _ = load_or_train_rl(SMOKE, "plus", config=replace(SMOKE.rl, steps=2), run_root=tmp_path / "one",
+                              progress=False, device="cpu")
+    (run_one,) = (tmp_path / "one").iterdir()
+    assert run_one.name == run.name  # the same run key
+    two = load_checkpoint(run / "final.pt")
+    w0 = load_checkpoint(next((data / "runs" / "supervised").iterdir()) / "final.pt")["model"]
+    moved = 0
+    for k, ref in one.state_dict().items():
+        step_one, step_two = ref - w0[k], two["model"][k] - w0[k]
+        if not step_one.any():  # the frozen trunk (trainable='head'): untouched on both sides
+            assert torch.equal(two["model"][k], ref), k
+            continue
+        # UPDATE_RTOL's reasoning; measured at most 3.8e-5 here (query_proj.weight)
+        assert (step_two - step_one).norm() <= UPDATE_RTOL["head"] * step_one.norm(), k
+        moved += 1
+    assert moved >= 6

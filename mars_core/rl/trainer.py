@@ -26,6 +26,11 @@ same ``P`` for an input whatever the minibatch, so the ratio is exactly 1 before
 
 Each step's data, Query-Mixup weights, masks and minibatch order are pure functions of ``(seed, step)``,
 so a killed run resumes from ``last.pt`` to the same weights as an uninterrupted one (bit-exact on CPU).
+
+Under torchrun (:mod:`mars_core.distributed`) ``batch_mixtures`` is the global batch: each rank rolls out its
+share of the step's mixtures with the one-process draws, the advantages come from the whole batch's rewards, and
+each rank trains on its part of the one-process minibatches with gradients averaged over the ranks; rank 0 alone
+validates, writes ``last.pt`` and ``metrics.csv`` and shows progress. A one-process run runs none of this.
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
         return StepResult(kappa, ro, adv, frac_zero, stats, t_update)
     # several ranks: the whole batch's rewards on every rank, so the advantages (and the EMA baseline) are the
     # one-process ones; each rank's update uses its own items' rows; the step's row logs the whole batch
-    whole = replace(ro, rewards=distributed.gather(ro.rewards), terms={k: distributed.gather(v) for k, v in ro.terms.items()})
+    whole = replace(ro, rewards=distributed.gather(ro.rewards),
+                    terms={k: distributed.gather(v) for k, v in ro.terms.items()})
     adv, frac_zero = advantages(whole.rewards.cpu(), cfg, p.ema)
     n = ro.rewards.shape[0]
     mine = adv[distributed.rank() * n:(distributed.rank() + 1) * n]
@@ -163,9 +169,9 @@ def train_rl(
 
     Returns:
         ``(model, history)``: eval-mode model with the best validation step's weights (the last
-        ones if stopped early, and on the ranks other than 0 under torchrun); ``history`` holds :data:`~mars_core.rl.bookkeeping.STEP_KEYS` per step,
-        :data:`~mars_core.rl.bookkeeping.VAL_KEYS` per validation (step 0 = the start), and ``best_step``,
-        ``best_sdr``, ``wall_s``, ``steps_done``, ``preset``.
+        ones if stopped early, and on the ranks other than 0 under torchrun); ``history`` holds
+        :data:`~mars_core.rl.bookkeeping.STEP_KEYS` per step, :data:`~mars_core.rl.bookkeeping.VAL_KEYS` per
+        validation (step 0 = the start), and ``best_step``, ``best_sdr``, ``wall_s``, ``steps_done``, ``preset``.
     """
     prof = get_profile(profile)
     cfg = cfg or prof.rl
@@ -177,6 +183,8 @@ def train_rl(
     build_dir = Path(build_dir) if build_dir is not None else None
     main = distributed.is_main()
     check_ranks(cfg)
+    if distributed.world_size() > 1:  # every rank starts from rank 0's separator (and keys the run by it)
+        separator = distributed.broadcast_module(copy.deepcopy(separator).to(device))
     log = RunLog(run_dir, run_config(prof, cfg, separator_key(separator), bank.key, stack), cfg, writes=main)
     p = _parts(prof, cfg, separator, bank, stack, reward_bank, build_dir, device, progress)
     rv = _validation(prof, cfg, bank, judge, build_dir, device) if main else None  # rank 0 validates

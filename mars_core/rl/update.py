@@ -3,9 +3,10 @@
 
 Minibatches split the mixtures (all ``K`` items of a mixture share its U-Net pass), in an order
 drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``; advantages are computed once per batch
-and never re-normalised per minibatch. Several ranks (torchrun) run the one-process minibatches, each on the
-mixtures of each minibatch that it holds, with gradients averaged over the ranks before the clip and the step. Non-finite values are skipped, not stepped
-(:attr:`RLConfig.max_skipped_updates`, :func:`check_skipped`).
+and never re-normalised per minibatch. Non-finite values are skipped, not stepped
+(:attr:`RLConfig.max_skipped_updates`, :func:`check_skipped`). Several ranks (torchrun) run the one-process
+minibatches, each on the mixtures of each minibatch that it holds, with gradients averaged over the ranks before
+the clip and the step.
 """
 
 from __future__ import annotations
