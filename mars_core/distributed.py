@@ -4,13 +4,14 @@
 
     torchrun --nproc_per_node 2 -m mars_core.supervised --profile smoke --device cpu
     torchrun --nproc_per_node 8 -m mars_core.supervised --profile full          # one GPU per rank
+    torchrun --nproc_per_node 2 -m mars_core.rl --profile smoke --device cpu    # RL fine-tuning
 
 ``torchrun`` starts ``W`` copies of the command (the *ranks*) and gives each ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. :func:`init` joins them into one process group (``nccl``
 when the rank computes on CUDA, ``gloo`` on a CPU); without ``WORLD_SIZE > 1`` nothing here does anything, so
 a plain ``python -m ...`` run is the one-process run it always was.
 
-What the ranks share (the supervised trainer, :func:`mars_core.supervised.trainer.train_supervised`):
+What the ranks share in the supervised trainer (:func:`mars_core.supervised.trainer.train_supervised`):
 
 * the batch: ``batch_mixtures`` is the **global** batch ``G``; rank ``r`` of ``W`` trains on mixtures
   ``r G/W ... (r+1) G/W - 1`` of each step (:func:`part`), so ``W`` ranks see exactly the mixtures, queries and
@@ -23,9 +24,29 @@ What the ranks share (the supervised trainer, :func:`mars_core.supervised.traine
   2.13: "expected input tensor to be on GPU"), so this module does the same with two autograd-aware all-reduces,
   on every device: the path a CPU test proves is the path a GPU run takes.
 
+What they share in RL (:func:`mars_core.rl.trainer.train_rl`; batch norm runs in eval mode there, so no
+statistics are shared):
+
+* the start: every rank copies rank 0's separator (:func:`broadcast_module`; under torchrun the supervised stage's
+  ranks other than 0 return its last weights, rank 0 the best), which keys the run;
+* the batch, as above (:func:`part`): rank ``r`` builds its mixtures' queries, with the Query-Mixup weights the
+  whole step draws, and runs the old policy on them;
+* the sampled masks: a Beta draw consumes a data-dependent number of random numbers, so every rank gathers the
+  old policy's ``P`` of the whole batch (:func:`gather`), draws every mask with the step's seed as one process
+  would and keeps its own items' (:func:`mars_core.rl.rollout.rollout`); waveforms and rewards are per rank;
+* the rewards: every rank gathers the whole batch's, so the advantages -- group ones per item, the EMA baseline
+  and its batch normalisation over the batch -- and the logged statistics are the one-process ones;
+* the updates (:func:`mars_core.rl.update.ppo_update`): the one-process minibatches, each rank on the mixtures of
+  each that it holds, its mean loss weighted by its share ``n_r W / n``; :func:`average_gradients` then leaves the
+  gradient of the minibatch's mean loss on every rank, before the norm clip (the global norm) and the step, and
+  :func:`total` the minibatch's statistics. Every rank takes the same step, so the weights stay equal.
+
+The pathwise estimator (a diagnostic) draws its noise for a whole minibatch and stays one process.
+
 Up to the order of float32 sums, ``W`` ranks with per-rank batch ``B`` therefore end at the weights of one
-process with batch ``W B`` (``tests/test_distributed.py``). Rank 0 (:func:`is_main`) alone validates, writes
-checkpoints and metrics and prints; the others wait for it at a :func:`barrier`.
+process with batch ``W B`` (``tests/test_distributed.py``, ``tests/test_rl_distributed.py``); a one-process run
+touches none of this. Rank 0 (:func:`is_main`) alone validates, writes checkpoints and metrics and prints; the
+others wait for it at a :func:`barrier`; every rank resumes from ``last.pt``.
 """
 
 from __future__ import annotations
@@ -142,6 +163,62 @@ def part(n: int) -> slice:
         raise ValueError(f"batch_mixtures={n} is not a multiple of the {w} ranks: every rank trains on an equal "
                          f"share of the global batch; start torchrun with --nproc_per_node dividing {n}")
     return slice(r * n // w, (r + 1) * n // w)
+
+
+def broadcast_module(module: nn.Module) -> nn.Module:
+    """Give every parameter and buffer of ``module`` rank 0's values, in place (as DDP does when it wraps a model);
+    returns ``module``. Nothing with one rank."""
+    if world_size() > 1:
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+    return module
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 in rank order (no gradient; ``x`` itself with one rank). Every
+    rank must hold the same shape (:func:`part`). Shape: ``(n, ...)`` -> ``(W n, ...)``."""
+    if world_size() == 1:
+        return x
+    x = x.detach().contiguous()
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x)
+    return torch.cat(out)
+
+
+def total(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Each of ``values`` summed over the ranks, in float64 (``values`` with one rank). ``device``: where the
+    reduction runs (the rank's GPU under ``nccl``)."""
+    if world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Replace every parameter's gradient by its average over the ranks, in place (nothing with one rank).
+
+    A rank whose loss did not reach a parameter (no gradient, e.g. no data of a minibatch on this rank)
+    counts as a zero gradient; a parameter that no rank's loss reached keeps ``grad = None`` (an optimiser then
+    skips it, as in a one-process run). One all-reduce of the flattened gradients (and one of the flags).
+    """
+    w = world_size()
+    if w == 1 or not params:
+        return
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+    dist.all_reduce(has)
+    used = [p for p, h in zip(params, has.tolist()) if h]
+    for p in used:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if not used:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in used])
+    dist.all_reduce(flat)
+    flat /= w
+    for p, g in zip(used, flat.split([p.numel() for p in used])):
+        p.grad.copy_(g.view_as(p.grad))
 
 
 def mean(value: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,6 @@ from mars_core.checkpoints import load_checkpoint
 from mars_core.config import SupervisedConfig, get_profile
 from mars_core.encoders.load import load_query_encoder
 from mars_core.queries import load_or_build_query_bank
-from mars_core.rl.__main__ import main as rl_main
 from mars_core.separator import new_separator
 from mars_core.supervised import supervised_loss, train_supervised, training_batch
 from mars_core.supervised.trainer import TrainingData
@@ -129,10 +128,16 @@ def test_without_torchrun_nothing_is_distributed(monkeypatch):
         distributed.init("cpu")
 
 
-def test_rl_under_torchrun_stops_at_once(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(SystemExit, match="RL is not data-parallel yet"):
-        rl_main(["--profile", "smoke", "--device", "cpu"])
+def test_rl_under_torchrun_refuses_a_batch_the_ranks_cannot_share(tmp_path):
+    # RL runs under torchrun (tests/test_rl_distributed.py); 2 ranks and a global batch of 3 are named at once,
+    # before any encoder loads or any file is written
+    env = dict(os.environ, MARS_DATA=str(tmp_path), OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "mars_core.rl", "--profile", "smoke", "--device", "cpu", "--set", "batch_mixtures=3"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "batch_mixtures=3 is not a multiple of the 2 ranks" in done.stderr, done.stderr[-3000:]
+    assert not any(tmp_path.iterdir())  # nothing built, trained or written
 
 
 # --------------------------------------------------------------------------- two gloo ranks

@@ -3,6 +3,13 @@
     python -m mars_core.rl --profile cpu --preset plus
     python -m mars_core.rl --profile cpu --preset paper --unaligned --steps 50
     python -m mars_core.rl --profile cpu --set trainable=all --set lr=1e-4   # any RLConfig field
+
+Several processes (one per GPU, or ``gloo`` ranks on a CPU) train the same run (:mod:`mars_core.distributed`; the
+preset's ``batch_mixtures`` is the global batch, split over the ranks)::
+
+    torchrun --nproc_per_node 2 -m mars_core.rl --profile smoke --device cpu
+
+Rank 0 builds the caches first, then the others read them; rank 0 alone validates, writes the files and prints.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from ..evaluation.evaluate import compact_table, evaluate_all, results_table
 from ..queries import load_or_build_query_bank
 from ..supervised import load_or_train
 from .cli import base_parser, parse_overrides
-from .trainer import load_or_train_rl
+from .config import check_config
+from .trainer import check_ranks, load_or_train_rl
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,17 +45,31 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if distributed.launched_world_size() > 1:  # N copies would race on one run folder
-        raise SystemExit("error: RL is not data-parallel yet: start it as one process (python -m mars_core.rl ...), "
-                         "not with torchrun --nproc_per_node N (the supervised command is: mars_core.distributed)")
+    args.device = distributed.local_device(args.device)  # under torchrun with CUDA: this rank's GPU
     prof, device = start_command(args)
     cfg = rl_preset(prof, args.preset)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     cfg = replace(cfg, **parse_overrides(args.set))
+    try:  # before the encoders load: a batch the ranks cannot share is named at once
+        check_config(cfg)
+        distributed.init(device)
+        check_ranks(cfg)
+    except ValueError as exc:
+        distributed.teardown()
+        _parser().error(str(exc))
+    try:
+        return _train_and_report(args, prof, cfg, device)
+    finally:
+        distributed.teardown()
+
+
+def _train_and_report(args: argparse.Namespace, prof, cfg, device) -> int:
     t0 = time.perf_counter()
     model, history = load_or_train_rl(prof, args.preset, aligned=not args.unaligned, retrain=args.retrain,
                                       config=cfg, device=device)
+    if not distributed.is_main():
+        return 0
     print(f"RL separator ({args.preset}, {'un-aligned' if args.unaligned else 'aligned'} reward) from "
           f"{history['source']}: best step {history['best_step']} (val SDR {history['best_sdr']:.2f} dB, start "
           f"{history['val_sdr'][0]:.2f} dB), training wall time {history['wall_s']:.0f} s, this call "

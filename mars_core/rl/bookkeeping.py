@@ -69,12 +69,13 @@ def step_row(step: int, lr: float, s: StepResult) -> dict[str, float]:
 class RunLog:
     """History, keep-best, ``metrics.csv``, the progress bar, wall time and ``last.pt`` of one RL run.
 
-    ``run_dir`` ``None``: nothing is written. Steps count steps done (0 = the starting point).
+    ``run_dir`` ``None``: nothing is written. ``writes=False`` (the ranks other than 0 under torchrun): ``last.pt``
+    is read to resume, but nothing is written or shown. Steps count steps done (0 = the starting point).
     """
 
-    def __init__(self, run_dir: str | os.PathLike | None, run_cfg: dict, cfg: RLConfig):
+    def __init__(self, run_dir: str | os.PathLike | None, run_cfg: dict, cfg: RLConfig, writes: bool = True):
         self.last = Path(run_dir) / "last.pt" if run_dir is not None else None
-        self.run_cfg, self.cfg = run_cfg, cfg
+        self.run_cfg, self.cfg, self.writes = run_cfg, cfg, writes
         self.start, self.st = 0, TrainState({k: [] for k in STEP_KEYS + VAL_KEYS})
 
     @property
@@ -99,8 +100,8 @@ class RunLog:
         """Start the progress bar, ``metrics.csv`` (its step-0 row on a fresh run) and the clock."""
         self.end = end
         self.prog = Progress(self.cfg.steps, title, show=("reward_mean", "loss", "val_sdr"), initial=self.start,
-                             enabled=progress)
-        self.csv = CsvLog(self.last.with_name("metrics.csv") if self.last is not None else None,
+                             enabled=progress and self.writes)
+        self.csv = CsvLog(self.last.with_name("metrics.csv") if self.last is not None and self.writes else None,
                           resume_step=self.start, fields=STEP_KEYS[1:] + VAL_KEYS[1:])
         if self.start == 0:
             self.csv.log(0, **last_row(self.st.history, (), VAL_KEYS[1:], at=0))
@@ -121,15 +122,17 @@ class RunLog:
         if self.last is not None and (done % self.cfg.ckpt_every == 0 or done == self.end):
             self.st.wall_s += time.perf_counter() - self.t0
             self.t0 = time.perf_counter()
-            save_last(self.last, self.run_cfg, done, model, opt, self.st, ema=ema)
+            if self.writes:
+                save_last(self.last, self.run_cfg, done, model, opt, self.st, ema=ema)
 
     def finish(self, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-        """Close the bar; load the best weights when the run is complete; ``(eval-mode cpu model, history)``."""
+        """Close the bar; load the best weights when the run is complete (``writes``: rank 0, which validates; the
+        other ranks keep the last weights); ``(eval-mode cpu model, history)``."""
         self.prog.close()
         st = self.st
         st.wall_s += time.perf_counter() - self.t0
         history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s,
                        steps_done=self.end, preset=self.cfg.preset)
-        if self.end == self.cfg.steps and st.best_state is not None:
+        if self.end == self.cfg.steps and st.best_state is not None and self.writes:
             model.load_state_dict(st.best_state)
         return model.cpu().eval(), history

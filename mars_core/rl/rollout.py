@@ -6,7 +6,11 @@ its own query, as in supervised training; ``N = B K`` items, item ``n = b K + k`
 1. ``P_old = sigmoid(z)`` from the frozen old policy, one U-Net pass per mixture, no gradient;
 2. ``G`` masks per item ``M ~ prod_ft Beta(1 + kappa P_old, 1 + kappa (1 - P_old))``
    (:func:`~mars_core.rl.policy.sample_masks`), with the torch generator seeded by
-   ``(seed, step)`` so a step's samples depend on nothing else (resumption is exact);
+   ``(seed, step)`` so a step's samples depend on nothing else (resumption is exact). Under torchrun
+   (:mod:`mars_core.distributed`) a rank holds only its share of the mixtures: it gathers every rank's
+   ``P_old``, draws the masks of the whole batch as one process would, and keeps its own items' (a Beta draw
+   consumes a data-dependent number of random numbers, so the whole batch's draws are the only way to the
+   one-process masks);
 3. their per-bin log-probabilities under the old policy (kept fixed for the whole update);
 4. ``G x N`` waveforms: each mask unwarped, applied to the mixture magnitude, iSTFT with the
    mixture phase -- one batched :meth:`~mars_core.audio.FrontEnd.reconstruct` call;
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import distributed
 from ..audio import FrontEnd
 from ..data.mixing import MixtureDataset, collate
 from ..precision import autocast
@@ -59,19 +64,30 @@ class RLBatch:
 
 def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack, fe: FrontEnd, step: int,
              batch_mixtures: int, query: str = "mixup", seed: int = 0,
-             device: str | torch.device = "cpu") -> RLBatch:
+             device: str | torch.device = "cpu", part: slice | None = None) -> RLBatch:
     """Mixtures ``step * B ... step * B + B - 1`` of ``ds`` with every source as an item.
 
     Queries from the separator's ``bank`` (Query-Mixup weights from
     ``item_rng(seed, "rl-query-mixup", step)``); anchors from the reward encoder's ``reward_bank``.
-    A pure function of ``(data seed, seed, step)``.
+    A pure function of ``(data seed, seed, step)``. ``part`` (one rank's share,
+    :func:`mars_core.distributed.part`) keeps mixtures ``part`` of the step's ``B``, with the Query-Mixup weights
+    the whole step draws (the ranks together hold the one-process batch).
     """
-    b = batch_mixtures
-    items = [ds[step * b + j] for j in range(b)]
+    if part is None:
+        b = batch_mixtures
+        items = [ds[step * b + j] for j in range(b)]
+    else:
+        items = [ds[step * batch_mixtures + j] for j in range(part.start, part.stop)]
+        b = len(items)
     batch = collate(items)
     refs = [r for it in items for r in item_queries(ds, it)]
     k = len(items[0]["classes"])
-    weights = mixup_weights(item_rng(seed, "rl-query-mixup", step), len(refs)) if query == "mixup" else None
+    if part is None:
+        weights = mixup_weights(item_rng(seed, "rl-query-mixup", step), len(refs)) if query == "mixup" else None
+    else:  # the step's B K weights, then this share's rows
+        weights = (mixup_weights(item_rng(seed, "rl-query-mixup", step), batch_mixtures * k)[part.start * k:
+                                                                                               part.stop * k]
+                   if query == "mixup" else None)
     q = compose(modality_embeddings(bank, refs), query, weights).reshape(b, k, -1)
     z = anchors(stack, reward_bank, refs).reshape(b, k, -1)
     others = [[j for j in range(k) if j != i] for i in range(k)]
@@ -189,13 +205,18 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     trunk = trunk.float()  # kept for the head-only updates: fp32 whatever the precision
     _sync(dev)
     t1 = time.perf_counter()
+    P_all = distributed.gather(P_old)  # several ranks: the P of the whole batch (P_old itself with one rank)
     if seed is None:
-        masks = policy.sample_masks(P_old, kappa, group_size)
+        masks = policy.sample_masks(P_all, kappa, group_size)
     else:
         cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
-            masks = policy.sample_masks(P_old, kappa, group_size)
+            masks = policy.sample_masks(P_all, kappa, group_size)
+    if P_all is not P_old:  # this rank's items of the whole batch's draws
+        first = distributed.rank() * P_old.shape[0]
+        masks = masks[first:first + P_old.shape[0]].clone()
+    del P_all
     logit_m, log_1m = policy.mask_logs(masks)
     old_logp = policy.beta_log_prob_from_logs(P_old.unsqueeze(1), logit_m, log_1m, kappa)
     b, n, g = batch.n_mixtures, batch.n_items, group_size

@@ -26,18 +26,24 @@ same ``P`` for an input whatever the minibatch, so the ratio is exactly 1 before
 
 Each step's data, Query-Mixup weights, masks and minibatch order are pure functions of ``(seed, step)``,
 so a killed run resumes from ``last.pt`` to the same weights as an uninterrupted one (bit-exact on CPU).
+
+Under torchrun (:mod:`mars_core.distributed`) ``batch_mixtures`` is the global batch: each rank rolls out its
+share of the step's mixtures with the one-process draws, the advantages come from the whole batch's rewards, and
+each rank trains on its part of the one-process minibatches with gradients averaged over the ranks; rank 0 alone
+validates, writes ``last.pt`` and ``metrics.csv`` and shows progress. A one-process run runs none of this.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import distributed
 from ..audio import FrontEnd
 from ..config import Profile, RLConfig, get_profile, rl_preset
 from ..data.mixing import MixtureDataset
@@ -52,7 +58,7 @@ from .bookkeeping import RunLog, StepResult, step_row, timed
 from .config import check_config, run_config, separator_key
 from .rewards import RewardModel, reward_bank as build_reward_bank
 from .rollout import rl_batch, rollout, step_seed
-from .update import advantages, check_skipped, make_optimizer, ppo_update
+from .update import PATHWISE_RANKS, advantages, check_skipped, make_optimizer, ppo_update
 from .validation import RLValidation, validate_rl, validation
 
 
@@ -78,20 +84,33 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
     """One step of the method: old policy, rollout, advantages, epochs of the clipped surrogate."""
     kappa = policy.kappa_schedule(step, cfg.steps, cfg.kappa, cfg.kappa_end, cfg.kappa_schedule)
     p.old_policy.load_state_dict(p.model.state_dict())  # 1. theta_old <- theta
-    batch = rl_batch(p.ds, p.bank, p.rbank, p.stack, p.fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, p.device)
+    share = {"part": distributed.part(cfg.batch_mixtures)} if distributed.world_size() > 1 else {}  # this rank's
+    batch = rl_batch(p.ds, p.bank, p.rbank, p.stack, p.fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, p.device,
+                     **share)
     ro = rollout(p.old_policy, batch, p.fe, p.reward_model, kappa, cfg.group_size,  # 2. G masks per item, rewards
                  seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments)
-    adv, frac_zero = advantages(ro.rewards.cpu(), cfg, p.ema)  # 3. once per batch
-    stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step, p.fe), p.device)  # 4. PPO epochs
-    return StepResult(kappa, ro, adv, frac_zero, stats, t_update)
+    if not share:
+        adv, frac_zero = advantages(ro.rewards.cpu(), cfg, p.ema)  # 3. once per batch
+        stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step, p.fe), p.device)  # 4. PPO
+        return StepResult(kappa, ro, adv, frac_zero, stats, t_update)
+    # several ranks: the whole batch's rewards on every rank, so the advantages (and the EMA baseline) are the
+    # one-process ones; each rank's update uses its own items' rows; the step's row logs the whole batch
+    whole = replace(ro, rewards=distributed.gather(ro.rewards),
+                    terms={k: distributed.gather(v) for k, v in ro.terms.items()})
+    adv, frac_zero = advantages(whole.rewards.cpu(), cfg, p.ema)
+    n = ro.rewards.shape[0]
+    mine = adv[distributed.rank() * n:(distributed.rank() + 1) * n]
+    stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, mine, cfg, step, p.fe), p.device)
+    return StepResult(kappa, whole, adv, frac_zero, stats, t_update)
 
 
 def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: QueryBank, stack, reward_bank,
            build_dir: Path | None, device: torch.device, progress: bool) -> RLParts:
     fe = FrontEnd(prof.audio)
     stack.encoder.to(device), stack.anchor.to(device)
-    rbank = reward_bank if reward_bank is not None else build_reward_bank(stack, prof, build_dir=build_dir,
-                                                                            progress=progress)
+    with distributed.main_first():  # under torchrun rank 0 builds the cached bank, the others then read it
+        rbank = reward_bank if reward_bank is not None else build_reward_bank(stack, prof, build_dir=build_dir,
+                                                                                progress=progress)
     reward_model = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size,
                                cfg.segment_terms)
     model = copy.deepcopy(separator).to(device).eval()  # BatchNorm in eval mode throughout (module docstring)
@@ -100,6 +119,15 @@ def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: Query
     ema = EMABaseline(decay=cfg.ema_decay)
     ds = MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
     return RLParts(model, old_policy, opt, ema, ds, bank, rbank, stack, reward_model, fe, device)
+
+
+def check_ranks(cfg: RLConfig) -> None:
+    """Under torchrun: raise ``ValueError`` when the ranks cannot share this run (``batch_mixtures`` not a multiple of
+    the ranks, or the pathwise estimator); nothing with one process."""
+    if distributed.world_size() > 1:
+        distributed.part(cfg.batch_mixtures)
+        if cfg.estimator == "pathwise":
+            raise ValueError(PATHWISE_RANKS)
 
 
 def _validation(prof: Profile, cfg: RLConfig, bank: QueryBank, judge: Any, build_dir: Path | None,
@@ -141,9 +169,9 @@ def train_rl(
 
     Returns:
         ``(model, history)``: eval-mode model with the best validation step's weights (the last
-        ones if stopped early); ``history`` holds :data:`~mars_core.rl.bookkeeping.STEP_KEYS` per step,
-        :data:`~mars_core.rl.bookkeeping.VAL_KEYS` per validation (step 0 = the start), and ``best_step``,
-        ``best_sdr``, ``wall_s``, ``steps_done``, ``preset``.
+        ones if stopped early, and on the ranks other than 0 under torchrun); ``history`` holds
+        :data:`~mars_core.rl.bookkeeping.STEP_KEYS` per step, :data:`~mars_core.rl.bookkeeping.VAL_KEYS` per
+        validation (step 0 = the start), and ``best_step``, ``best_sdr``, ``wall_s``, ``steps_done``, ``preset``.
     """
     prof = get_profile(profile)
     cfg = cfg or prof.rl
@@ -153,11 +181,15 @@ def train_rl(
                          f"{prof.separator.query_dim}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     build_dir = Path(build_dir) if build_dir is not None else None
-    log = RunLog(run_dir, run_config(prof, cfg, separator_key(separator), bank.key, stack), cfg)
+    main = distributed.is_main()
+    check_ranks(cfg)
+    if distributed.world_size() > 1:  # every rank starts from rank 0's separator (and keys the run by it)
+        separator = distributed.broadcast_module(copy.deepcopy(separator).to(device))
+    log = RunLog(run_dir, run_config(prof, cfg, separator_key(separator), bank.key, stack), cfg, writes=main)
     p = _parts(prof, cfg, separator, bank, stack, reward_bank, build_dir, device, progress)
-    rv = _validation(prof, cfg, bank, judge, build_dir, device)
-    start = log.resume(p.model, p.opt, p.ema) if resume else 0
-    if start == 0:
+    rv = _validation(prof, cfg, bank, judge, build_dir, device) if main else None  # rank 0 validates
+    start = log.resume(p.model, p.opt, p.ema) if resume else 0  # every rank from the same last.pt
+    if start == 0 and main:
         log.log_val(0, validate_rl(p.model, rv, p.fe))
     log.open(cfg.steps if stop_after is None else min(cfg.steps, stop_after), f"RL {cfg.preset} {prof.name}", progress)
     for step in range(start, log.end):
@@ -165,9 +197,12 @@ def train_rl(
         log.log_step(step_row(step, p.opt.param_groups[0]["lr"], result))
         check_skipped(log.history, result.stats, cfg, step)
         done = step + 1
-        if log.validation_due(done):
+        if log.validation_due(done) and main:
             log.log_val(done, validate_rl(p.model, rv, p.fe), p.model)
         log.end_step(done, p.model, p.opt, p.ema)
+        if log.validation_due(done):
+            distributed.barrier()  # the other ranks wait for rank 0's validation (nothing with one rank)
+    distributed.barrier()  # last.pt is written when a rank returns
     return log.finish(p.model)
 
 
@@ -203,10 +238,13 @@ def load_or_train_rl(
     prof = get_profile(profile)
     cfg = config or rl_preset(prof, preset)
     check_config(cfg)
-    bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress, rebuild=retrain)
+    with distributed.main_first():  # under torchrun rank 0 builds the query bank, the others then read it
+        bank = load_or_build_query_bank(load_query_encoder(prof), prof, progress=progress,
+                                        rebuild=retrain and distributed.is_main())
     on = {} if device is None else {"device": device}  # None: the trainer's default
     separator, sup_hist = load_or_train(prof, bank=bank, progress=progress, **on)
-    stack = load_reward_stack(prof, aligned=aligned)
+    with distributed.main_first():  # rank 0 trains the reward stack when it has to, the others then read it
+        stack = load_reward_stack(prof, aligned=aligned)
     run_cfg = run_config(prof, cfg, separator_key(separator), bank.key, stack)
     run_dir = Path(run_root or runs_dir("rl")) / f"{prof.name}-{cfg.preset}-{config_hash(run_cfg)}"
     final = run_dir / "final.pt"
@@ -219,5 +257,6 @@ def load_or_train_rl(
             return model, dict(blob["history"], source=str(final), supervised_source=sup_hist.get("source"))
     model, history = train_rl(prof, cfg, separator=separator, bank=bank, stack=stack, run_dir=run_dir,
                               resume=not retrain, progress=progress, device=device)
-    save_separator(final, model, run_cfg=run_cfg, history=history)
+    if distributed.is_main():  # under torchrun, rank 0 writes the file
+        save_separator(final, model, run_cfg=run_cfg, history=history)
     return model, dict(history, source=str(final), supervised_source=sup_hist.get("source"))

@@ -4,7 +4,9 @@
 Minibatches split the mixtures (all ``K`` items of a mixture share its U-Net pass), in an order
 drawn from ``item_rng(seed, "rl-minibatch", step, epoch)``; advantages are computed once per batch
 and never re-normalised per minibatch. Non-finite values are skipped, not stepped
-(:attr:`RLConfig.max_skipped_updates`, :func:`check_skipped`).
+(:attr:`RLConfig.max_skipped_updates`, :func:`check_skipped`). Several ranks (torchrun) run the one-process
+minibatches, each on the mixtures of each minibatch that it holds, with gradients averaged over the ranks before
+the clip and the step.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 
 import torch
 
+from .. import distributed
 from ..config import RLConfig
 from ..precision import autocast
 from ..seeding import item_rng
@@ -24,6 +27,10 @@ from .policy import beta_policy_terms
 from .ppo import ppo_loss
 from .rollout import Rollout, proposal_from_trunk
 from .segments import bin_advantages, segment_advantages
+
+PATHWISE_RANKS = ("estimator='pathwise' does not run under torchrun: each update draws reparameterised masks for "
+                  "its whole minibatch, which no rank holds; run it as one process (python -m mars_core.rl ...)")
+"""Why the pathwise estimator refuses several ranks."""
 
 PPO_STATS = ("loss", "pg_loss", "entropy_loss", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
 """What :func:`ppo_update` averages over a step's updates."""
@@ -123,6 +130,41 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, stats: dict[str, float
     """Backward, clip, and step unless the loss or the gradient norm is not finite; ``""`` or why it was skipped."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    return _clip_and_step(opt, stats, grad_clip)
+
+
+_RANK_STATS = ("loss", "pg_loss", "entropy_loss", "kl_loss", "approx_kl", "clipfrac", "ratio_mean")
+"""The statistics of :func:`~mars_core.rl.ppo.ppo_loss`: each a mean over the minibatch's items."""
+
+
+def _step_ranks(opt: torch.optim.Optimizer, model: torch.nn.Module, ro: Rollout, adv: torch.Tensor,
+                mine: torch.Tensor, n_minibatch: int, cfg: RLConfig) -> tuple[str, dict[str, float]]:
+    """One update of several ranks: this rank holds mixtures ``mine`` (local indices, maybe none) of a minibatch of
+    ``n_minibatch`` mixtures of the whole batch.
+
+    The rank's mean loss is weighted by ``w = n_r W / n`` (``n_r`` of the ``n`` mixtures here, ``W`` ranks), so the
+    average of the ranks' gradients (:func:`mars_core.distributed.average_gradients`) is the gradient of the mean
+    loss over the minibatch's ``n`` mixtures, and the statistics ``sum_r w_r stat_r / W`` its one-process values;
+    then the one-process clip (of the global gradient's norm, the same on every rank) and step. Every rank makes the
+    same skip decision: the loss and the gradient norm it tests are the global ones.
+    """
+    world = distributed.world_size()
+    weight = len(mine) * world / n_minibatch
+    opt.zero_grad(set_to_none=True)
+    values = [0.0] * len(_RANK_STATS)
+    if len(mine):
+        loss, stats = minibatch_loss(model, ro, adv, mine.to(ro.features.device), cfg)
+        (loss * weight).backward()
+        values = [stats[k] * weight for k in _RANK_STATS]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    distributed.average_gradients(params)
+    stats = {k: v / world for k, v in zip(_RANK_STATS, distributed.total(values, ro.features.device))}
+    return _clip_and_step(opt, stats, cfg.grad_clip), stats
+
+
+def _clip_and_step(opt: torch.optim.Optimizer, stats: dict[str, float], grad_clip: float) -> str:
+    """Clip the gradients' norm and step unless the loss or that norm is not finite (``stats["loss"]``; the norm is
+    written to ``stats["grad_norm"]``); ``""`` or why it was skipped."""
     params = [p for g in opt.param_groups for p in g["params"]]
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
     if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
@@ -143,24 +185,40 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
     runs; an update whose loss or gradient norm is not finite is skipped before ``opt.step`` (weights
     and optimiser state unchanged). ``skipped_updates`` counts them and ``skip_reason`` (a string,
     present only then) says what was not finite; the statistics are means over the updates that ran.
+
+    Under torchrun (:mod:`mars_core.distributed`) ``ro`` and ``adv`` hold this rank's mixtures of the batch (its
+    :func:`~mars_core.distributed.part`); the minibatches are the one-process run's, over the whole batch, and each
+    rank trains on the mixtures of each that it holds (:func:`_step_ranks`); the statistics are the global ones.
     """
+    world = distributed.world_size()
     bad = int((~torch.isfinite(ro.rewards)).sum())
+    n_rewards = ro.rewards.numel()
+    if world > 1:  # every rank skips the step together
+        if cfg.estimator == "pathwise":
+            raise ValueError(PATHWISE_RANKS)
+        bad, n_rewards = (int(v) for v in distributed.total([bad, n_rewards], ro.features.device))
     if bad:
         return {**dict.fromkeys(PPO_STATS, float("nan")), "skipped_updates": float(cfg.ppo_epochs * cfg.minibatches),
-                "skip_reason": f"{bad} of {ro.rewards.numel()} rewards not finite"}
+                "skip_reason": f"{bad} of {n_rewards} rewards not finite"}
     adv = adv.to(ro.rewards.device)
     sums: dict[str, float] = {}
     n, skipped, reason = 0, 0, ""
+    n_mix = ro.queries.shape[0]  # this rank's mixtures: n_mix r ... n_mix (r + 1) - 1 of the W n_mix of the batch
+    first = distributed.rank() * n_mix
     for epoch in range(cfg.ppo_epochs):
-        order = torch.as_tensor(item_rng(cfg.seed, "rl-minibatch", step, epoch).permutation(ro.queries.shape[0]))
+        order = torch.as_tensor(item_rng(cfg.seed, "rl-minibatch", step, epoch).permutation(n_mix * world))
         for j, mb in enumerate(order.tensor_split(cfg.minibatches)):
-            if cfg.estimator == "pathwise":
+            if world > 1:  # the one-process minibatch, each rank with the mixtures of it that it holds
+                mine = mb[(mb >= first) & (mb < first + n_mix)] - first
+                why, stats = _step_ranks(opt, model, ro, adv, mine, len(mb), cfg)
+            elif cfg.estimator == "pathwise":
                 seed = int(item_rng(cfg.seed, "rl-pathwise", step, epoch, j).integers(0, 2**63 - 1))
                 with _seeded(seed, ro.features.device):
                     loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg, fe)
+                why = _step(opt, loss, stats, cfg.grad_clip)
             else:
                 loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg)
-            why = _step(opt, loss, stats, cfg.grad_clip)
+                why = _step(opt, loss, stats, cfg.grad_clip)
             if why:
                 skipped += 1
                 reason = reason or why
