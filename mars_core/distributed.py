@@ -141,6 +141,22 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def run_command(parser: Any, device: torch.device | str, check: Callable[[], None], body: Callable[[], int]) -> int:
+    """A command's life under torchrun or not: join the group (:func:`init`), ``check()`` (a ``ValueError`` there
+    leaves the group and becomes ``parser.error``: a usage error before any model loads), then ``body()``; the group
+    is left however ``body`` ends."""
+    try:
+        init(device)
+        check()
+    except ValueError as exc:
+        teardown()
+        parser.error(str(exc))
+    try:
+        return body()
+    finally:
+        teardown()
+
+
 @contextlib.contextmanager
 def main_first() -> Iterator[None]:
     """Rank 0 runs the block first (building a cache, say), the others after it, when the cache is there."""

@@ -51,17 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     cfg = replace(cfg, **parse_overrides(args.set))
-    try:  # before the encoders load: a batch the ranks cannot share is named at once
+
+    def check() -> None:  # before the encoders load: a bad value or a batch the ranks cannot share is named at once
         check_config(cfg)
-        distributed.init(device)
         check_ranks(cfg)
-    except ValueError as exc:
-        distributed.teardown()
-        _parser().error(str(exc))
-    try:
-        return _train_and_report(args, prof, cfg, device)
-    finally:
-        distributed.teardown()
+
+    return distributed.run_command(_parser(), device, check, lambda: _train_and_report(args, prof, cfg, device))
 
 
 def _train_and_report(args: argparse.Namespace, prof, cfg, device) -> int:

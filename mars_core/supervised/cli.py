@@ -54,17 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     prof, device = start_command(args)
     cfg = prof.supervised if args.steps is None else replace(prof.supervised, steps=args.steps)
     cfg = cfg if args.workers is None else replace(cfg, num_workers=args.workers)
-    try:  # before the encoders load: a bad value is named at once
+
+    def check() -> None:  # before the encoders load: a bad value is named at once
         check_config(cfg)
-        distributed.init(device)
         distributed.part(cfg.batch_mixtures)  # the ranks share the batch evenly
-    except ValueError as exc:
-        distributed.teardown()
-        _parser().error(str(exc))
-    try:
-        return _train_and_report(args, prof, cfg, device)
-    finally:
-        distributed.teardown()
+
+    return distributed.run_command(_parser(), device, check, lambda: _train_and_report(args, prof, cfg, device))
 
 
 def _train_and_report(args: argparse.Namespace, prof, cfg, device) -> int:
