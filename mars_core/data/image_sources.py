@@ -176,7 +176,7 @@ def _warn_once(key: str, message: str) -> None:
 
 def clear_caches() -> None:
     """Forget located material, fonts and base renders (after ``MARS_DATA`` changes)."""
-    for fn in (_noto_path, _tux_root, _openmoji_path, _npm_dir, _game_icons, _icon_set, _font, _cmap,
+    for fn in (_noto_path, _tux_root, _openmoji_path, _npm_dir, _iconify, _icon_set, _font, _cmap,
                _resvg, _base_cached, _variants_cached, _styles_cached):  # fmt: skip
         fn.cache_clear()
     _WARNED.clear()
@@ -233,26 +233,14 @@ def _game_icons_dir() -> Path | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _game_icons() -> dict[str, str]:
-    folder = _game_icons_dir()
-    if folder is None or _resvg() is None:
-        return {}
-    data = json.loads((folder / "icons.json").read_text(encoding="utf-8"))
-    return {name: icon["body"] for name, icon in data["icons"].items()}
-
-
-@functools.lru_cache(maxsize=None)
-def _icon_set(style: str) -> tuple[dict[str, str], dict[str, str]]:
-    """``(code point -> icon name, icon name -> standalone SVG)`` of an npm emoji set.
-
-    Code points are upper-case and ``-``-joined like :data:`EMOJI`, without ``FE0F``
-    (variation selector); aliases are resolved to their parent's drawing.
-    """
-    folder = _npm_dir(EMOJI_ICON_SETS[style])
+def _iconify(package: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``(icon name -> standalone SVG, chars.json)`` of npm ``@iconify-json/<package>`` (``({}, {})`` without it or
+    without resvg-py): aliases drawn as their parent, each icon's own width/height in the viewBox (the set's
+    default otherwise); ``chars.json`` maps code points to icon names (``{}`` for a set without one)."""
+    folder = _npm_dir(package)
     if folder is None or _resvg() is None:
         return {}, {}
     data = json.loads((folder / "icons.json").read_text(encoding="utf-8"))
-    chars = json.loads((folder / "chars.json").read_text(encoding="utf-8"))
     icons, aliases = data["icons"], data.get("aliases", {})
     svgs = {}
     for name in {*icons, *aliases}:
@@ -264,6 +252,24 @@ def _icon_set(style: str) -> tuple[dict[str, str], dict[str, str]]:
         icon = icons[parent]
         w, h = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
         svgs[name] = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}">{icon["body"]}</svg>'
+    chars_path = folder / "chars.json"
+    chars = json.loads(chars_path.read_text(encoding="utf-8")) if chars_path.is_file() else {}
+    return svgs, chars
+
+
+def _game_icons() -> dict[str, str]:
+    """game-icons: icon name -> SVG (512 x 512 silhouettes)."""
+    return _iconify("game-icons")[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _icon_set(style: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``(code point -> icon name, icon name -> standalone SVG)`` of an npm emoji set.
+
+    Code points are upper-case and ``-``-joined like :data:`EMOJI`, without ``FE0F``
+    (variation selector).
+    """
+    svgs, chars = _iconify(EMOJI_ICON_SETS[style])
     codes = {}
     for code, name in chars.items():
         key = "-".join(c for c in code.upper().split("-") if c != "FE0F")
@@ -346,13 +352,8 @@ def _render_tux(rel: str) -> Image.Image:
         return _fit(im)
 
 
-def _render_emoji_icon(style: str, name: str) -> Image.Image:
-    return _render_svg(_icon_set(style)[1][name], width=BASE_SIZE + 64)
-
-
-def _render_game_icon(name: str) -> Image.Image:
-    svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 512 512">{_game_icons()[name]}</svg>'
-    return _render_svg(svg, width=BASE_SIZE + 64)
+def _render_icon(package: str, name: str) -> Image.Image:
+    return _render_svg(_iconify(package)[0][name], width=BASE_SIZE + 64)
 
 
 def line_art(img: Image.Image, dark_strokes: bool = False) -> Image.Image:
@@ -495,10 +496,8 @@ def _base_cached(class_name: str, style: str, variant: int) -> Image.Image:
         img = _render_emoji(_openmoji_path(), OPENMOJI_PIXEL_SIZE, glyph[2:])
     elif base.startswith("tuxpaint"):
         img = _render_tux(glyph)
-    elif base in EMOJI_ICON_SETS:
-        img = _render_emoji_icon(base, glyph)
     else:
-        img = _render_game_icon(glyph)
+        img = _render_icon(EMOJI_ICON_SETS.get(base, "game-icons"), glyph)
     return line_art(img, dark_strokes=base == "openmoji") if derived else img
 
 
