@@ -72,7 +72,7 @@ def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", **overri
     opt = make_optimizer(model, cfg)
     enc = MiniBind.from_profile(profile, seed=0).to(device).eval().requires_grad_(False)
     stack = RewardStack(enc, MLBPAnchor(enc.embed_dim, 64).to(device).eval(), aligned=False, key="bench")
-    reward_model = RewardModel(stack, profile.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size)
+    reward_model = RewardModel.from_config(stack, profile.audio.sample_rate, cfg)
     fe = FrontEnd(profile.audio)
     data = bts.synthetic_batch(profile, batch_mixtures, device)
     b, k = data["queries"].shape[:2]

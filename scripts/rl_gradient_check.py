@@ -73,8 +73,7 @@ def trainer_variants(su, specs: list[str]) -> dict[str, tuple]:
         name, _, fields = spec.partition(":")
         cfg = replace(su.cfg, **parse_overrides([f for f in fields.split(",") if f]))
         check_config(cfg)
-        out[name] = (cfg, RewardModel(su.stack, su.prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg,
-                                      cfg.reward_batch_size, cfg.segment_terms))
+        out[name] = (cfg, RewardModel.from_config(su.stack, su.prof.audio.sample_rate, cfg))
     return out
 
 

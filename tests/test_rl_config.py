@@ -28,7 +28,12 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
         assert (paper.lambda_sig, paper.lambda_neg, paper.ent_coef, paper.trainable, paper.kappa) == \
             (0.0, 0.0, 0.1, "all", 9.0)
         assert paper.steps == plus.steps and paper.batch_mixtures == plus.batch_mixtures
-        check_config(plus), check_config(paper)
+        dense = rl_preset(name, "dense")  # plus rewarded by 64 segment SI-SDRs alone, no entropy/KL terms
+        assert (dense.reward_segments, dense.segment_terms, dense.lambda_sem, dense.lambda_sig, dense.lambda_neg,
+                dense.ent_coef, dense.kl_coef) == (64, "signal", 0.0, 1.0, 0.0, 0.0, 0.0)
+        assert replace(dense, preset="plus", reward_segments=0, segment_terms="all", lambda_sem=1.0, lambda_neg=0.5,
+                       ent_coef=0.01, kl_coef=0.01) == plus  # nothing else differs (same budget as plus)
+        check_config(plus), check_config(paper), check_config(dense)
     assert 2 * rl_preset("full").batch_mixtures == 128  # the paper's batch of 128 items
     with pytest.raises(ValueError, match="unknown RL preset"):
         rl_preset("smoke", "grpo")
@@ -40,7 +45,7 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
     ("query", "video", "query"), ("ema_decay", 1.0, "ema_decay"), ("lambda_neg", -1.0, "lambda_neg"), ("clip_eps", 0.0, "clip_eps"),
     ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'loo', 'ema' or 'none'"),
     ("estimator", "reinforce", "estimator must be 'score' or 'pathwise'"), ("reward_segments", -1, "reward_segments"),
-    ("reward_segments", 2.0, "reward_segments must be an integer"),
+    ("reward_segments", 2.0, "reward_segments must be an integer"), ("lambda_sem", -0.5, "lambda_sem"),
 ])
 def test_bad_config_is_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -70,3 +75,6 @@ def test_estimator_options_keep_the_method_by_default_and_refuse_what_cannot_wor
         check_config(replace(TINY, estimator="pathwise", lambda_sig=0.0))
     with pytest.raises(ValueError, match="set reward_segments=0"):
         check_config(replace(TINY, estimator="pathwise", lambda_sig=1.0, reward_segments=4))
+    with pytest.raises(ValueError, match="every reward weight is 0"):
+        check_config(replace(TINY, lambda_sem=0.0, lambda_sig=0.0, lambda_neg=0.0))
+    check_config(replace(TINY, lambda_sem=0.0, lambda_sig=0.0, lambda_neg=0.0, advantage="none"))  # a control

@@ -90,6 +90,29 @@ def test_signal_only_segments_keep_one_embedding_per_waveform():
         RewardModel(_stack(enc), SR, segment_terms="semantic")(est, z, None, ref, segments=2)
 
 
+def test_signal_only_reward_never_calls_the_encoder():
+    """lambda_sem = lambda_neg = 0 (the dense preset): R is the segment SI-SDR term alone (hand-computed above: the
+    30 dB clamp on the clean half), the semantic and contamination terms are reported as 0, and the encoder is never
+    called; with lambda_neg > 0 it is, and only the semantic term is dropped."""
+    length = 4000
+    ref, est, enc, z = _half_noise(length)
+    rm = RewardModel(_stack(enc), SR, lambda_sig=1.0, segment_terms="signal", lambda_sem=0.0)
+    assert not rm.uses_encoder
+    R, terms = rm(est, z, None, ref, segments=2)
+    assert enc.calls == []
+    assert R.shape == (1, 2) and R.dtype == torch.float32
+    assert R[0, 0].item() == pytest.approx(3.0)
+    torch.testing.assert_close(R, terms["signal"])
+    assert torch.equal(terms["semantic"], torch.zeros(1, 2)) and torch.equal(terms["contamination"], torch.zeros(1, 2))
+    R1, _ = rm(est, z, None, ref)  # one reward per waveform
+    assert R1.shape == (1,) and enc.calls == []
+    zn = -z
+    R2, t2 = RewardModel(_stack(enc), SR, lambda_sig=1.0, lambda_neg=0.5, lambda_sem=0.0)(est, z, zn, ref)
+    a = FeatureEncoder.features(est[0].numpy())
+    assert enc.calls == [(1, 1, False)] and torch.equal(t2["semantic"], torch.zeros(1))
+    assert R2.item() == pytest.approx(R1.item() - 0.5 * float(a @ zn[0].numpy()), abs=1e-5)
+
+
 def test_one_segment_equals_the_whole_waveform_reward():
     wav, refs = _tones(3, 4001), _tones(3, 4001).flip(0)  # 4001: an odd length
     wav[1] += 0.05

@@ -276,3 +276,23 @@ def test_estimator_options_train_end_to_end(env, options):
     assert all(math.isfinite(v) for k in ("loss", "pg_loss", "grad_norm", "reward_mean", "adv_std") for v in h[k])
     assert h["skipped_updates"] == [0.0, 0.0]
     assert any(not torch.equal(a, b) for a, b in zip(before.values(), _weights(model).values()))  # it learned something
+
+
+def test_dense_preset_trains_without_calling_the_reward_encoder(env, monkeypatch):
+    """The dense preset's reward is the segment SI-SDR alone: the reward encoder's audio tower is never run (an
+    encoder call raises here), the reported semantic/contamination rewards are 0 and the head still moves."""
+    dense = rl_preset("smoke", "dense")
+    cfg = replace(TINY, steps=2, eval_every=2, reward_segments=dense.reward_segments, segment_terms=dense.segment_terms,
+                  lambda_sem=dense.lambda_sem, lambda_sig=dense.lambda_sig, lambda_neg=dense.lambda_neg,
+                  ent_coef=dense.ent_coef, kl_coef=dense.kl_coef)
+
+    def no_call(*a, **k):
+        raise AssertionError("the dense reward must not embed waveforms")
+
+    monkeypatch.setattr(env["stack"].encoder, "embed_audio", no_call)
+    start = trained_looking_separator()
+    before = _weights(start)
+    model, h = _train(env, cfg, separator=start)
+    assert h["reward_semantic"] == [0.0, 0.0] and h["reward_contamination"] == [0.0, 0.0]
+    assert all(math.isfinite(v) and v != 0 for v in h["reward_signal"])
+    assert any(not torch.equal(a, b) for a, b in zip(before.values(), _weights(model).values()))

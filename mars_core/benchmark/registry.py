@@ -193,6 +193,9 @@ SYSTEMS: dict[str, Loader] = {
     "MARS-Sep plus, seed 1": lambda ctx: load_rl(ctx, "plus", aligned=True, seed=1),
     "MARS-Sep plus, seed 2": lambda ctx: load_rl(ctx, "plus", aligned=True, seed=2),
     "RL, un-aligned encoder": lambda ctx: load_rl(ctx, "plus", aligned=False),
+    "MARS-Sep dense": lambda ctx: load_rl(ctx, "dense", aligned=True),
+    "MARS-Sep dense, seed 1": lambda ctx: load_rl(ctx, "dense", aligned=True, seed=1),
+    "MARS-Sep dense, seed 2": lambda ctx: load_rl(ctx, "dense", aligned=True, seed=2),
     "aligned encoder, no RL": load_aligned_no_rl,
     "supervised (continued)": load_supervised_continued,
     "entropy only": lambda ctx: load_rl_control(ctx, "entropy-only", advantage="none"),
@@ -202,7 +205,9 @@ SYSTEMS: dict[str, Loader] = {
 SYSTEM_ALIASES = {"supervised": "supervised", "paper": "MARS-Sep paper", "plus": "MARS-Sep plus",
                   "rl-unaligned": "RL, un-aligned encoder", "aligned-no-rl": "aligned encoder, no RL",
                   "plus-seed1": "MARS-Sep plus, seed 1", "plus-seed2": "MARS-Sep plus, seed 2",
-                  "continued": "supervised (continued)", "entropy-only": "entropy only", "pathwise": "pathwise"}
+                  "continued": "supervised (continued)", "entropy-only": "entropy only", "pathwise": "pathwise",
+                  "dense": "MARS-Sep dense", "dense-seed1": "MARS-Sep dense, seed 1",
+                  "dense-seed2": "MARS-Sep dense, seed 2"}
 """Short command-line names of :data:`SYSTEMS`."""
 SYSTEM_DESCRIPTIONS = {
     "supervised": "separator trained with mix-and-separate + Query-Mixup (notebook 02); the baseline",
@@ -214,6 +219,10 @@ SYSTEM_DESCRIPTIONS = {
                              " weights): the spread over seeds",
     "MARS-Sep plus, seed 2": "the plus preset trained again with RL seed 2",
     "RL, un-aligned encoder": "ablation: the plus preset rewarded by the encoder before progressive alignment",
+    "MARS-Sep dense": "RL from the baseline, dense preset: plus's GRPO/PPO update rewarded by SI-SDR per time segment "
+                      "(64 dense rewards, no semantic term, no entropy or KL term)",
+    "MARS-Sep dense, seed 1": "the dense preset trained again with RL seed 1",
+    "MARS-Sep dense, seed 2": "the dense preset trained again with RL seed 2",
     "aligned encoder, no RL": "ablation: the supervised separator queried with the aligned encoder's embeddings",
     "supervised (continued)": "control: the supervised start trained on by supervision with plus's budget (updates, "
                               "trainable weights, optimiser, learning rate)",

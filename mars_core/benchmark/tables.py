@@ -24,7 +24,7 @@ CONTROLS = ("supervised (continued)", "entropy only", "pathwise")
 updates as RL makes, the RL preset with its entropy/KL terms only (no policy gradient), and the pathwise gradient of a
 differentiable reward (the headroom). Every RL system is also bootstrapped against each control present."""
 RL_SYSTEMS = ("MARS-Sep paper", "MARS-Sep plus", "MARS-Sep plus, seed 1", "MARS-Sep plus, seed 2",
-              "RL, un-aligned encoder")
+              "RL, un-aligned encoder", "MARS-Sep dense", "MARS-Sep dense, seed 1", "MARS-Sep dense, seed 2")
 """The RL systems that are compared with each of :data:`CONTROLS`."""
 METRICS = ("sdr", "sir", "sar", "si_sdri", "semantic", "semantic_image", "contamination", "semantic_margin")
 """Columns summarised and bootstrapped (those present)."""

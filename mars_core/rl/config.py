@@ -25,6 +25,9 @@ def _check_choices(cfg: RLConfig) -> None:
                          "to compare with, so every advantage would be 0 and nothing would be learned; use "
                          "group_size >= 2 or advantage='ema' (the paper's batch-as-group reading)")
     _check_estimator(cfg)
+    if cfg.advantage != "none" and all(_is_real(w) and w == 0 for w in (cfg.lambda_sem, cfg.lambda_sig, cfg.lambda_neg)):
+        raise ValueError("every reward weight is 0 (lambda_sem, lambda_sig, lambda_neg): every reward and advantage would "
+                         "be 0 and nothing would be learned; set one > 0 (or advantage='none' for the no-gradient control)")
     if cfg.minibatches > cfg.batch_mixtures:
         raise ValueError(f"minibatches ({cfg.minibatches}) cannot exceed batch_mixtures ({cfg.batch_mixtures}): "
                          "minibatches split the batch's mixtures")
@@ -52,7 +55,7 @@ def _check_reals(cfg: RLConfig) -> None:
         v = getattr(cfg, name)
         if not _is_real(v) or not 0 < v < 1:
             raise ValueError(f"{name} must be a finite number in (0, 1), got {v!r}")
-    for name in ("ent_coef", "kl_coef", "lambda_sig", "lambda_neg", "weight_decay"):
+    for name in ("ent_coef", "kl_coef", "lambda_sem", "lambda_sig", "lambda_neg", "weight_decay"):
         v = getattr(cfg, name)
         if not _is_real(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")

@@ -74,8 +74,7 @@ def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None
         separator, _ = load_or_train(prof, bank=bank, progress=False, device=device)
     stack = load_reward_stack(prof)
     stack.encoder.to(device), stack.anchor.to(device)
-    rm = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size,
-                               cfg.segment_terms)
+    rm = RewardModel.from_config(stack, prof.audio.sample_rate, cfg)
     return Setup(prof, cfg, bank, separator, stack, reward_bank(stack, prof, progress=False), FrontEnd(prof.audio), rm,
                  device)
 

@@ -2,7 +2,7 @@
 
 For an estimate ``y^`` of item ``i`` (float32, no gradient)::
 
-    R = cos(phi_a(y^), z*_i)                                  semantic term (the paper's reward)
+    R = lambda_sem cos(phi_a(y^), z*_i)                       semantic term (the paper's reward; lambda_sem = 1)
         + lambda_sig * clamp(SI-SDR(y^, y*_i), -30, 30) / 10  signal term (ours; sees the ground truth)
         - lambda_neg * cos(phi_a(y^), z-_i)                   contamination penalty (ours)
 
@@ -14,6 +14,8 @@ For an estimate ``y^`` of item ``i`` (float32, no gradient)::
   cosine. A silent estimate (``sum |y^| <= 1e-5``, :func:`mars_core.metrics.is_silent`) gets the
   floor -30 dB: SI-SDR itself would call it 0 dB, better than most real estimates.
 * Every term is finite for silent estimates: the encoder embeds silence like any waveform.
+* With ``lambda_sem = lambda_neg = 0`` the reward is the signal term alone and the encoder is never
+  called (the ``dense`` RL preset): the semantic and contamination terms are reported as 0.
 
 Inputs go through :func:`mars_core.inputs.validate_audio`: float, finite, ``(N, samples)``; integer
 PCM is refused (never rescaled silently). The references keep their own float dtype: only their
@@ -116,6 +118,8 @@ class RewardModel:
         batch_size: waveforms per encoder call; 0 puts all of them in one call.
         segment_terms: with segments, ``"all"`` terms per segment or only the ``"signal"`` term
             (``RLConfig.segment_terms``; the encoder then embeds each whole waveform once).
+        lambda_sem: weight of the semantic term (1: the method); with ``lambda_neg`` also 0 the encoder is
+            not run at all.
     """
 
     stack: object
@@ -124,6 +128,19 @@ class RewardModel:
     lambda_neg: float = 0.0
     batch_size: int = 0
     segment_terms: str = "all"
+    lambda_sem: float = 1.0
+
+    @classmethod
+    def from_config(cls, stack, sample_rate: int, cfg) -> "RewardModel":
+        """The reward an :class:`~mars_core.config.RLConfig` asks for (its lambdas, reward batch size and
+        segment terms)."""
+        return cls(stack, int(sample_rate), cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size, cfg.segment_terms,
+                   cfg.lambda_sem)
+
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether a reward needs the encoder's embedding (a semantic or contamination weight is not 0)."""
+        return bool(self.lambda_sem or self.lambda_neg)
 
     @torch.no_grad()
     def embed(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -165,17 +182,22 @@ class RewardModel:
         if self.segment_terms not in ("all", "signal"):
             raise ValueError(f"segment_terms must be 'all' or 'signal', got {self.segment_terms!r}")
         per_seg_embed = seg and self.segment_terms == "all"
-        a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
-        if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
-            a = a.unsqueeze(1).expand(-1, seg, -1)
-        zt = z.to(a).unsqueeze(1) if seg else z.to(a)
-        semantic = F.cosine_similarity(a, zt, dim=-1, eps=1e-8)
+        if self.uses_encoder:
+            a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
+            if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
+                a = a.unsqueeze(1).expand(-1, seg, -1)
+            zt = z.to(a).unsqueeze(1) if seg else z.to(a)
+            semantic = F.cosine_similarity(a, zt, dim=-1, eps=1e-8)
+        else:  # signal term only: no embedding
+            semantic = waveforms.new_zeros((waveforms.shape[0], seg) if seg else (waveforms.shape[0],),
+                                           dtype=torch.float32)
         zero = torch.zeros_like(semantic)
         signal, contamination = zero, zero
         if self.lambda_sig:
             # the device follows the waveforms, never the dtype (signal_term computes in float64)
             refs = references.to(waveforms.device)
-            signal = (per_segment(signal_term, seg, waveforms, refs) if seg else signal_term(waveforms, refs)).to(a)
+            signal = (per_segment(signal_term, seg, waveforms, refs) if seg else signal_term(waveforms, refs))
+            signal = signal.to(semantic)
         if self.lambda_neg:
             if z_neg is None:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
@@ -183,6 +205,8 @@ class RewardModel:
             if seg:
                 zn = zn.unsqueeze(1)  # (N, 1, n_neg, D) against a (N, S, 1, D)
             contamination = F.cosine_similarity(a.unsqueeze(-2), zn, dim=-1, eps=1e-8).mean(-1)
-        reward = semantic + self.lambda_sig * signal - self.lambda_neg * contamination
+        if not self.lambda_sem:
+            semantic = zero  # a term whose weight is 0 is reported as 0
+        reward = self.lambda_sem * semantic + self.lambda_sig * signal - self.lambda_neg * contamination
         return reward.float(), {"semantic": semantic.float(), "signal": signal.float(),
                                 "contamination": contamination.float()}

@@ -111,8 +111,7 @@ def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: Query
     with distributed.main_first():  # under torchrun rank 0 builds the cached bank, the others then read it
         rbank = reward_bank if reward_bank is not None else build_reward_bank(stack, prof, build_dir=build_dir,
                                                                                 progress=progress)
-    reward_model = RewardModel(stack, prof.audio.sample_rate, cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size,
-                               cfg.segment_terms)
+    reward_model = RewardModel.from_config(stack, prof.audio.sample_rate, cfg)
     model = copy.deepcopy(separator).to(device).eval()  # BatchNorm in eval mode throughout (module docstring)
     old_policy = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, cfg)
