@@ -26,6 +26,7 @@ old policy's U-Net, the iSTFT and the Beta log-densities of the updates.
     python benchmarks/bench_rl_step.py                    # smoke
     python benchmarks/bench_rl_step.py --profile cpu --repeats 3 --threads 1
     python benchmarks/bench_rl_step.py --profile cpu --kinds rl       # the supervised step and the plus step only
+    python benchmarks/bench_rl_step.py --profile cpu --kinds rl rl_dense --repeats 5 --threads 1
 """
 
 from __future__ import annotations
@@ -103,8 +104,11 @@ def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", **overri
 bts.STEPS.setdefault("rl", rl_step)
 bts.STEPS.setdefault("rl_paper", partial(rl_step, preset="paper"))
 bts.STEPS.setdefault("rl_all", partial(rl_step, trainable="all"))
-RL_KINDS = {"rl": ("plus", {}), "rl_paper": ("paper", {}), "rl_all": ("plus", {"trainable": "all"})}
-"""Timed RL steps: their preset and overrides (``rl_all``: ``plus`` training every weight, for comparison)."""
+bts.STEPS.setdefault("rl_dense", partial(rl_step, preset="dense"))
+RL_KINDS = {"rl": ("plus", {}), "rl_paper": ("paper", {}), "rl_all": ("plus", {"trainable": "all"}),
+            "rl_dense": ("dense", {})}
+"""Timed RL steps: their preset and overrides (``rl_all``: ``plus`` training every weight, for comparison;
+``rl_dense``: the dense preset, 64 segment SI-SDR rewards and no reward-encoder call)."""
 
 
 def measure(kind: str, profile_name: str, batch_mixtures: int | None, device: str, warmup: int, repeats: int) -> dict:
