@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Fetch the packaged material the offline benchmark uses, into $MARS_DATA (default ~/.cache/mars):
 #  - five Debian data packages, downloaded and unpacked into $MARS_DATA/system (not installed),
-#  - nine npm icon sets into $MARS_DATA/npm: @iconify-json/game-icons (CC-BY-3.0 silhouettes) and
-#    eight emoji designs (twemoji, emojione, emojione-monotone, streamline-emojis: CC-BY-4.0; fluent-emoji,
-#    fluent-emoji-flat, fluent-emoji-high-contrast: MIT; fxemoji: Apache-2.0), about 160 MB unpacked.
+#  - three npm icon sets into $MARS_DATA/npm: @iconify-json/game-icons (CC-BY-3.0 silhouettes),
+#    @iconify-json/twemoji (CC-BY-4.0) and @iconify-json/fluent-emoji-flat (MIT), two emoji designs.
 # Root is needed only for `apt-get update` on a machine with no package lists and to
 # install Debian's npm where no npm exists. Idempotent: what is there is skipped.
 set -uo pipefail
@@ -17,10 +16,7 @@ as_root() {
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@";
   else return 1; fi
 }
-NPM_SETS=(@iconify-json/game-icons@1.2.4 @iconify-json/twemoji@1.2.5 @iconify-json/fluent-emoji-flat@1.2.6
-  @iconify-json/emojione@1.2.3 @iconify-json/fxemoji@1.2.2 @iconify-json/fluent-emoji@1.2.7
-  @iconify-json/fluent-emoji-high-contrast@1.2.6 @iconify-json/emojione-monotone@1.2.1
-  @iconify-json/streamline-emojis@1.2.4)
+NPM_SETS=(@iconify-json/game-icons@1.2.4 @iconify-json/twemoji@1.2.5 @iconify-json/fluent-emoji-flat@1.2.6)
 fetch_icon_sets() {
   local want=()
   for spec in "${NPM_SETS[@]}"; do
@@ -29,7 +25,7 @@ fetch_icon_sets() {
   [ ${#want[@]} -eq 0 ] && { log "npm icon sets already in $DATA/npm"; return 0; }
   if ! command -v npm >/dev/null; then
     log "npm missing: installing Debian's npm (needs root)"
-    as_root apt-get install -y -qq --no-install-recommends npm >/dev/null || { log "warning: no npm; clarinet/tuba/xylophone images and the npm emoji styles unavailable"; return 1; }
+    as_root apt-get install -y -qq --no-install-recommends npm >/dev/null || { log "warning: no npm; clarinet/tuba/xylophone images and two emoji styles unavailable"; return 1; }
   fi
   mkdir -p "$DATA/npm"
   npm install --prefix "$DATA/npm" --no-audit --no-fund --no-package-lock --silent "${want[@]}" \

