@@ -243,6 +243,11 @@ class RLConfig:
     """G: masks sampled per item; group advantages compare them. G = 1 needs advantage='ema'."""
     query: str = "mixup"
     """Conditioning query of the training items: 'mixup' (as in supervised training) or 'text', 'image', 'audio', 'omni'."""
+    query_noise: float = 0.0
+    """Augmentation of the separator's training queries, as SupervisedConfig.query_noise: each item's modality embeddings
+    moved to n(e + s xi), s ~ U(0, query_noise) (0: clean training embeddings). The reward's anchors are never moved."""
+    pure_query_prob: float = 0.0
+    """As SupervisedConfig.pure_query_prob: this share of the Query-Mixup items gets a one-modality query."""
     kappa: float = 9.0
     """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
     kappa_end: float = 9.0
@@ -449,7 +454,8 @@ def rl_preset(profile: str | Profile | None, name: str = "plus") -> RLConfig:
       semantic reward with the contamination penalty (``lambda_neg``) and the SI-SDR signal term
       (``lambda_sig``: train targets only; val SDR, which selects the checkpoint, is never rewarded).
     * ``dense`` (:data:`DENSE`): ``plus`` rewarded by the SI-SDR signal term alone, per time segment (64 dense
-      rewards, each normalised within its group), no entropy bonus, no KL term, no reward encoder.
+      rewards, each normalised within its group), no entropy bonus, no KL term, no reward encoder; its training
+      queries augmented as the profile's supervised recipe augments them (``query_noise``, ``pure_query_prob``).
     * ``paper`` (the paper's reading): every weight trained, kappa 9, one PPO epoch of one
       minibatch (old policy = current policy at the gradient: REINFORCE with normalised advantages
       plus entropy), G = 1 with the batch as the group through the EMA baseline, entropy bonus 0.1,
@@ -458,11 +464,13 @@ def rl_preset(profile: str | Profile | None, name: str = "plus") -> RLConfig:
     Raises:
         ValueError: unknown preset name.
     """
-    rl = get_profile(profile).rl
+    prof = get_profile(profile)
+    rl = prof.rl
     if name == "plus":
         return replace(rl, preset="plus")
-    if name == "dense":
-        return replace(rl, preset="dense", **DENSE)
+    if name == "dense":  # the supervised recipe's query augmentation, as the 'supervised (continued)' control has
+        return replace(rl, preset="dense", query_noise=prof.supervised.query_noise,
+                       pure_query_prob=prof.supervised.pure_query_prob, **DENSE)
     if name == "paper":
         return replace(rl, preset="paper", group_size=1, ppo_epochs=1, minibatches=1, advantage="ema", trainable="all",
                        kappa=9.0, kappa_end=9.0, ent_coef=0.1, kl_coef=0.01, lambda_sig=0.0, lambda_neg=0.0)

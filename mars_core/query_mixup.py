@@ -23,6 +23,9 @@ An embedding that is missing *without* that record (a caller's mistake) is still
 
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -146,3 +149,43 @@ def compose(embeddings: dict[str, torch.Tensor], kind: str, weights=None) -> tor
             raise ValueError("Query-Mixup needs weights (mixup_weights)")
         return query_mixup(*e, weights)
     raise ValueError(f"query kind must be one of {TRAIN_QUERIES}, got {kind!r}")
+
+
+# --------------------------------------------------------------------------- training-query augmentation
+def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noise: float,
+                     rows: slice | None = None, total: int | None = None) -> dict[str, torch.Tensor]:
+    """``e <- n(e + s xi)`` for every row of every modality, ``s ~ U(0, noise)`` per row, ``xi ~ N(0, I / D)``
+    (so ``|xi|`` is about 1 and the cosine of the result with ``e`` is about ``1 / sqrt(1 + s^2)``).
+
+    Shape: each ``(n, D)`` -> ``(n, D)`` unit rows. ``noise = 0`` returns ``emb`` unchanged (no draw).
+    With ``rows`` and ``total``, ``emb`` holds rows ``rows`` of ``total`` (one rank's share): the draws are those
+    of all ``total`` rows, of which ``rows`` are used.
+    """
+    if noise <= 0:
+        return emb
+    out = copy.copy(emb)  # the same mapping type, with what it records (ModalityEmbeddings.unavailable)
+    for m in sorted(emb):
+        e = emb[m]
+        if e is None:
+            continue
+        n, d = e.shape
+        n, take = (n, slice(None)) if rows is None else (total, rows)
+        s = torch.as_tensor(rng.uniform(0.0, noise, (n, 1))[take], dtype=e.dtype)
+        xi = torch.as_tensor(rng.standard_normal((n, d))[take], dtype=e.dtype) / math.sqrt(d)
+        out[m] = F.normalize(F.normalize(e, dim=-1) + s * xi, dim=-1)
+    return out
+
+
+def with_pure_queries(weights: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
+    """Query-Mixup weights where a share ``prob`` of the rows is made one-hot on a uniformly drawn modality.
+
+    Shape: ``(n, 3) -> (n, 3)``. ``prob = 0`` returns ``weights`` unchanged (no draw).
+    """
+    if prob <= 0:
+        return weights
+    n = weights.shape[0]
+    pure = rng.random(n) < prob
+    which = rng.integers(0, weights.shape[1], n)
+    out = weights.copy()
+    out[pure] = np.eye(weights.shape[1])[which[pure]]
+    return out

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     old = copy.deepcopy(model).requires_grad_(False)
     opt = make_optimizer(model, cfg)
     ds = MixtureDataset("train", prof, n_items=cfg.batch_mixtures, load_images=False)
-    batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, 0, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
+    batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, 0, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
+                     query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
     refs = batch.sources.reshape(batch.n_items, -1)
     ema = EMABaseline(cfg.ema_decay)
     print(f"profile {prof.name}, preset {cfg.preset}, trainable {cfg.trainable}, kappa {cfg.kappa}, G {cfg.group_size}, "

@@ -174,7 +174,8 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     cfg, fe = su.cfg, su.fe
     problems = []
     for j in range(args.batches):
-        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
+        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
+                         query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
         pb = ge.HeadProblem.build(model, params, batch, fe)
         pb.variants = trainer_variants(su, args.trainer_variant)  # the trainer's own updates: config, reward model
         problems.append((pb, ge.exact_mode_gradient(pb)))
@@ -253,7 +254,8 @@ def agreement(args, su, params, model, ds, out: Path) -> pd.DataFrame:
     cfg, fe = su.cfg, su.fe
     rows = []
     for j in range(args.batches):
-        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device)
+        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
+                         query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
         pb = ge.HeadProblem.build(model, params, batch, fe)
         g_star = ge.exact_mode_gradient(pb)
         with torch.no_grad():
@@ -318,7 +320,8 @@ def headroom(args, su, params, model, ds) -> pd.DataFrame:
         gen = torch.Generator().manual_seed(123)
         curve = []
         for step in range(args.headroom):
-            batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device)
+            batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, step, b, cfg.query, cfg.seed, su.device,
+                             query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
             value = mode_si_sdr(model, batch, fe)
             g_star = torch.cat([t.reshape(-1) for t in torch.autograd.grad(value, params)])
             if args.headroom_noise == "trainer":  # the trainer's own first update, one per fresh batch

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from mars_core.config import RLConfig, field_docs, rl_preset
+from mars_core.config import RLConfig, field_docs, get_profile, rl_preset
 from mars_core.rl.config import check_config
 from tests.test_rl_trainer import TINY
 
@@ -31,8 +31,11 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
         dense = rl_preset(name, "dense")  # plus rewarded by 64 segment SI-SDRs alone, no entropy/KL terms
         assert (dense.reward_segments, dense.segment_terms, dense.lambda_sem, dense.lambda_sig, dense.lambda_neg,
                 dense.ent_coef, dense.kl_coef) == (64, "signal", 0.0, 1.0, 0.0, 0.0, 0.0)
+        sup = get_profile(name).supervised  # the supervised recipe's query augmentation (cpu: 2.0, 0.5)
+        assert (dense.query_noise, dense.pure_query_prob) == (sup.query_noise, sup.pure_query_prob)
+        assert (plus.query_noise, plus.pure_query_prob) == (0.0, 0.0)
         assert replace(dense, preset="plus", reward_segments=0, segment_terms="all", lambda_sem=1.0, lambda_neg=0.5,
-                       ent_coef=0.01, kl_coef=0.01) == plus  # nothing else differs (same budget as plus)
+                       ent_coef=0.01, kl_coef=0.01, query_noise=0.0, pure_query_prob=0.0) == plus  # same budget
         check_config(plus), check_config(paper), check_config(dense)
     assert 2 * rl_preset("full").batch_mixtures == 128  # the paper's batch of 128 items
     with pytest.raises(ValueError, match="unknown RL preset"):
@@ -46,6 +49,7 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
     ("optimizer", "adam", "optimizer must be"), ("advantage", "zero", "'group', 'loo', 'ema' or 'none'"),
     ("estimator", "reinforce", "estimator must be 'score' or 'pathwise'"), ("reward_segments", -1, "reward_segments"),
     ("reward_segments", 2.0, "reward_segments must be an integer"), ("lambda_sem", -0.5, "lambda_sem"),
+    ("query_noise", -1.0, "query_noise"), ("pure_query_prob", 1.5, "pure_query_prob must be"),
 ])
 def test_bad_config_is_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -78,3 +82,5 @@ def test_estimator_options_keep_the_method_by_default_and_refuse_what_cannot_wor
     with pytest.raises(ValueError, match="every reward weight is 0"):
         check_config(replace(TINY, lambda_sem=0.0, lambda_sig=0.0, lambda_neg=0.0))
     check_config(replace(TINY, lambda_sem=0.0, lambda_sig=0.0, lambda_neg=0.0, advantage="none"))  # a control
+    with pytest.raises(ValueError, match="applies to Query-Mixup training"):
+        check_config(replace(TINY, query="text", pure_query_prob=0.5))

@@ -83,6 +83,10 @@ def test_rank_shares_make_the_one_process_rl_batch(fake_build):
         # the same items through the same float32 ops (an STFT per item, a query per row): equal up to a few ulps
         torch.testing.assert_close(torch.cat([getattr(s, key) for s in shares]), value, rtol=1e-6, atol=1e-6)
     assert all(s.n_mixtures == 2 for s in shares)
+    aug = dict(query_noise=2.0, pure_query_prob=0.5)  # the augmentation draws of the whole step, then each share's rows
+    whole = rl_batch(*args, **aug)
+    shares = [rl_batch(*args, part=slice(0, 2), **aug), rl_batch(*args, part=slice(2, 4), **aug)]
+    torch.testing.assert_close(torch.cat([s.queries for s in shares]), whole.queries, rtol=1e-6, atol=1e-6)
 
 
 def test_a_batch_the_ranks_cannot_share_is_refused(monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mars_core.audio import FrontEnd
 from mars_core.config import get_profile
@@ -16,7 +17,7 @@ from mars_core.data.mixing import MixtureDataset
 from mars_core.alignment.anchor import MLBPAnchor
 from mars_core.encoders.minibind import MiniBind
 from mars_core.alignment.stack import RewardStack
-from mars_core.queries import build_query_bank, item_queries
+from mars_core.queries import build_query_bank, item_queries, modality_embeddings
 from mars_core.rl.rewards import RewardModel, anchors
 from mars_core.rl.rollout import (policy_proposal, reconstruct_group, rl_batch,
                                   rollout, step_seed)
@@ -77,6 +78,36 @@ def test_rl_batch_layout_queries_and_anchors(parts):
     torch.testing.assert_close(batch.z_neg[:, 0], z.reshape(b, k, -1).flip(1).reshape(b * k, -1))
     again = _batch(parts, step, b)
     assert torch.equal(again.queries, batch.queries) and torch.equal(again.z, batch.z)
+
+
+def test_rl_batch_query_augmentation_moves_queries_never_anchors(parts):
+    """query_noise / pure_query_prob move the separator's queries as supervised training does; the reward's anchors
+    stay; 0 (the default) is the unaugmented batch bit for bit. Oracles: with pure_query_prob=1 and no noise every query
+    is one modality's unit embedding of its own item (modality_embeddings, by hand); with noise each query has unit
+    norm and a cosine with the clean one below 1."""
+    b, step = 2, 1
+    args = (parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], step, b, "mixup", 0)
+    clean = rl_batch(*args)
+    same = rl_batch(*args, query_noise=0.0, pure_query_prob=0.0)
+    assert torch.equal(same.queries, clean.queries)
+    items = [parts["ds"][step * b + j] for j in range(b)]
+    refs = [r for it in items for r in item_queries(parts["ds"], it)]
+    emb = modality_embeddings(parts["bank"], refs)
+    pure = rl_batch(*args, pure_query_prob=1.0)
+    q = pure.queries.reshape(len(refs), -1)
+    for i in range(len(refs)):
+        hits = [m for m in ("image", "text", "audio")
+                if torch.allclose(q[i], F.normalize(emb[m][i], dim=-1).to(q), atol=1e-6)]
+        assert len(hits) == 1, (i, hits)
+    noisy = rl_batch(*args, query_noise=2.0)
+    qn, qc = noisy.queries.reshape(len(refs), -1), clean.queries.reshape(len(refs), -1)
+    cos = F.cosine_similarity(qn, qc, dim=-1)
+    assert torch.all(cos < 0.9999) and torch.all(cos > -1)
+    for batch in (pure, noisy):
+        torch.testing.assert_close(batch.z, clean.z, rtol=0, atol=0)
+        torch.testing.assert_close(batch.mixtures, clean.mixtures, rtol=0, atol=0)
+    again = rl_batch(*args, query_noise=2.0, pure_query_prob=0.5)
+    assert torch.equal(again.queries, rl_batch(*args, query_noise=2.0, pure_query_prob=0.5).queries)  # seeded
 
 
 # --------------------------------------------------------------------------- reconstruction

@@ -25,6 +25,10 @@ def _check_choices(cfg: RLConfig) -> None:
                          "to compare with, so every advantage would be 0 and nothing would be learned; use "
                          "group_size >= 2 or advantage='ema' (the paper's batch-as-group reading)")
     _check_estimator(cfg)
+    if not (_is_real(cfg.pure_query_prob) and 0 <= cfg.pure_query_prob <= 1):
+        raise ValueError(f"pure_query_prob must be a finite number in [0, 1], got {cfg.pure_query_prob!r}")
+    if cfg.pure_query_prob > 0 and cfg.query != "mixup":
+        raise ValueError(f"pure_query_prob applies to Query-Mixup training (query='mixup'), not query={cfg.query!r}")
     if cfg.advantage != "none" and all(_is_real(w) and w == 0 for w in (cfg.lambda_sem, cfg.lambda_sig, cfg.lambda_neg)):
         raise ValueError("every reward weight is 0 (lambda_sem, lambda_sig, lambda_neg): every reward and advantage would "
                          "be 0 and nothing would be learned; set one > 0 (or advantage='none' for the no-gradient control)")
@@ -55,7 +59,7 @@ def _check_reals(cfg: RLConfig) -> None:
         v = getattr(cfg, name)
         if not _is_real(v) or not 0 < v < 1:
             raise ValueError(f"{name} must be a finite number in (0, 1), got {v!r}")
-    for name in ("ent_coef", "kl_coef", "lambda_sem", "lambda_sig", "lambda_neg", "weight_decay"):
+    for name in ("ent_coef", "kl_coef", "lambda_sem", "lambda_sig", "lambda_neg", "weight_decay", "query_noise"):
         v = getattr(cfg, name)
         if not _is_real(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")

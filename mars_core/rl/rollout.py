@@ -29,6 +29,7 @@ from ..audio import FrontEnd
 from ..data.mixing import MixtureDataset, collate
 from ..precision import autocast
 from ..queries import QueryBank, compose, item_queries, mixup_weights, modality_embeddings
+from ..query_mixup import noisy_embeddings, with_pure_queries
 from ..seeding import item_rng
 from ..separator import logits_from_trunk
 from . import head, policy
@@ -64,14 +65,18 @@ class RLBatch:
 
 def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack, fe: FrontEnd, step: int,
              batch_mixtures: int, query: str = "mixup", seed: int = 0,
-             device: str | torch.device = "cpu", part: slice | None = None) -> RLBatch:
+             device: str | torch.device = "cpu", part: slice | None = None, query_noise: float = 0.0,
+             pure_query_prob: float = 0.0) -> RLBatch:
     """Mixtures ``step * B ... step * B + B - 1`` of ``ds`` with every source as an item.
 
     Queries from the separator's ``bank`` (Query-Mixup weights from
     ``item_rng(seed, "rl-query-mixup", step)``); anchors from the reward encoder's ``reward_bank``.
+    ``query_noise`` and ``pure_query_prob`` augment the separator's queries as supervised training does
+    (:func:`~mars_core.query_mixup.noisy_embeddings`, :func:`~mars_core.query_mixup.with_pure_queries`, drawn from
+    ``item_rng(seed, "rl-query-augment", step)``; 0 draws nothing); the anchors are never augmented.
     A pure function of ``(data seed, seed, step)``. ``part`` (one rank's share,
     :func:`mars_core.distributed.part`) keeps mixtures ``part`` of the step's ``B``, with the Query-Mixup weights
-    the whole step draws (the ranks together hold the one-process batch).
+    and augmentation draws the whole step makes (the ranks together hold the one-process batch).
     """
     if part is None:
         b = batch_mixtures
@@ -82,13 +87,15 @@ def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack,
     batch = collate(items)
     refs = [r for it in items for r in item_queries(ds, it)]
     k = len(items[0]["classes"])
-    if part is None:
-        weights = mixup_weights(item_rng(seed, "rl-query-mixup", step), len(refs)) if query == "mixup" else None
-    else:  # the step's B K weights, then this share's rows
-        weights = (mixup_weights(item_rng(seed, "rl-query-mixup", step), batch_mixtures * k)[part.start * k:
-                                                                                               part.stop * k]
-                   if query == "mixup" else None)
-    q = compose(modality_embeddings(bank, refs), query, weights).reshape(b, k, -1)
+    total = batch_mixtures * k  # the step's items; this share holds rows ``rows`` of them
+    rows = slice(0, total) if part is None else slice(part.start * k, part.stop * k)
+    aug = item_rng(seed, "rl-query-augment", step)
+    weights = None
+    if query == "mixup":  # the step's B K weights, then this share's rows
+        weights = with_pure_queries(mixup_weights(item_rng(seed, "rl-query-mixup", step), total), aug,
+                                    pure_query_prob)[rows]
+    emb = noisy_embeddings(modality_embeddings(bank, refs), aug, query_noise, rows, total)
+    q = compose(emb, query, weights).reshape(b, k, -1)
     z = anchors(stack, reward_bank, refs).reshape(b, k, -1)
     others = [[j for j in range(k) if j != i] for i in range(k)]
     z_neg = torch.stack([z[:, o] for o in others], dim=1)  # (B, K, K - 1, D)

@@ -86,7 +86,7 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
     p.old_policy.load_state_dict(p.model.state_dict())  # 1. theta_old <- theta
     share = {"part": distributed.part(cfg.batch_mixtures)} if distributed.world_size() > 1 else {}  # this rank's
     batch = rl_batch(p.ds, p.bank, p.rbank, p.stack, p.fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, p.device,
-                     **share)
+                     query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob, **share)
     ro = rollout(p.old_policy, batch, p.fe, p.reward_model, kappa, cfg.group_size,  # 2. G masks per item, rewards
                  seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments)
     if not share:

@@ -6,7 +6,6 @@ keep-best) is :mod:`mars_core.runs`; the validation is :mod:`mars_core.evaluatio
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -17,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..audio import FrontEnd
 from ..config import Profile, SupervisedConfig, get_profile
@@ -28,6 +26,7 @@ from ..evaluation.validation import ValidationSet, validate, validation_set
 from ..precision import compile_requested, maybe_compile
 from ..progress import CsvLog, Progress, last_row
 from ..queries import TRAIN_QUERIES, QueryBank, compose, item_queries, mixup_weights, modality_embeddings
+from ..query_mixup import noisy_embeddings, with_pure_queries  # noqa: F401  (also importable from here)
 from ..runs import TrainState, encoder_fingerprint, keep_if_best, resume_last, save_last
 from ..seeding import item_rng
 from ..separator import QuerySeparator, new_separator
@@ -151,45 +150,6 @@ class TrainingData:
             hard = item_rng(self.cfg.seed, "hard-share", step).random(b) < self.cfg.hard_pair_prob
         return [((self.hard if hard[j] else self.random), (self.hard if hard[j] else self.random)[step * b + j])
                 for j in range(b)[part]]
-
-
-def noisy_embeddings(emb: dict[str, torch.Tensor], rng: np.random.Generator, noise: float,
-                     rows: slice | None = None, total: int | None = None) -> dict[str, torch.Tensor]:
-    """``e <- n(e + s xi)`` for every row of every modality, ``s ~ U(0, noise)`` per row, ``xi ~ N(0, I / D)``
-    (so ``|xi|`` is about 1 and the cosine of the result with ``e`` is about ``1 / sqrt(1 + s^2)``).
-
-    Shape: each ``(n, D)`` -> ``(n, D)`` unit rows. ``noise = 0`` returns ``emb`` unchanged (no draw).
-    With ``rows`` and ``total``, ``emb`` holds rows ``rows`` of ``total`` (one rank's share): the draws are those
-    of all ``total`` rows, of which ``rows`` are used.
-    """
-    if noise <= 0:
-        return emb
-    out = copy.copy(emb)  # the same mapping type, with what it records (ModalityEmbeddings.unavailable)
-    for m in sorted(emb):
-        e = emb[m]
-        if e is None:
-            continue
-        n, d = e.shape
-        n, take = (n, slice(None)) if rows is None else (total, rows)
-        s = torch.as_tensor(rng.uniform(0.0, noise, (n, 1))[take], dtype=e.dtype)
-        xi = torch.as_tensor(rng.standard_normal((n, d))[take], dtype=e.dtype) / math.sqrt(d)
-        out[m] = F.normalize(F.normalize(e, dim=-1) + s * xi, dim=-1)
-    return out
-
-
-def with_pure_queries(weights: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
-    """Query-Mixup weights where a share ``prob`` of the rows is made one-hot on a uniformly drawn modality.
-
-    Shape: ``(n, 3) -> (n, 3)``. ``prob = 0`` returns ``weights`` unchanged (no draw).
-    """
-    if prob <= 0:
-        return weights
-    n = weights.shape[0]
-    pure = rng.random(n) < prob
-    which = rng.integers(0, weights.shape[1], n)
-    out = weights.copy()
-    out[pure] = np.eye(weights.shape[1])[which[pure]]
-    return out
 
 
 def training_batch(ds: TrainingData | MixtureDataset, bank: QueryBank, fe: FrontEnd, step: int, cfg: SupervisedConfig,
