@@ -248,6 +248,9 @@ class RLConfig:
     moved to n(e + s xi), s ~ U(0, query_noise) (0: clean training embeddings). The reward's anchors are never moved."""
     pure_query_prob: float = 0.0
     """As SupervisedConfig.pure_query_prob: this share of the Query-Mixup items gets a one-modality query."""
+    hard_pair_prob: float = 0.0
+    """As SupervisedConfig.hard_pair_prob: this share of the training mixtures pairs the target with an interferer of its
+    own family (0: random pairs only, the method)."""
     kappa: float = 9.0
     """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
     kappa_end: float = 9.0
@@ -455,7 +458,8 @@ def rl_preset(profile: str | Profile | None, name: str = "plus") -> RLConfig:
       (``lambda_sig``: train targets only; val SDR, which selects the checkpoint, is never rewarded).
     * ``dense`` (:data:`DENSE`): ``plus`` rewarded by the SI-SDR signal term alone, per time segment (64 dense
       rewards, each normalised within its group), no entropy bonus, no KL term, no reward encoder; its training
-      queries augmented as the profile's supervised recipe augments them (``query_noise``, ``pure_query_prob``).
+      queries augmented and its mixtures drawn as the profile's supervised recipe does (``query_noise``,
+      ``pure_query_prob``, ``hard_pair_prob``).
     * ``paper`` (the paper's reading): every weight trained, kappa 9, one PPO epoch of one
       minibatch (old policy = current policy at the gradient: REINFORCE with normalised advantages
       plus entropy), G = 1 with the batch as the group through the EMA baseline, entropy bonus 0.1,
@@ -468,9 +472,10 @@ def rl_preset(profile: str | Profile | None, name: str = "plus") -> RLConfig:
     rl = prof.rl
     if name == "plus":
         return replace(rl, preset="plus")
-    if name == "dense":  # the supervised recipe's query augmentation, as the 'supervised (continued)' control has
-        return replace(rl, preset="dense", query_noise=prof.supervised.query_noise,
-                       pure_query_prob=prof.supervised.pure_query_prob, **DENSE)
+    if name == "dense":  # the supervised recipe's training queries and pairs, as the 'supervised (continued)' control has
+        sup = prof.supervised
+        return replace(rl, preset="dense", query_noise=sup.query_noise, pure_query_prob=sup.pure_query_prob,
+                       hard_pair_prob=sup.hard_pair_prob, **DENSE)
     if name == "paper":
         return replace(rl, preset="paper", group_size=1, ppo_epochs=1, minibatches=1, advantage="ema", trainable="all",
                        kappa=9.0, kappa_end=9.0, ent_coef=0.1, kl_coef=0.01, lambda_sig=0.0, lambda_neg=0.0)

@@ -32,10 +32,12 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
         assert (dense.reward_segments, dense.segment_terms, dense.lambda_sem, dense.lambda_sig, dense.lambda_neg,
                 dense.ent_coef, dense.kl_coef) == (64, "signal", 0.0, 1.0, 0.0, 0.0, 0.0)
         sup = get_profile(name).supervised  # the supervised recipe's query augmentation (cpu: 2.0, 0.5)
-        assert (dense.query_noise, dense.pure_query_prob) == (sup.query_noise, sup.pure_query_prob)
-        assert (plus.query_noise, plus.pure_query_prob) == (0.0, 0.0)
+        assert (dense.query_noise, dense.pure_query_prob, dense.hard_pair_prob) == \
+            (sup.query_noise, sup.pure_query_prob, sup.hard_pair_prob)
+        assert (plus.query_noise, plus.pure_query_prob, plus.hard_pair_prob) == (0.0, 0.0, 0.0)
         assert replace(dense, preset="plus", reward_segments=0, segment_terms="all", lambda_sem=1.0, lambda_neg=0.5,
-                       ent_coef=0.01, kl_coef=0.01, query_noise=0.0, pure_query_prob=0.0) == plus  # same budget
+                       ent_coef=0.01, kl_coef=0.01, query_noise=0.0, pure_query_prob=0.0,
+                       hard_pair_prob=0.0) == plus  # same budget
         check_config(plus), check_config(paper), check_config(dense)
     assert 2 * rl_preset("full").batch_mixtures == 128  # the paper's batch of 128 items
     with pytest.raises(ValueError, match="unknown RL preset"):
@@ -50,6 +52,7 @@ def test_every_rl_field_has_a_docstring_and_the_presets():
     ("estimator", "reinforce", "estimator must be 'score' or 'pathwise'"), ("reward_segments", -1, "reward_segments"),
     ("reward_segments", 2.0, "reward_segments must be an integer"), ("lambda_sem", -0.5, "lambda_sem"),
     ("query_noise", -1.0, "query_noise"), ("pure_query_prob", 1.5, "pure_query_prob must be"),
+    ("hard_pair_prob", -0.1, "hard_pair_prob must be"),
 ])
 def test_bad_config_is_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -84,3 +87,20 @@ def test_estimator_options_keep_the_method_by_default_and_refuse_what_cannot_wor
     check_config(replace(TINY, lambda_sem=0.0, lambda_sig=0.0, lambda_neg=0.0, advantage="none"))  # a control
     with pytest.raises(ValueError, match="applies to Query-Mixup training"):
         check_config(replace(TINY, query="text", pure_query_prob=0.5))
+
+
+def test_fields_added_later_keep_old_run_keys_at_their_default():
+    """lambda_sem, query_noise, pure_query_prob and hard_pair_prob came after RL runs existed: at their defaults they are
+    not in the run config (so those runs' keys stay), and any other value is, so it makes another run."""
+    from mars_core.rl.config import ADDED_FIELDS, run_config
+    from mars_core.runs import config_hash
+
+    stack = type("Stack", (), {"key": "s", "aligned": True})()
+    plus = rl_preset("smoke", "plus")
+    run = run_config(get_profile("smoke"), plus, "start", "bank", stack)
+    assert set(ADDED_FIELDS) == {"lambda_sem", "query_noise", "pure_query_prob", "hard_pair_prob"}
+    assert all(getattr(RLConfig(), k) == v for k, v in ADDED_FIELDS.items())
+    assert set(run["rl"]) == {f.name for f in dataclasses.fields(RLConfig)} - set(ADDED_FIELDS)
+    for field, value in (("lambda_sem", 0.0), ("query_noise", 2.0), ("pure_query_prob", 0.5), ("hard_pair_prob", 0.25)):
+        moved = run_config(get_profile("smoke"), replace(plus, **{field: value}), "start", "bank", stack)
+        assert moved["rl"][field] == value and config_hash(moved) != config_hash(run)

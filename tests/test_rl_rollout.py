@@ -110,6 +110,28 @@ def test_rl_batch_query_augmentation_moves_queries_never_anchors(parts):
     assert torch.equal(again.queries, rl_batch(*args, query_noise=2.0, pure_query_prob=0.5).queries)  # seeded
 
 
+def test_rl_batch_draws_same_family_pairs_from_training_data(parts, fake_build):
+    """With a TrainingData (hard_pair_prob = 1) every mixture pairs two classes of one family (the catalog's
+    family_of); with hard_pair_prob = 0 the batch is the plain dataset's, bit for bit."""
+    from dataclasses import replace as _replace
+
+    from mars_core.config import RLConfig
+    from mars_core.supervised.trainer import TrainingData
+
+    cfg = RLConfig(steps=4, batch_mixtures=2, group_size=2)
+    args = (parts["bank"], parts["rbank"], parts["stack"], parts["fe"], 1, 2, "mixup", 0)
+    hard = TrainingData(SMOKE, _replace(cfg, hard_pair_prob=1.0), fake_build)
+    batch = rl_batch(hard, *args)
+    for j in range(2):
+        item = hard.hard[1 * 2 + j]
+        assert len({hard.hard.family_of[c] for c in item["classes"]}) == 1
+        torch.testing.assert_close(batch.mixtures[j], torch.from_numpy(item["mixture"]), rtol=0, atol=0)
+    plain = TrainingData(SMOKE, cfg, fake_build)
+    ref = MixtureDataset("train", SMOKE, n_items=8, build_dir=fake_build, load_images=False)
+    a, b = rl_batch(plain, *args), rl_batch(ref, *args)
+    assert torch.equal(a.queries, b.queries) and torch.equal(a.mixtures, b.mixtures) and torch.equal(a.z, b.z)
+
+
 # --------------------------------------------------------------------------- reconstruction
 def test_reconstruct_with_the_oracle_mask_is_the_oracle_separation(parts):
     fe = parts["fe"]

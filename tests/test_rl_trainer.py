@@ -280,11 +280,13 @@ def test_estimator_options_train_end_to_end(env, options):
 
 def test_dense_preset_trains_without_calling_the_reward_encoder(env, monkeypatch):
     """The dense preset's reward is the segment SI-SDR alone: the reward encoder's audio tower is never run (an
-    encoder call raises here), the reported semantic/contamination rewards are 0 and the head still moves."""
+    encoder call raises here), the reported semantic/contamination rewards are 0 and the head still moves; with the
+    query augmentation and same-family pairs on (TrainingData) as well."""
     dense = rl_preset("smoke", "dense")
     cfg = replace(TINY, steps=2, eval_every=2, reward_segments=dense.reward_segments, segment_terms=dense.segment_terms,
                   lambda_sem=dense.lambda_sem, lambda_sig=dense.lambda_sig, lambda_neg=dense.lambda_neg,
-                  ent_coef=dense.ent_coef, kl_coef=dense.kl_coef)
+                  ent_coef=dense.ent_coef, kl_coef=dense.kl_coef,
+                  query_noise=1.0, pure_query_prob=0.5, hard_pair_prob=1.0)  # cpu's dense has the supervised recipe's
 
     def no_call(*a, **k):
         raise AssertionError("the dense reward must not embed waveforms")

@@ -25,8 +25,10 @@ def _check_choices(cfg: RLConfig) -> None:
                          "to compare with, so every advantage would be 0 and nothing would be learned; use "
                          "group_size >= 2 or advantage='ema' (the paper's batch-as-group reading)")
     _check_estimator(cfg)
-    if not (_is_real(cfg.pure_query_prob) and 0 <= cfg.pure_query_prob <= 1):
-        raise ValueError(f"pure_query_prob must be a finite number in [0, 1], got {cfg.pure_query_prob!r}")
+    for name in ("pure_query_prob", "hard_pair_prob"):
+        v = getattr(cfg, name)
+        if not (_is_real(v) and 0 <= v <= 1):
+            raise ValueError(f"{name} must be a finite number in [0, 1], got {v!r}")
     if cfg.pure_query_prob > 0 and cfg.query != "mixup":
         raise ValueError(f"pure_query_prob applies to Query-Mixup training (query='mixup'), not query={cfg.query!r}")
     if cfg.advantage != "none" and all(_is_real(w) and w == 0 for w in (cfg.lambda_sem, cfg.lambda_sig, cfg.lambda_neg)):
@@ -87,8 +89,15 @@ def separator_key(model: torch.nn.Module) -> str:
     return encoder_fingerprint(model)[:16]
 
 
+ADDED_FIELDS = {"lambda_sem": 1.0, "query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0}
+"""RLConfig fields added after runs existed, with their defaults; at the default they are left out of :func:`run_config`,
+so the keys of runs made without them stay what they were (the supervised trainer does the same)."""
+
+
 def run_config(profile: Profile, cfg: RLConfig, start_key: str, bank_key: str, stack) -> dict[str, Any]:
-    """What an RL run depends on: sizes, the RL config, the starting separator, the query bank and the reward stack."""
+    """What an RL run depends on: sizes, the RL config (less :data:`ADDED_FIELDS` at their defaults), the starting
+    separator, the query bank and the reward stack."""
+    rl = {k: v for k, v in asdict(cfg).items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
     return {"profile": profile.name, "audio": asdict(profile.audio), "data": asdict(profile.data),
-            "separator": asdict(profile.separator), "rl": asdict(cfg), "start": start_key, "queries": bank_key,
+            "separator": asdict(profile.separator), "rl": rl, "start": start_key, "queries": bank_key,
             "reward": stack.key, "aligned": bool(stack.aligned)}

@@ -67,7 +67,9 @@ def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack,
              batch_mixtures: int, query: str = "mixup", seed: int = 0,
              device: str | torch.device = "cpu", part: slice | None = None, query_noise: float = 0.0,
              pure_query_prob: float = 0.0) -> RLBatch:
-    """Mixtures ``step * B ... step * B + B - 1`` of ``ds`` with every source as an item.
+    """Mixtures ``step * B ... step * B + B - 1`` of ``ds`` with every source as an item (``ds`` may also be a
+    :class:`~mars_core.supervised.trainer.TrainingData`: its ``step_items`` then choose each mixture's set, random or
+    same-family pairs).
 
     Queries from the separator's ``bank`` (Query-Mixup weights from
     ``item_rng(seed, "rl-query-mixup", step)``); anchors from the reward encoder's ``reward_bank``.
@@ -78,14 +80,15 @@ def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack,
     :func:`mars_core.distributed.part`) keeps mixtures ``part`` of the step's ``B``, with the Query-Mixup weights
     and augmentation draws the whole step makes (the ranks together hold the one-process batch).
     """
-    if part is None:
-        b = batch_mixtures
-        items = [ds[step * b + j] for j in range(b)]
+    share = slice(0, batch_mixtures) if part is None else part
+    if hasattr(ds, "step_items"):  # random and same-family pairs (TrainingData)
+        pairs = ds.step_items(step, share)
     else:
-        items = [ds[step * batch_mixtures + j] for j in range(part.start, part.stop)]
-        b = len(items)
+        pairs = [(ds, ds[step * batch_mixtures + j]) for j in range(share.start, share.stop)]
+    items = [it for _, it in pairs]
+    b = len(items)
     batch = collate(items)
-    refs = [r for it in items for r in item_queries(ds, it)]
+    refs = [r for d, it in pairs for r in item_queries(d, it)]
     k = len(items[0]["classes"])
     total = batch_mixtures * k  # the step's items; this share holds rows ``rows`` of them
     rows = slice(0, total) if part is None else slice(part.start * k, part.stop * k)

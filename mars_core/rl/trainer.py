@@ -52,6 +52,7 @@ from ..encoders.load import load_judge, load_query_encoder
 from ..queries import QueryBank, load_or_build_query_bank
 from ..runs import config_hash, runs_dir
 from ..supervised import load_or_train, load_separator, save_separator
+from ..supervised.trainer import TrainingData
 from . import policy
 from .advantages import EMABaseline
 from .bookkeeping import RunLog, StepResult, step_row, timed
@@ -70,7 +71,7 @@ class RLParts:
     old_policy: torch.nn.Module
     opt: torch.optim.Optimizer
     ema: EMABaseline
-    ds: MixtureDataset
+    ds: MixtureDataset | TrainingData
     bank: QueryBank
     rbank: QueryBank
     stack: Any
@@ -116,7 +117,8 @@ def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: Query
     old_policy = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, cfg)
     ema = EMABaseline(decay=cfg.ema_decay)
-    ds = MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
+    ds = (TrainingData(prof, cfg, build_dir) if cfg.hard_pair_prob > 0 else  # random and same-family pairs
+          MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False))
     return RLParts(model, old_policy, opt, ema, ds, bank, rbank, stack, reward_model, fe, device)
 
 
