@@ -1,13 +1,18 @@
-"""Train RL variants of the ``plus`` preset from the shipped supervised separator and print their val tables.
+"""Train RL variants of a preset from the shipped supervised separator and print their val tables.
 
     python scripts/rl_variants.py --profile cpu --variant plus --variant entropy-only:advantage=none \\
         --variant seg64:reward_segments=64,segment_terms=signal [--seed 0 1 2]
+    python scripts/rl_variants.py --profile cpu --base dense --variant dense --variant dense-hard:hard_pair_prob=0.25 \\
+        --benchmark runs/cpu/dense_options
 
-Each ``NAME:field=value,...`` is ``rl_preset(profile, "plus")`` with those fields and ``preset=NAME`` (``plus``
-alone: the preset itself; ``preset`` stays ``plus`` for any variant named ``plus``), trained (or loaded: runs are
-cached by their config, so the benchmark reuses them) by :func:`mars_core.rl.trainer.load_or_train_rl`. Prints, per
-variant and seed, the validation history's start and best SDR / SI-SDRi / semantic score and the training wall time;
-writes them to ``--out`` (CSV). Selection of a preset is done on these val numbers, never on test.
+Each ``NAME:field=value,...`` is ``rl_preset(profile, BASE)`` (``--base``, default ``plus``) with those fields and
+``preset=NAME`` (a variant named like the base is the preset itself), trained (or loaded: runs are cached by their
+config, so the benchmark reuses them) by :func:`mars_core.rl.trainer.load_or_train_rl`. Prints, per variant and seed,
+the validation history's start and best SDR / SI-SDRi / semantic score and the training wall time; writes them to
+``--out`` (CSV). Selection of a preset is done on these val numbers, never on test. ``--benchmark DIR`` also runs the
+test-set benchmark (:func:`mars_core.benchmark.run_benchmark`: every test set, pair type and query) of the variants
+beside ``supervised`` and the ``supervised (continued)`` control, and adds to DIR's ``bootstrap.csv`` the paired
+intervals of every variant against that control (rows whose ``baseline`` is it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mars_core.commands import start_command  # noqa: E402
-from mars_core.config import RLConfig, rl_preset  # noqa: E402
+from mars_core.config import RL_PRESETS, RLConfig, rl_preset  # noqa: E402
 from mars_core.device import add_device_arguments  # noqa: E402
 from mars_core.encoders.load import add_imagebind_argument  # noqa: E402
 from mars_core.rl.trainer import load_or_train_rl  # noqa: E402
@@ -49,17 +54,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default=os.environ.get("MARS_PROFILE", "smoke"))
     p.add_argument("--variant", action="append", required=True, help="NAME[:field=value,...] (repeatable)")
+    p.add_argument("--base", default="plus", choices=RL_PRESETS, help="the preset the variants change (default plus)")
+    p.add_argument("--benchmark", default=None, metavar="DIR",
+                   help="also benchmark the variants on the test sets against supervised and supervised (continued)")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="RL seeds (default 0)")
     p.add_argument("--out", default=None, help="CSV of the table (default runs/<profile>/rl_variants.csv)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = add_imagebind_argument(add_device_arguments(p)).parse_args(argv)
     prof, device = start_command(args)
-    rows = []
+    rows, systems = [], {}
     for text in args.variant:
-        name, cfg = parse_variant(text, rl_preset(prof, "plus"))
+        name, cfg = parse_variant(text, rl_preset(prof, args.base))
         for seed in args.seed:
             t0 = time.time()
-            _, h = load_or_train_rl(prof, "plus", config=replace(cfg, seed=seed), device=device, progress=False)
+            run_cfg = replace(cfg, seed=seed)
+            _, h = load_or_train_rl(prof, args.base, config=run_cfg, device=device, progress=False)
+            systems[name if seed == 0 else f"{name}, seed {seed}"] = run_cfg
             best = h["val_step"].index(h["best_step"]) if h["best_step"] in h["val_step"] else -1
             row = {"variant": name, "seed": seed, "val_sdr_start": h["val_sdr"][0], "val_sdr_best": h["val_sdr"][best],
                    "best_step": h["best_step"], "val_sdr_last": h["val_sdr"][-1],
@@ -74,7 +84,32 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     print(table.drop(columns="config").round(3).to_string(index=False))
+    if args.benchmark:
+        benchmark_variants(prof, systems, Path(args.benchmark), device)
     return 0
+
+
+def benchmark_variants(prof, systems: dict[str, RLConfig], out: Path, device) -> None:
+    """The test-set benchmark of ``systems`` (name -> RL config, trained above) beside the supervised baseline and
+    the ``supervised (continued)`` control, saved in ``out``; ``bootstrap.csv`` gains each variant against it."""
+    from mars_core.benchmark import registry as R, run_benchmark, save_results
+    from mars_core.benchmark.bootstrap import paired_bootstrap
+
+    def loader(cfg):
+        return lambda ctx: load_or_train_rl(ctx.profile, cfg.preset, config=cfg, progress=False,
+                                            **({} if ctx.device is None else {"device": ctx.device}))
+
+    control = "supervised (continued)"
+    registry = {"supervised": R.load_supervised, control: R.load_supervised_continued,
+                **{name: loader(cfg) for name, cfg in systems.items()}}
+    result = run_benchmark(prof, systems=registry, progress=False, device=device,
+                           command="python " + " ".join(sys.argv))
+    against = paired_bootstrap(result.items, baseline=control, systems=list(systems))
+    result = replace(result, bootstrap=pd.concat([result.bootstrap, against], ignore_index=True))
+    save_results(result, out)
+    sdr = result.bootstrap[(result.bootstrap["metric"] == "sdr") & (result.bootstrap["pairs"] == "random")]
+    print(sdr[["split", "system", "baseline", "modality", "mean_diff", "ci_low", "ci_high"]].round(2).to_string(index=False))
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""scripts/rl_variants.py: a variant is its base preset with the named fields cast to their types."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mars_core.config import rl_preset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rl_variants.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("rl_variants", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_variant_of_the_dense_base(script):
+    dense = rl_preset("smoke", "dense")
+    name, cfg = script.parse_variant("dense-hard:hard_pair_prob=0.25,reward_segments=8", dense)
+    assert name == "dense-hard" and cfg == replace(dense, preset="dense-hard", hard_pair_prob=0.25, reward_segments=8)
+    assert isinstance(cfg.reward_segments, int) and isinstance(cfg.hard_pair_prob, float)
+    assert script.parse_variant("dense", dense) == ("dense", dense)  # named like the base: the preset itself
+    with pytest.raises(SystemExit, match="no field 'segments'"):
+        script.parse_variant("x:segments=4", dense)
