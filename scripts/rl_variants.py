@@ -11,8 +11,10 @@ config, so the benchmark reuses them) by :func:`mars_core.rl.trainer.load_or_tra
 the validation history's start and best SDR / SI-SDRi / semantic score and the training wall time; writes them to
 ``--out`` (CSV). Selection of a preset is done on these val numbers, never on test. ``--benchmark DIR`` also runs the
 test-set benchmark (:func:`mars_core.benchmark.run_benchmark`: every test set, pair type and query) of the variants
-beside ``supervised`` and the ``supervised (continued)`` control, and adds to DIR's ``bootstrap.csv`` the paired
-intervals of every variant against that control (rows whose ``baseline`` is it).
+beside ``supervised`` and the ``supervised (continued)`` control with each variant's own budget (updates, trainable
+weights, optimiser, learning rate, seed: :func:`mars_core.supervised.continued.continued_config`; the benchmark's own
+control when it equals ``plus``'s, else one named after the variant), and adds to DIR's ``bootstrap.csv`` the paired
+intervals of every variant against its control (rows whose ``baseline`` is it).
 """
 
 from __future__ import annotations
@@ -91,21 +93,40 @@ def main(argv=None) -> int:
 
 def benchmark_variants(prof, systems: dict[str, RLConfig], out: Path, device) -> None:
     """The test-set benchmark of ``systems`` (name -> RL config, trained above) beside the supervised baseline and
-    the ``supervised (continued)`` control, saved in ``out``; ``bootstrap.csv`` gains each variant against it."""
+    each variant's ``supervised (continued)`` control (same budget), saved in ``out``; ``bootstrap.csv`` gains each
+    variant against its control."""
     from mars_core.benchmark import registry as R, run_benchmark, save_results
     from mars_core.benchmark.bootstrap import paired_bootstrap
+    from mars_core.supervised.continued import continued_config, load_or_continue
 
-    def loader(cfg):
-        return lambda ctx: load_or_train_rl(ctx.profile, cfg.preset, config=cfg, progress=False,
-                                            **({} if ctx.device is None else {"device": ctx.device}))
+    on = lambda ctx: {} if ctx.device is None else {"device": ctx.device}  # noqa: E731
 
-    control = "supervised (continued)"
-    registry = {"supervised": R.load_supervised, control: R.load_supervised_continued,
-                **{name: loader(cfg) for name, cfg in systems.items()}}
+    def rl_loader(cfg):
+        return lambda ctx: load_or_train_rl(ctx.profile, cfg.preset, config=cfg, progress=False, **on(ctx))
+
+    def control_loader(cfg):
+        return lambda ctx: load_or_continue(ctx.profile, ctx.supervised().model, cfg, bank=ctx.query_bank(),
+                                            build_dir=ctx.build_dir, progress=False, **on(ctx))
+
+    plus_budget = continued_config(prof, rl_preset(prof, "plus"))
+    controls: dict[str, RLConfig] = {}  # control name -> an RL config with its budget
+    control_of: dict[str, str] = {}  # variant -> its control
+    for name, cfg in systems.items():
+        budget = continued_config(prof, cfg)
+        same = [c for c, rc in controls.items() if continued_config(prof, rc) == budget]
+        if not same:
+            same = ["supervised (continued)" if budget == plus_budget else f"supervised (continued), budget of {name}"]
+            controls[same[0]] = cfg
+        control_of[name] = same[0]
+    registry = {"supervised": R.load_supervised,
+                **{c: R.load_supervised_continued if c == "supervised (continued)" else control_loader(cfg)
+                   for c, cfg in controls.items()},
+                **{name: rl_loader(cfg) for name, cfg in systems.items()}}
     result = run_benchmark(prof, systems=registry, progress=False, device=device,
                            command="python " + " ".join(sys.argv))
-    against = paired_bootstrap(result.items, baseline=control, systems=list(systems))
-    result = replace(result, bootstrap=pd.concat([result.bootstrap, against], ignore_index=True))
+    against = [paired_bootstrap(result.items, baseline=c, systems=[n for n, m in control_of.items() if m == c])
+               for c in controls]
+    result = replace(result, bootstrap=pd.concat([result.bootstrap, *against], ignore_index=True))
     save_results(result, out)
     sdr = result.bootstrap[(result.bootstrap["metric"] == "sdr") & (result.bootstrap["pairs"] == "random")]
     print(sdr[["split", "system", "baseline", "modality", "mean_diff", "ci_low", "ci_high"]].round(2).to_string(index=False))
