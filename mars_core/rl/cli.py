@@ -16,7 +16,8 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
     ``--device``, ``--allow-cpu`` (:mod:`mars_core.device`), ``--imagebind PATH`` and ``--clap DIR``."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--profile", default=None, help="smoke, cpu or full (default: $MARS_PROFILE or smoke)")
-    p.add_argument("--preset", default="plus", choices=RL_PRESETS, help="plus (ours), paper, or dense (plus with 64 segment SI-SDR rewards only)")
+    p.add_argument("--preset", default="plus", choices=RL_PRESETS,
+                   help="plus (ours), paper, or dense (plus rewarded by 64 segment SI-SDRs only)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override an RLConfig field of the preset (repeatable), e.g. --set lr=1e-4")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
