@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import replace
 
 import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mars_core.data.mixing import MixtureDataset
     from mars_core.metrics import si_sdr
     from mars_core.rl.advantages import EMABaseline
     from mars_core.rl.cli import base_parser
     from mars_core.rl.diagnostics import setup_from_args
     from mars_core.rl.rollout import policy_proposal, reconstruct_group, rl_batch, rollout
+    from mars_core.rl.trainer import training_data
     from mars_core.rl.update import advantages, make_optimizer, ppo_update
 
     ap = base_parser(__doc__.split("\n")[0])
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     model = copy.deepcopy(su.separator).eval()
     old = copy.deepcopy(model).requires_grad_(False)
     opt = make_optimizer(model, cfg)
-    ds = MixtureDataset("train", prof, n_items=cfg.batch_mixtures, load_images=False)
+    ds = training_data(prof, replace(cfg, steps=1))
     batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, 0, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
                      query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
     refs = batch.sources.reshape(batch.n_items, -1)

@@ -52,13 +52,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mars_core.data.mixing import MixtureDataset
 from mars_core.rl import gradient_estimates as ge
 from mars_core.rl.cli import base_parser, parse_overrides
 from mars_core.rl.config import check_config
 from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args, trainer_update_gradient
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rl_batch
+from mars_core.rl.trainer import training_data
 from mars_core.rl.update import make_optimizer, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
 
@@ -387,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     su = setup_from_args(args)
     model = copy.deepcopy(su.separator).eval()
     params = trainable_parameters(model, "head")
-    ds = MixtureDataset("train", su.prof, n_items=su.cfg.batch_mixtures * max(1, args.headroom, args.batches),
-                        load_images=False)
+    ds = training_data(su.prof, replace(su.cfg, steps=max(1, args.headroom, args.batches)))
     if args.estimators or args.trainer_variant:
         cosine_tables(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.agreement:

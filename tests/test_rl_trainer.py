@@ -298,3 +298,16 @@ def test_dense_preset_trains_without_calling_the_reward_encoder(env, monkeypatch
     assert h["reward_semantic"] == [0.0, 0.0] and h["reward_contamination"] == [0.0, 0.0]
     assert all(math.isfinite(v) and v != 0 for v in h["reward_signal"])
     assert any(not torch.equal(a, b) for a, b in zip(before.values(), _weights(model).values()))
+
+
+def test_training_data_draws_same_family_pairs_only_when_asked(fake_build):
+    """The scripts and the trainer share one dataset factory: random pairs (a MixtureDataset of steps x batch items) at
+    hard_pair_prob 0, and at 1 every step's mixtures pair two classes of one family (the catalog's family_of)."""
+    from mars_core.data.mixing import MixtureDataset
+
+    plain = tr.training_data(SMOKE, replace(TINY, steps=3), fake_build)
+    assert isinstance(plain, MixtureDataset) and len(plain) == 3 * TINY.batch_mixtures
+    hard = tr.training_data(SMOKE, replace(TINY, steps=3, hard_pair_prob=1.0), fake_build)
+    for step in range(3):
+        for ds, item in hard.step_items(step):
+            assert len({ds.family_of[c] for c in item["classes"]}) == 1

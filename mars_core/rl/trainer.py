@@ -117,9 +117,17 @@ def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: Query
     old_policy = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, cfg)
     ema = EMABaseline(decay=cfg.ema_decay)
-    ds = (TrainingData(prof, cfg, build_dir) if cfg.hard_pair_prob > 0 else  # random and same-family pairs
-          MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False))
-    return RLParts(model, old_policy, opt, ema, ds, bank, rbank, stack, reward_model, fe, device)
+    return RLParts(model, old_policy, opt, ema, training_data(prof, cfg, build_dir), bank, rbank, stack, reward_model,
+                   fe, device)
+
+
+def training_data(prof: Profile, cfg: RLConfig, build_dir=None) -> MixtureDataset | TrainingData:
+    """The ``train`` mixtures of ``cfg.steps`` RL steps (no images): random pairs, and with ``cfg.hard_pair_prob > 0``
+    that share of same-family pairs (:class:`~mars_core.supervised.trainer.TrainingData`); what :func:`rl_batch`
+    draws its step's mixtures from."""
+    if cfg.hard_pair_prob > 0:
+        return TrainingData(prof, cfg, build_dir)
+    return MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
 
 
 def check_ranks(cfg: RLConfig) -> None:
