@@ -162,6 +162,10 @@ class EncoderConfig:
     """Token positions of the text tower (longer prompts are truncated, EOT kept)."""
     init: str = "xavier"
     """Weight initialisation of a fresh model: 'xavier' (ImageBind class default) or 'trunc_normal' (ViT, std 0.02)."""
+    image_style: str = "as_drawn"
+    """What a MiniBind's vision tower reads: 'as_drawn' (the images) or 'line_art' (each image redrawn as black
+    strokes on white, :func:`~mars_core.encoders.preprocess.line_art`, at training and at query time alike). The
+    official ImageBind reads images as drawn."""
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,14 @@ import torch.nn as nn
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import EncoderConfig, Profile, get_profile
-from .imagebind import ImageBind, ImageBindConfig, MultiheadSelfAttention
-from .preprocess import AudioPreprocessConfig, preprocess_audio, preprocess_audio_batch, transform_images
+from .imagebind import ImageBind, ImageBindConfig, MultiheadSelfAttention, TrunkOutput
+from .preprocess import AudioPreprocessConfig, line_art, preprocess_audio, preprocess_audio_batch, transform_images
 
 CHECKPOINT_KIND = "minibind"
 ROLES = ("reward", "judge")
 _FILE_STEM = {"reward": "minibind", "judge": "judge"}
+IMAGE_STYLES = ("as_drawn", "line_art")
+"""What the vision tower may read (:attr:`~mars_core.config.EncoderConfig.image_style`)."""
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -163,6 +165,8 @@ class MiniBind(ImageBind):
         audio_cfg = audio_preprocess_config(config, sample_rate)
         if config.init not in ("xavier", "trunc_normal"):
             raise ValueError(f"init must be 'xavier' or 'trunc_normal', got {config.init!r}")
+        if config.image_style not in IMAGE_STYLES:
+            raise ValueError(f"image_style must be one of {IMAGE_STYLES}, got {config.image_style!r}")
         if seed is None:
             super().__init__(ib_config)
         else:
@@ -234,6 +238,14 @@ class MiniBind(ImageBind):
     def prepare_images(self, images: list) -> torch.Tensor:
         """Shape: returns ``(N, 3, image_size, image_size)`` float32 (CPU; moved by the caller)."""
         return transform_images(images, self.image_size)
+
+    def trunk_features(self, modality: str, inputs: torch.Tensor) -> TrunkOutput:
+        """As :meth:`ImageBind.trunk_features`; with ``image_style='line_art'`` the vision tower reads
+        :func:`~mars_core.encoders.preprocess.line_art` of the images (training batches and queries alike)."""
+        if modality == "vision" and self.encoder_config.image_style == "line_art":
+            lead = inputs.shape[:-3]
+            inputs = line_art(inputs.reshape(-1, *inputs.shape[-3:])).reshape(*lead, *inputs.shape[-3:])
+        return super().trunk_features(modality, inputs)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameters per tower (preprocessor + trunk + head + postprocessor) and in total."""

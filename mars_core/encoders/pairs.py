@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..data.manifest import read_table
 from ..data.verify import clip_row, read_benchmark_image, read_clip
 from ..seeding import item_rng
-from .preprocess import CLIP_MEAN, CLIP_STD
+from .preprocess import CLIP_MEAN, CLIP_STD, edge_map
 from .preprocess import transform_image
 
 PROMPT_GROUP = {"train": "train", "val": "train", "test": "test", "test_timbre": "test"}
@@ -172,20 +172,6 @@ def augment_images(x: torch.Tensor, rng: np.random.Generator, scale_low: float, 
                                       for _ in range(b)]))
     y = torch.stack([y[i, perms[i]] for i in range(b)])
     return torch.where(gray[:, None, None, None], y.mean(dim=1, keepdim=True).expand_as(y), y)
-
-
-def edge_map(rgb: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude of the grey level (smoothed by a 3x3 box first, so that dithered backgrounds
-    leave few specks), scaled so that each image's maximum is 1.
-
-    Shape: ``(B, 3, S, S)`` in [0, 1] -> ``(B, 1, S, S)`` in [0, 1].
-    """
-    g = F.avg_pool2d(F.pad(rgb.mean(dim=1, keepdim=True), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=rgb.dtype)
-    k = torch.stack([kx, kx.T])[:, None]  # (2, 1, 3, 3)
-    grad = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k)
-    mag = grad.pow(2).sum(dim=1, keepdim=True).sqrt()
-    return mag / mag.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
 
 
 def restyle_images(x: torch.Tensor, rng: np.random.Generator, cartoon_prob: float, line_prob: float) -> torch.Tensor:

@@ -322,6 +322,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the number of steps")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if the run directory has last.pt")
+    p.add_argument("--seed", type=int, default=None, help="override the seed of the weights and batches")
+    p.add_argument("--image-style", default=None, choices=("as_drawn", "line_art"),
+                   help="override what the vision tower reads (EncoderConfig.image_style)")
     return add_device_arguments(p)
 
 
@@ -351,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         enc, cfg = prof.encoder, TrainConfig.for_profile(prof)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
+    if args.image_style is not None:
+        enc = replace(enc, image_style=args.image_style)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "minibind" / f"{prof.name}_{args.role}"
     model, history = train_minibind(prof, build_dir=build_dir, encoder=enc, config=cfg, run_dir=run_dir,
                                     resume=not args.no_resume, device=device)
