@@ -27,6 +27,7 @@ old policy's U-Net, the iSTFT and the Beta log-densities of the updates.
     python benchmarks/bench_rl_step.py --profile cpu --repeats 3 --threads 1
     python benchmarks/bench_rl_step.py --profile cpu --kinds rl       # the supervised step and the plus step only
     python benchmarks/bench_rl_step.py --profile cpu --kinds rl rl_dense --repeats 5 --threads 1
+    python benchmarks/bench_rl_step.py --profile cpu --kinds rl_dense rl_dense_compile rl_all rl_all_compile --warmup 2
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ from mars_core.encoders.minibind import MiniBind  # noqa: E402
 from mars_core.alignment.stack import RewardStack  # noqa: E402
 from mars_core.rl.advantages import EMABaseline  # noqa: E402
 from mars_core.rl.rewards import RewardModel  # noqa: E402
-from mars_core.rl.rollout import RLBatch, rollout  # noqa: E402
+from mars_core.precision import maybe_compile  # noqa: E402
+from mars_core.rl.rollout import RLBatch, Trunk, rollout  # noqa: E402
 from mars_core.rl.update import advantages, make_optimizer, ppo_update  # noqa: E402
 from mars_core.separator import new_separator  # noqa: E402
 
@@ -61,9 +63,11 @@ TIMINGS: list[dict[str, float]] = []
 """Per-call timings of the RL step (policy, rollout, reward, update) of the current process."""
 
 
-def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", **overrides) -> tuple[Callable[[], float], int]:
+def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", compiled: bool = False,
+            **overrides) -> tuple[Callable[[], float], int]:
     """One RL step (mars_core.rl) of a preset (``overrides``: RLConfig fields): the factory
-    :func:`bench_train_step.measure` times."""
+    :func:`bench_train_step.measure` times. ``compiled``: the U-Net trunk through ``torch.compile`` as ``--compile``
+    runs it (the old policy's in the rollout; the model's in the updates when every weight trains)."""
     import time
 
     cfg = replace(rl_preset(profile, preset), **overrides)
@@ -82,15 +86,18 @@ def rl_step(profile, batch_mixtures: int, device, preset: str = "plus", **overri
     z_neg = z.reshape(b, k, -1).flip(1).reshape(b * k, 1, -1)
     ema = EMABaseline(cfg.ema_decay)
     calls = {"n": 0}
+    old_trunk = maybe_compile(Trunk(old), True) if compiled else None
+    trunk = maybe_compile(Trunk(model), True) if compiled and cfg.trainable != "head" else None
 
     def step() -> float:
         t0 = time.perf_counter()
         old.load_state_dict(model.state_dict())
         batch = RLBatch(fe.features(data["mixture"]), data["queries"], data["mixture"], data["sources"], z, z_neg)
-        ro = rollout(old, batch, fe, reward_model, cfg.kappa, cfg.group_size, seed=calls["n"])
+        ro = rollout(old, batch, fe, reward_model, cfg.kappa, cfg.group_size, seed=calls["n"],
+                     reward_segments=cfg.reward_segments, trunk=old_trunk)
         adv, _ = advantages(ro.rewards.cpu(), cfg, ema)
         tu = time.perf_counter()
-        stats = ppo_update(model, opt, ro, adv, cfg, calls["n"])
+        stats = ppo_update(model, opt, ro, adv, cfg, calls["n"], trunk=trunk)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t1 = time.perf_counter()
@@ -105,10 +112,13 @@ bts.STEPS.setdefault("rl", rl_step)
 bts.STEPS.setdefault("rl_paper", partial(rl_step, preset="paper"))
 bts.STEPS.setdefault("rl_all", partial(rl_step, trainable="all"))
 bts.STEPS.setdefault("rl_dense", partial(rl_step, preset="dense"))
+bts.STEPS.setdefault("rl_dense_compile", partial(rl_step, preset="dense", compiled=True))
+bts.STEPS.setdefault("rl_all_compile", partial(rl_step, trainable="all", compiled=True))
 RL_KINDS = {"rl": ("plus", {}), "rl_paper": ("paper", {}), "rl_all": ("plus", {"trainable": "all"}),
-            "rl_dense": ("dense", {})}
+            "rl_dense": ("dense", {}), "rl_dense_compile": ("dense", {}), "rl_all_compile": ("plus", {"trainable": "all"})}
 """Timed RL steps: their preset and overrides (``rl_all``: ``plus`` training every weight, for comparison;
-``rl_dense``: the dense preset, 64 segment SI-SDR rewards and no reward-encoder call)."""
+``rl_dense``: the dense preset, 64 segment SI-SDR rewards and no reward-encoder call; ``*_compile``: the same
+with ``--compile``, the trunk through ``torch.compile``, its compilation in the warm-up steps)."""
 
 
 def measure(kind: str, profile_name: str, batch_mixtures: int | None, device: str, warmup: int, repeats: int) -> dict:

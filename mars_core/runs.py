@@ -83,11 +83,15 @@ def data_fingerprint(build_dir: str | os.PathLike) -> str:
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """sha256 (hex) of an encoder's identity: class name, native sample rate, and every
-    state-dict entry (name, dtype, shape, bytes). Equal weights give equal fingerprints."""
+    """sha256 (hex) of an encoder's identity: class name, native sample rate, a MiniBind's image style when it is
+    not the default ``as_drawn`` (so fingerprints from before the option stay valid), and every state-dict entry
+    (name, dtype, shape, bytes). Equal weights reading equal inputs give equal fingerprints."""
     h = hashlib.sha256()
     h.update(type(encoder).__name__.encode())
     h.update(str(getattr(encoder, "sample_rate", "")).encode())
+    style = getattr(getattr(encoder, "encoder_config", None), "image_style", "as_drawn")
+    if style != "as_drawn":
+        h.update(f"image_style={style}".encode())
     for name, t in sorted(encoder.state_dict().items()):
         t = t.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())

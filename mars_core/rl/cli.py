@@ -22,8 +22,9 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
                    help="override an RLConfig field of the preset (repeatable), e.g. --set lr=1e-4")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true",
-                   help="compile the separator's forward with torch.compile (mars_core.precision; default off); here it "
-                        "applies to the supervised start when it has to be trained, not to RL's head-only updates")
+                   help="run the U-Net trunk through torch.compile (mars_core.precision; default off): the rollout's "
+                        "old-policy pass, the updates' forward when the whole network trains, and the supervised "
+                        "start's training when it has to be trained; eager with a warning where compiling fails")
     return add_clap_argument(add_imagebind_argument(add_device_arguments(p)))
 
 

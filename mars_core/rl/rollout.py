@@ -107,6 +107,23 @@ def rl_batch(ds: MixtureDataset, bank: QueryBank, reward_bank: QueryBank, stack,
                    z.reshape(b * k, -1).to(device), z_neg.reshape(b * k, k - 1, -1).to(device))
 
 
+class Trunk(torch.nn.Module):
+    """``model.unet.trunk`` (the U-Net without its head) as a module's forward: what RL's ``--compile`` compiles
+    (:func:`mars_core.precision.maybe_compile`), for the old policy's rollout pass and, when the whole network
+    trains, the update's forward. Holds ``model`` (its parameters, no others), so a compiled ``Trunk`` of the old
+    policy stays valid when that policy's weights are reloaded in place each step.
+
+    Shape: ``(B, 1, F, T) -> (B, C, F/2, T/2)``.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.unet.trunk(features)
+
+
 def policy_proposal(model: torch.nn.Module, features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """``P = sigmoid(z)`` for every item, one U-Net pass per mixture.
 
@@ -195,17 +212,19 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel, kappa: float,
-            group_size: int, seed: int | None = None, reward_segments: int = 0) -> Rollout:
+            group_size: int, seed: int | None = None, reward_segments: int = 0, trunk=None) -> Rollout:
     """Sample ``group_size`` masks per item from ``old_policy``, rebuild and reward them.
 
     ``seed``: the torch generator is seeded with it for the sampling (and restored after), so
     equal seeds give equal masks; ``None`` uses the global generator as it is. ``reward_segments``
     S > 0: one reward per time segment (:mod:`~mars_core.rl.segments`), rewards ``(N, G, S)``.
+    ``trunk``: what computes ``old_policy.unet.trunk(features)`` (a compiled :class:`Trunk` of ``old_policy``
+    under ``--compile``); ``None`` calls the old policy's own.
     """
     dev = batch.features.device
     t0 = time.perf_counter()
     with autocast(dev):  # bf16 on a CUDA GPU with bf16 (mars_core.precision), a no-op on a CPU
-        trunk = old_policy.unet.trunk(batch.features)
+        trunk = (trunk if trunk is not None else old_policy.unet.trunk)(batch.features)
         if head.foldable(old_policy):  # the head's parameter-free layers once per rollout, kept for the updates
             x = head.head_input(old_policy, trunk)
             P_old = proposal_from_head_input(old_policy, x, batch.queries).float()

@@ -49,6 +49,7 @@ from ..config import Profile, RLConfig, get_profile, rl_preset
 from ..data.mixing import MixtureDataset
 from ..alignment.stack import load_reward_stack
 from ..encoders.load import load_judge, load_query_encoder
+from ..precision import compile_requested, maybe_compile
 from ..queries import QueryBank, load_or_build_query_bank
 from ..runs import config_hash, runs_dir
 from ..supervised import load_or_train, load_separator, save_separator
@@ -58,7 +59,7 @@ from .advantages import EMABaseline
 from .bookkeeping import RunLog, StepResult, step_row, timed
 from .config import check_config, run_config, separator_key
 from .rewards import RewardModel, reward_bank as build_reward_bank
-from .rollout import rl_batch, rollout, step_seed
+from .rollout import Trunk, rl_batch, rollout, step_seed
 from .update import PATHWISE_RANKS, advantages, check_skipped, make_optimizer, ppo_update
 from .validation import RLValidation, validate_rl, validation
 
@@ -78,6 +79,11 @@ class RLParts:
     reward_model: RewardModel
     fe: FrontEnd
     device: torch.device
+    old_trunk: Any = None
+    """What computes the old policy's trunk in the rollout (``None``: its own; a compiled :class:`Trunk` under
+    ``--compile``)."""
+    trunk: Any = None
+    """What computes the trained model's trunk in the updates when the whole network trains (as ``old_trunk``)."""
 
 
 # --------------------------------------------------------------------------- the algorithm
@@ -89,10 +95,11 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
     batch = rl_batch(p.ds, p.bank, p.rbank, p.stack, p.fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, p.device,
                      query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob, **share)
     ro = rollout(p.old_policy, batch, p.fe, p.reward_model, kappa, cfg.group_size,  # 2. G masks per item, rewards
-                 seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments)
+                 seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments, trunk=p.old_trunk)
     if not share:
         adv, frac_zero = advantages(ro.rewards.cpu(), cfg, p.ema)  # 3. once per batch
-        stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step, p.fe), p.device)  # 4. PPO
+        stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step, p.fe, p.trunk),  # 4. PPO
+                                p.device)
         return StepResult(kappa, ro, adv, frac_zero, stats, t_update)
     # several ranks: the whole batch's rewards on every rank, so the advantages (and the EMA baseline) are the
     # one-process ones; each rank's update uses its own items' rows; the step's row logs the whole batch
@@ -101,7 +108,7 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
     adv, frac_zero = advantages(whole.rewards.cpu(), cfg, p.ema)
     n = ro.rewards.shape[0]
     mine = adv[distributed.rank() * n:(distributed.rank() + 1) * n]
-    stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, mine, cfg, step, p.fe), p.device)
+    stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, mine, cfg, step, p.fe, p.trunk), p.device)
     return StepResult(kappa, whole, adv, frac_zero, stats, t_update)
 
 
@@ -117,8 +124,11 @@ def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: Query
     old_policy = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, cfg)
     ema = EMABaseline(decay=cfg.ema_decay)
+    compiled = compile_requested()  # --compile: the trunk passes through torch.compile (eager where it fails)
+    old_trunk = maybe_compile(Trunk(old_policy), True) if compiled else None
+    trunk = maybe_compile(Trunk(model), True) if compiled and cfg.trainable != "head" else None
     return RLParts(model, old_policy, opt, ema, training_data(prof, cfg, build_dir), bank, rbank, stack, reward_model,
-                   fe, device)
+                   fe, device, old_trunk, trunk)
 
 
 def training_data(prof: Profile, cfg: RLConfig, build_dir=None) -> MixtureDataset | TrainingData:

@@ -81,7 +81,7 @@ def advantages(rewards: torch.Tensor, cfg: RLConfig, ema: EMABaseline | None) ->
 
 
 def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: torch.Tensor,
-                   cfg: RLConfig, fe=None) -> tuple[torch.Tensor, dict[str, float]]:
+                   cfg: RLConfig, fe=None, trunk=None) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped-surrogate loss (:func:`~mars_core.rl.ppo.ppo_loss`) of the mixtures ``mb`` of a rollout.
 
     With ``cfg.trainable == "head"`` the frozen trunk's output is taken from the rollout (it is the same
@@ -91,22 +91,25 @@ def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: t
     ``(N, G, S)`` credit each bin with its frame's segment's (:func:`~mars_core.rl.segments.bin_advantages`).
     ``cfg.estimator == "pathwise"``: :func:`~mars_core.rl.pathwise.pathwise_loss` on fresh reparameterised
     masks of the current policy (``fe``, the front end, rebuilds their waveforms; ``adv`` is not used).
+    ``trunk``: what computes ``model.unet.trunk`` when the whole network trains (a compiled
+    :class:`~mars_core.rl.rollout.Trunk` of ``model`` under ``--compile``); ``None`` calls the model's own.
 
     Shape:
         adv ``(N, G)`` or ``(N, G, S)``; mb ``(b,)`` mixture indices; the loss is a scalar.
     """
     k = ro.queries.shape[1]
+    trunk = trunk if trunk is not None else model.unet.trunk
     items = (mb[:, None] * k + torch.arange(k, device=mb.device)).reshape(-1)
     with autocast(ro.features.device):  # the forward pass only: log-densities, advantages and the loss stay fp32
         if ro.head_input is not None:  # the rollout's head is foldable (mars_core.rl.head)
             if cfg.trainable == "head":
                 logits = folded_logits(model, ro.head_input, ro.queries[mb], rows=mb)
             else:
-                logits = folded_logits(model, head_input(model, model.unet.trunk(ro.features[mb])), ro.queries[mb])
+                logits = folded_logits(model, head_input(model, trunk(ro.features[mb])), ro.queries[mb])
             P = torch.sigmoid(logits).float().reshape(-1, 1, *logits.shape[-2:])  # (bK, 1, F, T)
         else:
-            trunk = ro.trunk[mb] if cfg.trainable == "head" else model.unet.trunk(ro.features[mb])
-            P = proposal_from_trunk(model, trunk, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
+            out = ro.trunk[mb] if cfg.trainable == "head" else trunk(ro.features[mb])
+            P = proposal_from_trunk(model, out, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
     if cfg.estimator == "pathwise":
         return pathwise_loss(P, ro.P_old[items].unsqueeze(1), ro.batch.mixtures[mb], ro.batch.sources[mb], fe,
                              ro.kappa, ro.group_size, cfg.lambda_sig, cfg.ent_coef, cfg.kl_coef)
@@ -138,7 +141,7 @@ _RANK_STATS = ("loss", "pg_loss", "entropy_loss", "kl_loss", "approx_kl", "clipf
 
 
 def _step_ranks(opt: torch.optim.Optimizer, model: torch.nn.Module, ro: Rollout, adv: torch.Tensor,
-                mine: torch.Tensor, n_minibatch: int, cfg: RLConfig) -> tuple[str, dict[str, float]]:
+                mine: torch.Tensor, n_minibatch: int, cfg: RLConfig, trunk=None) -> tuple[str, dict[str, float]]:
     """One update of several ranks: this rank holds mixtures ``mine`` (local indices, maybe none) of a minibatch of
     ``n_minibatch`` mixtures of the whole batch.
 
@@ -153,7 +156,7 @@ def _step_ranks(opt: torch.optim.Optimizer, model: torch.nn.Module, ro: Rollout,
     opt.zero_grad(set_to_none=True)
     values = [0.0] * len(_RANK_STATS)
     if len(mine):
-        loss, stats = minibatch_loss(model, ro, adv, mine.to(ro.features.device), cfg)
+        loss, stats = minibatch_loss(model, ro, adv, mine.to(ro.features.device), cfg, trunk=trunk)
         (loss * weight).backward()
         values = [stats[k] * weight for k in _RANK_STATS]
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -175,11 +178,12 @@ def _clip_and_step(opt: torch.optim.Optimizer, stats: dict[str, float], grad_cli
 
 
 def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, adv: torch.Tensor, cfg: RLConfig,
-               step: int, fe=None) -> dict[str, float]:
+               step: int, fe=None, trunk=None) -> dict[str, float]:
     """``ppo_epochs x minibatches`` clipped updates on one rollout; the mean of each statistic.
 
     ``cfg.estimator == "pathwise"`` needs ``fe`` (the front end); each update draws its reparameterised masks
-    with the torch generator seeded from ``item_rng(cfg.seed, "rl-pathwise", step, epoch, minibatch)``.
+    with the torch generator seeded from ``item_rng(cfg.seed, "rl-pathwise", step, epoch, minibatch)``. ``trunk``:
+    as :func:`minibatch_loss`'s (used only when the whole network trains).
 
     Non-finite values (:attr:`RLConfig.max_skipped_updates`): when a reward is not finite no update
     runs; an update whose loss or gradient norm is not finite is skipped before ``opt.step`` (weights
@@ -210,14 +214,14 @@ def ppo_update(model: torch.nn.Module, opt: torch.optim.Optimizer, ro: Rollout, 
         for j, mb in enumerate(order.tensor_split(cfg.minibatches)):
             if world > 1:  # the one-process minibatch, each rank with the mixtures of it that it holds
                 mine = mb[(mb >= first) & (mb < first + n_mix)] - first
-                why, stats = _step_ranks(opt, model, ro, adv, mine, len(mb), cfg)
+                why, stats = _step_ranks(opt, model, ro, adv, mine, len(mb), cfg, trunk)
             elif cfg.estimator == "pathwise":
                 seed = int(item_rng(cfg.seed, "rl-pathwise", step, epoch, j).integers(0, 2**63 - 1))
                 with _seeded(seed, ro.features.device):
-                    loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg, fe)
+                    loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg, fe, trunk)
                 why = _step(opt, loss, stats, cfg.grad_clip)
             else:
-                loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg)
+                loss, stats = minibatch_loss(model, ro, adv, mb.to(ro.features.device), cfg, trunk=trunk)
                 why = _step(opt, loss, stats, cfg.grad_clip)
             if why:
                 skipped += 1
