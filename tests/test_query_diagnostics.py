@@ -275,3 +275,27 @@ def test_best_temperature_by_hand():
                           "skipped": [False] * 6 + [True]})
     assert qd.best_temperature(sweep) == 1.0  # 1.0 and 2.0 tie at 2.0 dB: the one closest to 1
     assert qd.best_temperature(sweep.assign(si_sdri=[1.0, 2.0, 2.0, 2.0, 1.0, 4.0, 0.0])) == 2.0
+
+
+def test_nearest_reference_class_by_hand(fake_build):
+    # train prompts of class c at e_c; every held-out prompt of class c at n(e_c + 2 e_{c+1}) (nearer the next
+    # class's train mean), the last class's at e_0: each held-out prompt reads as the next class (dog as violin)
+    prompts = read_table(fake_build, "prompts")
+    classes = list(dict.fromkeys(prompts["class_name"]))  # violin, cello, trumpet, dog
+    e = torch.eye(4)
+    rows = []
+    for _, p in prompts.iterrows():
+        c = classes.index(p["class_name"])
+        if p["split_group"] == "train":
+            rows.append(e[c])
+        else:
+            rows.append(F.normalize(e[c] + 2 * e[c + 1], dim=0) if c < 3 else e[0])
+    bank = fake_bank(fake_build, 4)
+    bank = QueryBank(bank.ids, bank.classes, {**bank.embeddings, "text": torch.stack(rows)}, bank.encoder,
+                     bank.manifest)
+    near = qd.nearest_reference_class(bank, fake_build, "text")
+    assert set(near) == set(bank.ids["text"])
+    for _, p in prompts.iterrows():
+        c = classes.index(p["class_name"])
+        expected = classes[c] if p["split_group"] == "train" else classes[(c + 1) % 4]
+        assert near[p["text"]] == expected, p["text"]

@@ -275,6 +275,23 @@ def held_out_shift(bank: QueryBank, build_dir: str | os.PathLike, modality: str,
             "r1": float((sims.argmax(1) == torch.arange(len(classes))).float().mean()), "classes": len(classes)}
 
 
+def nearest_reference_class(bank: QueryBank, build_dir: str | os.PathLike, modality: str,
+                            reference: str = "train") -> dict[str, str]:
+    """For every ``modality`` row of the bank, the class whose ``reference``-split mean (:func:`class_mean_queries`
+    over that split's keys) is nearest by cosine: where the separator, trained on the reference split's queries,
+    will read the query as pointing. Keys are the bank's row keys (prompt text, ``image_id``, ``clip_id``).
+
+    Raises:
+        ValueError: fewer than two classes among the reference split's rows.
+    """
+    ref = split_ids(build_dir, reference)[modality]
+    classes = sorted({c for k, c in zip(bank.ids[modality], bank.classes[modality]) if k in ref})
+    if len(classes) < 2:
+        raise ValueError(f"{modality}: {len(classes)} class(es) in {reference!r}; need two")
+    nearest = (bank.embeddings[modality] @ class_mean_queries(bank, classes, modality, ref).T).argmax(1)
+    return {k: classes[int(i)] for k, i in zip(bank.ids[modality], nearest)}
+
+
 def modality_gap(bank: QueryBank, source: str = "text", target: str = "audio") -> torch.Tensor:
     """``mean(e_target) - mean(e_source)`` over all bank rows of each modality. Shape ``(D,)``."""
     return bank.embeddings[target].mean(0) - bank.embeddings[source].mean(0)
