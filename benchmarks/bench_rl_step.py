@@ -115,7 +115,8 @@ bts.STEPS.setdefault("rl_dense", partial(rl_step, preset="dense"))
 bts.STEPS.setdefault("rl_dense_compile", partial(rl_step, preset="dense", compiled=True))
 bts.STEPS.setdefault("rl_all_compile", partial(rl_step, trainable="all", compiled=True))
 RL_KINDS = {"rl": ("plus", {}), "rl_paper": ("paper", {}), "rl_all": ("plus", {"trainable": "all"}),
-            "rl_dense": ("dense", {}), "rl_dense_compile": ("dense", {}), "rl_all_compile": ("plus", {"trainable": "all"})}
+            "rl_dense": ("dense", {}), "rl_dense_compile": ("dense", {}),
+            "rl_all_compile": ("plus", {"trainable": "all"})}
 """Timed RL steps: their preset and overrides (``rl_all``: ``plus`` training every weight, for comparison;
 ``rl_dense``: the dense preset, 64 segment SI-SDR rewards and no reward-encoder call; ``*_compile``: the same
 with ``--compile``, the trunk through ``torch.compile``, its compilation in the warm-up steps)."""

@@ -19,9 +19,9 @@ CPU results are bit-identical with and without it.
 
 ``--compile`` (off by default; :func:`set_compile`, read back by :func:`compile_requested`): the supervised
 trainer runs the separator's multi-query forward through ``torch.compile`` (:func:`maybe_compile`, which falls
-back to eager with a warning where compiling fails), and the RL trainer the U-Net trunk of its rollouts (and of its
-updates when the whole network trains: :class:`mars_core.rl.rollout.Trunk`). It changes speed, not the computation (up to float
-rounding: a compiled graph may fuse and reorder float32 operations).
+back to eager with a warning where compiling fails), and the RL trainer the U-Net trunk of its rollouts (and of
+its updates when the whole network trains: :class:`mars_core.rl.rollout.Trunk`). It changes speed, not the
+computation (up to float rounding: a compiled graph may fuse and reorder float32 operations).
 """
 
 from __future__ import annotations
