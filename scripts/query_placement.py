@@ -38,7 +38,8 @@ def placement_table(items: pd.DataFrame, nearest: Mapping[str, str], systems: Se
     """Per system, split and placement: ``n``, the baseline's mean ``si_sdri`` and the mean paired change of
     ``metric`` (system - baseline, matched by split and item) with its bootstrap interval.
 
-    ``nearest``: query key -> the class it reads as. An item whose query key is not in ``nearest`` is an error.
+    ``nearest``: query key -> the class it reads as. An item whose query key is not in ``nearest`` is an error;
+    an item without a value of ``metric`` for the system or the baseline (a skipped item) is left out of ``n``.
 
     Raises:
         ValueError: an unknown modality, a system or the baseline without rows, or a query missing from ``nearest``.
