@@ -60,3 +60,14 @@ def test_refusals(qp):
         qp.placement_table(items, nearest, ["PPO"])
     with pytest.raises(ValueError, match="modality must be"):
         qp.placement_table(items, nearest, ["RL"], modality="audio")
+
+
+def test_a_skipped_item_is_left_out(qp):
+    items = _items()
+    rl_item0 = ((items["system"] == "RL") & (items["modality"] == "image") & (items["pairs"] == "random")
+                & (items["item"] == 0))
+    items.loc[rl_item0, "sdr"] = np.nan
+    nearest = {"violin-test-0": "violin", "dog-test-0": "dog", "cello-test-0": "violin", "dog-test-1": "cello"}
+    t = qp.placement_table(items, nearest, ["RL"]).set_index("placement")
+    assert t.loc["target", "n"] == 1 and t.loc["target", "sdr_change"] == pytest.approx(0.5)  # item 1 only
+    assert t.loc["target", "baseline_si_sdri"] == pytest.approx(4.0)
