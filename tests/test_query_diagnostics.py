@@ -187,22 +187,24 @@ def test_class_mean_queries_and_gap_by_hand():
     torch.testing.assert_close(shifted, torch.tensor([[r, r, 0.0]]))
 
 
-def test_held_out_shift_by_hand(fake_build):
+def _placed_text_bank(fake_build, held_out) -> tuple[QueryBank, list[str], torch.Tensor]:
+    """The fake build's bank with every train prompt of class c at e_c and every held-out prompt of class c at
+    ``held_out(c, e)`` (classes in prompt order: violin, cello, trumpet, dog); also the classes and the text rows."""
     prompts = read_table(fake_build, "prompts")
-    classes = list(dict.fromkeys(prompts["class_name"]))  # violin, cello, trumpet, dog
+    classes = list(dict.fromkeys(prompts["class_name"]))
     e = torch.eye(4)
+    rows = torch.stack([e[classes.index(p["class_name"])] if p["split_group"] == "train"
+                        else held_out(classes.index(p["class_name"]), e) for _, p in prompts.iterrows()])
+    bank = fake_bank(fake_build, 4)
+    return (QueryBank(bank.ids, bank.classes, {**bank.embeddings, "text": rows}, bank.encoder, bank.manifest),
+            classes, rows)
+
+
+def test_held_out_shift_by_hand(fake_build):
     # train prompts (two per class) at e_c; the held-out prompt of class c at n(2 e_c + e_{c+1}) (own class
     # cos 2/sqrt(5), next class 1/sqrt(5)), except dog's at e_violin (own 0, violin 1)
-    rows = []
-    for _, p in prompts.iterrows():
-        c = classes.index(p["class_name"])
-        if p["split_group"] == "train":
-            rows.append(e[c])
-        else:
-            rows.append(F.normalize(2 * e[c] + e[c + 1], dim=0) if c < 3 else e[0])
-    bank = fake_bank(fake_build, 4)
-    bank = QueryBank(bank.ids, bank.classes, {**bank.embeddings, "text": torch.stack(rows)}, bank.encoder,
-                     bank.manifest)
+    bank, _, rows = _placed_text_bank(fake_build, lambda c, e: F.normalize(2 * e[c] + e[c + 1], dim=0) if c < 3
+                                      else e[0])
     out = qd.held_out_shift(bank, fake_build, "text")
     r5 = 1 / math.sqrt(5)
     assert out["classes"] == 4
@@ -211,7 +213,7 @@ def test_held_out_shift_by_hand(fake_build):
     assert out["r1"] == 0.75  # dog's held-out mean is closest to violin's
     with pytest.raises(ValueError, match="need two"):
         qd.held_out_shift(QueryBank({**bank.ids, "text": bank.ids["text"][:3]}, {**bank.classes,
-                          "text": bank.classes["text"][:3]}, {**bank.embeddings, "text": torch.stack(rows)[:3]},
+                          "text": bank.classes["text"][:3]}, {**bank.embeddings, "text": rows[:3]},
                           bank.encoder, bank.manifest), fake_build, "text")
 
 
@@ -280,19 +282,9 @@ def test_best_temperature_by_hand():
 def test_nearest_reference_class_by_hand(fake_build):
     # train prompts of class c at e_c; every held-out prompt of class c at n(e_c + 2 e_{c+1}) (nearer the next
     # class's train mean), the last class's at e_0: each held-out prompt reads as the next class (dog as violin)
+    bank, classes, _ = _placed_text_bank(fake_build, lambda c, e: F.normalize(e[c] + 2 * e[c + 1], dim=0) if c < 3
+                                         else e[0])
     prompts = read_table(fake_build, "prompts")
-    classes = list(dict.fromkeys(prompts["class_name"]))  # violin, cello, trumpet, dog
-    e = torch.eye(4)
-    rows = []
-    for _, p in prompts.iterrows():
-        c = classes.index(p["class_name"])
-        if p["split_group"] == "train":
-            rows.append(e[c])
-        else:
-            rows.append(F.normalize(e[c] + 2 * e[c + 1], dim=0) if c < 3 else e[0])
-    bank = fake_bank(fake_build, 4)
-    bank = QueryBank(bank.ids, bank.classes, {**bank.embeddings, "text": torch.stack(rows)}, bank.encoder,
-                     bank.manifest)
     near = qd.nearest_reference_class(bank, fake_build, "text")
     assert set(near) == set(bank.ids["text"])
     for _, p in prompts.iterrows():
