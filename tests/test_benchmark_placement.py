@@ -1,23 +1,17 @@
-"""scripts/query_placement.py: the paired change split by where the query points, on a hand-made items table."""
+"""mars_core.benchmark.placement (and scripts/query_placement.py): the paired change split by where the query
+points, on a hand-made items table, and query_placement on the fake build's prompts placed by hand."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "query_placement.py"
+import torch.nn.functional as F
 
-
-@pytest.fixture(scope="module")
-def qp():
-    spec = importlib.util.spec_from_file_location("query_placement", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from mars_core.benchmark import placement
+from mars_core.data.manifest import read_table
+from tests.test_query_diagnostics import _placed_text_bank
 
 
 def _items() -> pd.DataFrame:
@@ -37,9 +31,9 @@ def _items() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_change_is_split_by_where_the_query_points(qp):
+def test_change_is_split_by_where_the_query_points():
     nearest = {"violin-test-0": "violin", "dog-test-0": "dog", "cello-test-0": "violin", "dog-test-1": "cello"}
-    t = qp.placement_table(_items(), nearest, ["RL"]).set_index("placement")
+    t = placement.placement_table(_items(), nearest, ["RL"]).set_index("placement")
     # by hand: target items change +0.5, +0.5 (mean +0.5); other items -1, -2 (mean -1.5)
     assert t.loc["target", "n"] == 2 and t.loc["other", "n"] == 2
     assert t.loc["target", "sdr_change"] == pytest.approx(0.5) and t.loc["other", "sdr_change"] == pytest.approx(-1.5)
@@ -50,24 +44,43 @@ def test_change_is_split_by_where_the_query_points(qp):
     assert set(t["split"]) == {"test"} and np.isfinite(t["ci_low"]).all()
 
 
-def test_refusals(qp):
+def test_refusals():
     items = _items()
     nearest = {"violin-test-0": "violin", "dog-test-0": "dog", "cello-test-0": "violin"}  # dog-test-1 missing
     with pytest.raises(ValueError, match="no nearest class"):
-        qp.placement_table(items, nearest, ["RL"])
+        placement.placement_table(items, nearest, ["RL"])
     nearest["dog-test-1"] = "dog"
     with pytest.raises(ValueError, match="no image rows of 'PPO'"):
-        qp.placement_table(items, nearest, ["PPO"])
+        placement.placement_table(items, nearest, ["PPO"])
     with pytest.raises(ValueError, match="modality must be"):
-        qp.placement_table(items, nearest, ["RL"], modality="audio")
+        placement.placement_table(items, nearest, ["RL"], modality="audio")
 
 
-def test_a_skipped_item_is_left_out(qp):
+def test_a_skipped_item_is_left_out():
     items = _items()
     rl_item0 = ((items["system"] == "RL") & (items["modality"] == "image") & (items["pairs"] == "random")
                 & (items["item"] == 0))
     items.loc[rl_item0, "sdr"] = np.nan
     nearest = {"violin-test-0": "violin", "dog-test-0": "dog", "cello-test-0": "violin", "dog-test-1": "cello"}
-    t = qp.placement_table(items, nearest, ["RL"]).set_index("placement")
+    t = placement.placement_table(items, nearest, ["RL"]).set_index("placement")
     assert t.loc["target", "n"] == 1 and t.loc["target", "sdr_change"] == pytest.approx(0.5)  # item 1 only
     assert t.loc["target", "baseline_si_sdri"] == pytest.approx(4.0)
+
+
+def test_query_placement_reads_each_query_against_the_training_prompts(fake_build):
+    # held-out prompts of class c placed nearer class c+1's training prompts (dog's nearer violin's): every test item
+    # asked with a held-out prompt is "other"; items asked with a training prompt are "target"
+    bank, classes, _ = _placed_text_bank(fake_build, lambda c, e: F.normalize(e[c] + 2 * e[(c + 1) % 4], dim=0))
+    prompts = read_table(fake_build, "prompts")
+    train = prompts[prompts["split_group"] == "train"].groupby("class_name")["text"].first()
+    held = prompts[prompts["split_group"] != "train"].groupby("class_name")["text"].first()
+    rows = []
+    for i, (target, text) in enumerate([("violin", train["violin"]), ("dog", held["dog"]), ("cello", held["cello"])]):
+        for system, sdr in (("supervised", 1.0), ("RL", 1.0 + i)):
+            rows.append({"split": "test", "pairs": "random", "system": system, "modality": "text", "item": i,
+                         "sdr": sdr, "si_sdri": 0.0, "target": target, "query_text": text})
+    t = placement.query_placement(pd.DataFrame(rows), bank, fake_build, "smoke", ["RL"], modality="text")
+    t = t.set_index("placement")
+    assert t.loc["target", "n"] == 1 and t.loc["target", "sdr_change"] == pytest.approx(0.0)
+    assert t.loc["other", "n"] == 2 and t.loc["other", "sdr_change"] == pytest.approx(1.5)  # (1 + 2) / 2
+    assert set(classes) == {"violin", "cello", "trumpet", "dog"}
