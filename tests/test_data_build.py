@@ -497,3 +497,90 @@ def test_repair_command_in_the_error_restores_the_clip(smoke_build, tmp_path):
     _assert_equal_builds(root, smoke_build)
     for i in range(len(ds)):
         ds[i]
+
+
+# ---------------------------------------------------------------- a test_timbre soundfont of the user's own
+
+
+def test_user_soundfont_checks_its_file(tmp_path):
+    from mars_core.data.sources import TIMBRE_KEY, user_soundfont
+
+    with pytest.raises(FileNotFoundError, match="soundfont not found"):
+        user_soundfont(tmp_path / "absent.sf2")
+    wav = tmp_path / "not_a_font.sf2"
+    wav.write_bytes(b"RIFF" + struct.pack("<I", 4) + b"WAVE")
+    with pytest.raises(MaterialError, match="not a SoundFont 2 file") as err:
+        user_soundfont(wav)
+    assert str(wav) in str(err.value)
+    short = tmp_path / "short.sf2"
+    short.write_bytes(b"RIFF")
+    with pytest.raises(MaterialError, match="not a SoundFont 2 file"):
+        user_soundfont(short)
+    font = locate_sources()["timgm6mb"]
+    if not font.available:
+        pytest.skip("no TimGM6mb (pretty_midi) to read")
+    m = user_soundfont(font.path)
+    assert m.key == TIMBRE_KEY and m.available and m.path == font.path.resolve()
+    assert m.version == hashlib.sha256(font.path.read_bytes()).hexdigest()  # content, not place
+    assert m.package == f"user:{font.path.name}"
+
+
+def test_with_timbre_soundfont_changes_test_timbre_only():
+    from mars_core.data.recipe import with_timbre_soundfont
+
+    recipe = load_recipe()
+    before = json.dumps(recipe, sort_keys=True)
+    new = with_timbre_soundfont(recipe, "timbre")
+    assert json.dumps(recipe, sort_keys=True) == before  # the committed recipe is not modified
+    for section in ("soundfonts", "degraded_soundfonts"):
+        assert new[section] == dict(recipe[section], test_timbre="timbre")
+    assert {k: v for k, v in new.items() if k not in ("soundfonts", "degraded_soundfonts")} == \
+        {k: v for k, v in recipe.items() if k not in ("soundfonts", "degraded_soundfonts")}
+
+
+def test_timbre_build_dir_keeps_the_profiles_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(build_mod, "data_root", lambda: tmp_path)
+    assert build_mod.timbre_build_dir("cpu", "0123456789abcdef" * 4) == tmp_path / "benchmark" / "cpu-timbre-0123456789ab"
+
+
+def test_timbre_soundfont_cli_refuses_a_bad_file(tmp_path):
+    bad = tmp_path / "x.sf2"
+    bad.write_bytes(b"not a soundfont at all")
+    res = _cli_build(tmp_path / "never", "--timbre-soundfont", str(bad))
+    assert res.returncode == 1 and "not a SoundFont 2 file" in res.stderr and str(bad) in res.stderr
+    res = _cli_build(tmp_path / "never", "--timbre-soundfont", str(tmp_path / "absent.sf2"))
+    assert res.returncode == 1 and "soundfont not found" in res.stderr
+    assert not (tmp_path / "never" / "build_info.json").exists()
+
+
+def test_test_timbre_from_a_user_soundfont(smoke_build, info, tmp_path):
+    """The recipe's own held-out font given as the user's renders the same clips, byte for byte; another font
+    (FluidR3) renders different ones; train, val and test never change."""
+    if not _fluidr3_available():
+        pytest.skip("FluidR3 not installed: the default build has no test_timbre to compare with")
+    default_font = Path(info["soundfonts"]["test_timbre"]["path"])
+    train_font = Path(info["soundfonts"]["train"]["path"])
+    default_rows = _rows(smoke_build / "audio" / "test_timbre.csv")
+    for font, same in ((default_font, True), (train_font, False)):
+        root = tmp_path / font.stem
+        with pytest.warns(UserWarning, match="not independent material"):  # both are fonts the recipe already uses
+            out = build_mod.build_benchmark("smoke", root=root, progress=False, timbre_soundfont=font)
+        assert out == root
+        for split in ("train", "val", "test"):
+            assert (root / "audio" / f"{split}.csv").read_bytes() == (smoke_build / "audio" / f"{split}.csv").read_bytes()
+        rows = _rows(root / "audio" / "test_timbre.csv")
+        assert [r["clip_id"] for r in rows] == [r["clip_id"] for r in default_rows]
+        assert {r["source"] for r in rows} == {"timbre"}
+        for r in rows:
+            assert _sha(root / r["path"]) == r["sha256"]
+        shas = [r["sha256"] for r in rows]
+        if same:
+            assert shas == [r["sha256"] for r in default_rows]
+        else:
+            assert not set(shas) & {r["sha256"] for r in default_rows}
+        new_info = json.loads((root / "build_info.json").read_text())
+        assert new_info["soundfonts"]["test_timbre"]["key"] == "timbre"
+        assert new_info["soundfonts"]["test_timbre"]["version"] == _sha(font)
+        assert new_info["recipe_hash"] != info["recipe_hash"]
+        attr = [a for a in _rows(root / "attribution.csv") if a["source"] == "timbre"]
+        assert len(attr) == 1 and attr[0]["package"] == f"user:{font.resolve().name}" and "test_timbre" in attr[0]["used_for"]

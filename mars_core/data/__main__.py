@@ -4,6 +4,7 @@ Examples::
 
     python -m mars_core.data build --profile smoke
     python -m mars_core.data build --profile cpu --root /some/dir --seed 1
+    python -m mars_core.data build --profile cpu --timbre-soundfont /usr/share/sounds/sf2/OPL-3_FM_128M.sf2
     python -m mars_core.data info --profile smoke
     python -m mars_core.data import esc50 --root ~/ESC-50-master --profile cpu
 """
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--system-root", action="append", default=None, dest="system_roots",
                            help="where Debian packages are unpacked/installed (repeatable; default: $MARS_SYSTEM_ROOTS "
                                 "or $MARS_DATA/system then /)")
+            s.add_argument("--timbre-soundfont", default=None, metavar="SF2",
+                           help="render test_timbre from this SoundFont 2 file instead of the recipe's held-out one "
+                                "(default folder: $MARS_DATA/benchmark/<profile>-timbre-<sha256 prefix>)")
             s.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -69,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         out = build_benchmark(profile, root=args.root, seed=args.seed, progress=not args.quiet,
-                              system_roots=args.system_roots)
-    except MaterialError as exc:
+                              system_roots=args.system_roots, timbre_soundfont=args.timbre_soundfont)
+    except (MaterialError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.quiet:

@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,10 @@ from ..atomic import write_bytes_atomic
 from ..config import Profile, get_profile, to_dict
 from . import catalog, images
 from .clips import ClipContext, clip_id, make_clip
-from .manifest import (AUDIO_COLUMNS, IMAGE_COLUMNS, PROMPT_COLUMNS, SPLITS, benchmark_dir, sha256_file,
+from .manifest import (AUDIO_COLUMNS, IMAGE_COLUMNS, PROMPT_COLUMNS, SPLITS, benchmark_dir, data_root, sha256_file,
                        write_csv_atomic, write_json_atomic)
-from .recipe import BuildPlan, load_recipe, make_plan
-from .sources import SoundfontRenderer, locate_sources, render_rate_for
+from .recipe import BuildPlan, load_recipe, make_plan, with_timbre_soundfont
+from .sources import TIMBRE_KEY, SoundfontRenderer, locate_sources, render_rate_for, user_soundfont
 from .sources.locate import ENV_ROOTS, pypi_version
 
 BUILDER_VERSION = 1
@@ -202,7 +203,8 @@ def make_context(profile: Profile, seed: int, recipe: dict, sources: dict) -> Cl
     lo = min(lp["min_fraction_of_nyquist"] * nyq, lp["min_hz_cap"])
     hi = lp["max_fraction_of_nyquist"] * nyq
     rate = render_rate_for(sr, recipe["render"]["min_render_rate"])
-    renderers = {k: SoundfontRenderer(sources[k].path, rate) for k in ("fluidr3", "timgm6mb") if sources[k].available}
+    renderers = {k: SoundfontRenderer(sources[k].path, rate) for k in ("fluidr3", "timgm6mb", TIMBRE_KEY)
+                 if k in sources and sources[k].available}
     qc = dict(recipe["quality"], min_bandwidth_hz=lo)
     return ClipContext(seed, sr, int(round(profile.data.clip_seconds * sr)), recipe["split_codes"], (lo, hi, lp["order"]),
                        qc, recipe["augment"], recipe["loudness"], renderers, {k: m.license for k, m in sources.items()})
@@ -375,6 +377,7 @@ def build_benchmark(
     progress: bool = True,
     system_roots: list[str | os.PathLike] | None = None,
     recipe_path: str | os.PathLike | None = None,
+    timbre_soundfont: str | os.PathLike | None = None,
 ) -> Path:
     """Build (or reuse) the benchmark of a profile; return its directory.
 
@@ -387,24 +390,37 @@ def build_benchmark(
             (default ``MARS_SYSTEM_ROOTS`` or ``$MARS_DATA/system`` then ``/``);
             an empty directory gives the degraded pure-PyPI build.
         recipe_path: recipe file (default ``datasets/recipe.json``).
+        timbre_soundfont: a SoundFont 2 file of your own that renders the ``test_timbre`` split instead
+            of the recipe's held-out soundfont (further held-out material: train, val and test are the
+            default build's, byte for byte). Its build goes to :func:`timbre_build_dir` unless ``root``
+            is given, so the profile's own build is never replaced.
 
     Raises:
         ValueError: unknown profile.
-        MaterialError: missing or bad material that cannot be degraded around.
+        FileNotFoundError: no ``timbre_soundfont`` file.
+        MaterialError: missing or bad material that cannot be degraded around, or a ``timbre_soundfont``
+            that is not a SoundFont 2 file.
     """
     if system_roots is not None:  # one search path for audio and images: through the environment
         with _system_roots_env(system_roots):
-            return build_benchmark(profile, root, seed, progress, None, recipe_path)
+            return build_benchmark(profile, root, seed, progress, None, recipe_path, timbre_soundfont)
     t0 = time.perf_counter()
     prof = get_profile(profile)
     seed = prof.data.seed if seed is None else int(seed)
-    out = benchmark_dir(prof.name, root)
+    timbre = user_soundfont(timbre_soundfont) if timbre_soundfont is not None else None
+    out = benchmark_dir(prof.name, root) if root is not None or timbre is None else timbre_build_dir(prof.name, timbre.version)
     out.mkdir(parents=True, exist_ok=True)
     with build_lock(out):
         removed = remove_temporaries(out)
         if removed:
             _say(f"removed {len(removed)} temporary file(s) left by an interrupted write", progress)
-        return _build_locked(prof, out, seed, recipe_path, progress, t0)
+        return _build_locked(prof, out, seed, recipe_path, progress, t0, timbre)
+
+
+def timbre_build_dir(profile_name: str, font_sha256: str) -> Path:
+    """Default folder of a build whose ``test_timbre`` comes from a user soundfont:
+    ``$MARS_DATA/benchmark/<profile>-timbre-<first 12 hex of the font's sha256>``."""
+    return data_root() / "benchmark" / f"{profile_name}-timbre-{font_sha256[:12]}"
 
 
 @contextlib.contextmanager
@@ -431,10 +447,19 @@ def remove_temporaries(out: Path) -> list[Path]:
     return found
 
 
-def _build_locked(prof: Profile, out: Path, seed: int, recipe_path, progress: bool, t0: float) -> Path:
+def _build_locked(prof: Profile, out: Path, seed: int, recipe_path, progress: bool, t0: float,
+                  timbre=None) -> Path:
     _say(f"building benchmark: profile {prof.name}, seed {seed}, {prof.audio.sample_rate} Hz -> {out}", progress)
     recipe = load_recipe(recipe_path)
     sources = locate_sources(None)  # the search path is in the environment (see build_benchmark)
+    if timbre is not None:
+        _say(f"test_timbre rendered from {timbre.path} (sha256 {timbre.version[:12]})", progress)
+        sources[TIMBRE_KEY] = timbre
+        recipe = with_timbre_soundfont(recipe, TIMBRE_KEY)
+        same = [k for k in ("fluidr3", "timgm6mb") if sources[k].available and sha256_file(sources[k].path) == timbre.version]
+        if same:
+            warnings.warn(f"{timbre.path} is the {same[0]} soundfont the recipe already uses: its test_timbre is "
+                          "not independent material", stacklevel=3)
     ctx = make_context(prof, seed, recipe, sources)
     image_styles = images.available_styles()
     plan = make_plan(recipe, sources, ctx.sample_rate, ctx.renderers, ctx.qc,

@@ -31,6 +31,15 @@ def recipe_path() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets" / "recipe.json"
 
 
+def with_timbre_soundfont(recipe: dict[str, Any], key: str) -> dict[str, Any]:
+    """A copy of ``recipe`` whose ``test_timbre`` split is rendered from soundfont ``key`` (in the full and in
+    the degraded mapping); every other split keeps its soundfont."""
+    out = dict(recipe)
+    for section in ("soundfonts", "degraded_soundfonts"):
+        out[section] = dict(recipe[section], test_timbre=key)
+    return out
+
+
 def load_recipe(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Read and validate the recipe.
 

