@@ -2,10 +2,14 @@
 
     python scripts/timbre_check.py --profile cpu --soundfont /usr/share/sounds/sf2/OPL-3_FM_128M.sf2
     python scripts/timbre_check.py --profile cpu --soundfont my.sf2 --checkpoint mine=path/to/separator.pt
+    python scripts/timbre_check.py --profile cpu --soundfont my.sf2 --from-run figures/tables_cpu/run.json \
+        --systems supervised "MARS-Sep dense" "supervised (continued)"
 
 Builds (or reuses) the profile's benchmark with ``test_timbre`` rendered from ``--soundfont``
 (``python -m mars_core.data build --timbre-soundfont``; train, val and test are the default build's), then scores
-each ``--checkpoint NAME=PATH`` (default: the shipped separator, as ``supervised``) on that split's random and hard
+each ``--checkpoint NAME=PATH`` and each ``--systems`` of a benchmark ``--from-run`` record (default: the shipped
+separator, as ``supervised``; systems named as the benchmark names them get its bootstrap against the supervised start
+and against each control) on that split's random and hard
 pairs with the reference systems (:func:`mars_core.benchmark.held_out.evaluate_checkpoints`; nothing is trained),
 writes the benchmark's CSV files to ``--out`` and prints, per pair type and query, the mean SI-SDRi with its 95 %
 interval and the SDR above the query-blind ``mixture / 2``.
@@ -23,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mars_core.benchmark.held_out import evaluate_checkpoints, held_out_table  # noqa: E402
+from mars_core.benchmark.held_out import checkpoints_from_run, evaluate_checkpoints, held_out_table  # noqa: E402
 from mars_core.benchmark.tables import PAIR_TYPES  # noqa: E402
 from mars_core.config import get_profile  # noqa: E402
 from mars_core.data.build import build_benchmark  # noqa: E402
@@ -35,6 +39,9 @@ def parse(argv=None):
     p.add_argument("--soundfont", required=True, help="a SoundFont 2 (.sf2) file that renders test_timbre")
     p.add_argument("--checkpoint", action="append", default=None, metavar="NAME=PATH",
                    help="a separator checkpoint to score (repeatable; default: supervised=the shipped one)")
+    p.add_argument("--from-run", default=None, metavar="RUN_JSON",
+                   help="a benchmark run.json: score the checkpoints of its systems (those of --systems, default all)")
+    p.add_argument("--systems", nargs="+", default=None, help="with --from-run: which of its systems")
     p.add_argument("--root", default=None, help="build folder (default: $MARS_DATA/benchmark/<profile>-timbre-<sha>)")
     p.add_argument("--pairs", nargs="+", default=list(PAIR_TYPES), choices=list(PAIR_TYPES))
     p.add_argument("--n-items", type=int, default=None, help="mixtures per test set (default: the profile's)")
@@ -58,12 +65,16 @@ def checkpoints(specs: list[str] | None) -> dict[str, str] | None:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.systems and not args.from_run:
+        raise SystemExit("--systems needs --from-run")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     build = build_benchmark(args.profile, root=args.root, timbre_soundfont=args.soundfont, progress=False)
     out = Path(args.out or Path("runs") / get_profile(args.profile).name / "timbre_check")
-    res = evaluate_checkpoints(args.profile, build, checkpoints(args.checkpoint), pair_types=args.pairs,
+    chosen = checkpoints_from_run(args.from_run, args.systems) if args.from_run else {}
+    chosen.update(checkpoints(args.checkpoint) or {})
+    res = evaluate_checkpoints(args.profile, build, chosen or None, pair_types=args.pairs,
                                n_items=args.n_items, out=out, judge=None if args.no_judge else "auto", progress=False)
     table = held_out_table(res.summary)
     print(f"build {build} (test_timbre from {Path(args.soundfont).name}); results in {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,3 +81,24 @@ def test_held_out_table_by_hand():
     np.testing.assert_allclose(t.loc["hard", ["si_sdri", "ci_low", "ci_high", "sdr_over_half"]].to_numpy(float),
                                [-0.5, -0.5 - 0.49, -0.5 + 0.49, -0.5])
     assert H.held_out_table(summary[summary["system"] != "supervised"]).empty
+
+
+def test_checkpoints_from_run_reads_the_recorded_sources(tmp_path, monkeypatch):
+    import json
+
+    from mars_core.benchmark.io import REPO_ROOT
+
+    monkeypatch.setenv("MARS_DATA", str(tmp_path / "data"))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"systems": {
+        "supervised": {"source": "checkpoints/separator_cpu.pt"},
+        "MARS-Sep dense": {"source": "$MARS_DATA/runs/rl/cpu-dense-0c26/final.pt"},
+        "aligned encoder, no RL": {"source": "checkpoints/separator_cpu.pt, queried by the aligned encoder 9f41"},
+        "elsewhere": {"source": "/abs/model.pt"}}}))
+    assert H.checkpoints_from_run(run) == {
+        "supervised": REPO_ROOT / "checkpoints" / "separator_cpu.pt",
+        "MARS-Sep dense": tmp_path / "data" / "runs" / "rl" / "cpu-dense-0c26" / "final.pt",
+        "elsewhere": Path("/abs/model.pt")}
+    assert list(H.checkpoints_from_run(run, ["MARS-Sep dense"])) == ["MARS-Sep dense"]
+    with pytest.raises(KeyError, match="'pathwise' is not a system"):
+        H.checkpoints_from_run(run, ["pathwise"])

@@ -18,6 +18,7 @@ mixtures.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,10 +26,12 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..config import Profile, get_profile
+from ..data.manifest import data_root
 from ..encoders.load import load_query_encoder
 from ..queries import QueryBank, load_or_build_query_bank
 from ..supervised.store import load_separator, shipped_separator
 from .harness import BenchmarkResult, run_benchmark
+from .io import REPO_ROOT
 from .registry import BenchmarkContext, SystemModel
 from .tables import PAIR_TYPES
 
@@ -48,6 +51,32 @@ def checkpoint_system(path: str | os.PathLike, bank: QueryBank) -> SystemModel:
                          f"not of this bank's encoder {bank.encoder[:16]}: evaluate it with the query encoder "
                          "it was trained with")
     return SystemModel(model, None, blob.get("history"), str(path))
+
+
+def checkpoints_from_run(run_json: str | os.PathLike, systems: Sequence[str] | None = None) -> dict[str, Path]:
+    """``{system: checkpoint}`` of the learned systems a benchmark ``run.json`` records (its ``systems``
+    sources), so a held-out check scores exactly the models of a published table.
+
+    Paths are resolved as :func:`~mars_core.benchmark.io.portable_path` wrote them (``$MARS_DATA`` and the
+    repository root). Systems whose source is not a single checkpoint file (e.g. ``aligned encoder, no RL``,
+    the shipped separator asked through another encoder) are left out.
+
+    Raises:
+        KeyError: a requested system is not in the run.
+    """
+    recorded = json.loads(Path(run_json).read_text(encoding="utf-8"))["systems"]
+    names = list(recorded) if systems is None else list(systems)
+    out = {}
+    for name in names:
+        if name not in recorded:
+            raise KeyError(f"{name!r} is not a system of {run_json} (it has: {', '.join(recorded)})")
+        src = str(recorded[name].get("source", ""))
+        if not src.endswith(".pt"):
+            continue
+        src = src.replace("$MARS_DATA", str(data_root()))
+        path = Path(src)
+        out[name] = path if path.is_absolute() else REPO_ROOT / path
+    return out
 
 
 def evaluate_checkpoints(profile: str | Profile | None, build_dir: str | os.PathLike,
