@@ -91,10 +91,10 @@ def test_checkpoints_from_run_reads_the_recorded_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("MARS_DATA", str(tmp_path / "data"))
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"systems": {
-        "supervised": {"source": "checkpoints/separator_cpu.pt"},
-        "MARS-Sep dense": {"source": "$MARS_DATA/runs/rl/cpu-dense-0c26/final.pt"},
-        "aligned encoder, no RL": {"source": "checkpoints/separator_cpu.pt, queried by the aligned encoder 9f41"},
-        "elsewhere": {"source": "/abs/model.pt"}}}))
+        "supervised": "checkpoints/separator_cpu.pt",
+        "MARS-Sep dense": "$MARS_DATA/runs/rl/cpu-dense-0c26/final.pt",
+        "aligned encoder, no RL": "checkpoints/separator_cpu.pt, queried by the aligned encoder 9f41",
+        "elsewhere": "/abs/model.pt"}}))
     assert H.checkpoints_from_run(run) == {
         "supervised": REPO_ROOT / "checkpoints" / "separator_cpu.pt",
         "MARS-Sep dense": tmp_path / "data" / "runs" / "rl" / "cpu-dense-0c26" / "final.pt",
@@ -102,3 +102,5 @@ def test_checkpoints_from_run_reads_the_recorded_sources(tmp_path, monkeypatch):
     assert list(H.checkpoints_from_run(run, ["MARS-Sep dense"])) == ["MARS-Sep dense"]
     with pytest.raises(KeyError, match="'pathwise' is not a system"):
         H.checkpoints_from_run(run, ["pathwise"])
+    committed = H.checkpoints_from_run(REPO_ROOT / "figures" / "tables_cpu" / "run.json", ["supervised"])
+    assert committed == {"supervised": REPO_ROOT / "checkpoints" / "separator_cpu.pt"}  # the format the benchmark writes

@@ -54,8 +54,8 @@ def checkpoint_system(path: str | os.PathLike, bank: QueryBank) -> SystemModel:
 
 
 def checkpoints_from_run(run_json: str | os.PathLike, systems: Sequence[str] | None = None) -> dict[str, Path]:
-    """``{system: checkpoint}`` of the learned systems a benchmark ``run.json`` records (its ``systems``
-    sources), so a held-out check scores exactly the models of a published table.
+    """``{system: checkpoint}`` of the learned systems a benchmark ``run.json`` records (its ``systems``:
+    name -> source), so a held-out check scores exactly the models of a published table.
 
     Paths are resolved as :func:`~mars_core.benchmark.io.portable_path` wrote them (``$MARS_DATA`` and the
     repository root). Systems whose source is not a single checkpoint file (e.g. ``aligned encoder, no RL``,
@@ -70,7 +70,7 @@ def checkpoints_from_run(run_json: str | os.PathLike, systems: Sequence[str] | N
     for name in names:
         if name not in recorded:
             raise KeyError(f"{name!r} is not a system of {run_json} (it has: {', '.join(recorded)})")
-        src = str(recorded[name].get("source", ""))
+        src = str(recorded[name])
         if not src.endswith(".pt"):
             continue
         src = src.replace("$MARS_DATA", str(data_root()))
