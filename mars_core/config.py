@@ -170,6 +170,10 @@ class EncoderConfig:
     audio->text 0.57 / 0.62 (0.86), and the text classes crowd together (the nearest other class's mean prompt at
     cosine 0.73 / 0.63 against 0.34): the text tower is trained against the images, so what the pictures lose
     (colour) the prompts lose too. No profile uses it."""
+    image_tower: str = "vit"
+    """A MiniBind's vision tower: 'vit' (a vision transformer of ``vision_width`` x ``vision_depth``, trained from
+    scratch) or 'mobilenet_v2' (the frozen, pretrained MobileNetV2 trunk of :mod:`mars_core.encoders.mobilenet`,
+    globally pooled, then a trained LayerNorm + Linear to ``vision_width``; the vision head and the rest as before)."""
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,53 @@ import torch.nn as nn
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import EncoderConfig, Profile, get_profile
 from .imagebind import ImageBind, ImageBindConfig, MultiheadSelfAttention, TrunkOutput
-from .preprocess import AudioPreprocessConfig, line_art, preprocess_audio, preprocess_audio_batch, transform_images
+from .mobilenet import MobileNetV2Trunk, load_trunk_weights, weights_path
+from .preprocess import (CLIP_MEAN, CLIP_STD, AudioPreprocessConfig, line_art, preprocess_audio, preprocess_audio_batch,
+                         transform_images)
 
 CHECKPOINT_KIND = "minibind"
 ROLES = ("reward", "judge")
 _FILE_STEM = {"reward": "minibind", "judge": "judge"}
 IMAGE_STYLES = ("as_drawn", "line_art")
 """What the vision tower may read (:attr:`~mars_core.config.EncoderConfig.image_style`)."""
+IMAGE_TOWERS = ("vit", "mobilenet_v2")
+"""What the vision tower is (:attr:`~mars_core.config.EncoderConfig.image_tower`)."""
+
+
+class PretrainedImageFeatures(nn.Module):
+    """The vision preprocessor of ``image_tower='mobilenet_v2'``: CLIP-normalised images back to RGB in [0, 1],
+    then the frozen :class:`~mars_core.encoders.mobilenet.MobileNetV2Trunk` (no gradient, weights are buffers).
+
+    Shape:
+        ``(B, 3, H, W)`` -> ``(B, 160)``.
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor] | None):
+        super().__init__()
+        self.backbone = MobileNetV2Trunk(weights)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.backbone((x * self.std + self.mean).clamp(0.0, 1.0))
+
+
+class FeatureAdapter(nn.Module):
+    """The vision trunk of ``image_tower='mobilenet_v2'``: LayerNorm + Linear from the pooled pretrained features to
+    one token of ``width`` (the vision head reads token 0, as it reads the ViT's class token).
+
+    Shape:
+        ``(B, C)`` -> ``(B, 1, width)``.
+    """
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.proj = nn.Linear(channels, width)
+
+    def forward(self, features: torch.Tensor, mask=None) -> torch.Tensor:
+        return self.proj(self.norm(features))[:, None, :]
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -167,12 +207,16 @@ class MiniBind(ImageBind):
             raise ValueError(f"init must be 'xavier' or 'trunc_normal', got {config.init!r}")
         if config.image_style not in IMAGE_STYLES:
             raise ValueError(f"image_style must be one of {IMAGE_STYLES}, got {config.image_style!r}")
+        if config.image_tower not in IMAGE_TOWERS:
+            raise ValueError(f"image_tower must be one of {IMAGE_TOWERS}, got {config.image_tower!r}")
         if seed is None:
             super().__init__(ib_config)
+            self._build_image_tower(config)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 super().__init__(ib_config)
+                self._build_image_tower(config)
         self.encoder_config = config
         self.audio_cfg = audio_cfg
         self.sample_rate = int(sample_rate)
@@ -184,6 +228,18 @@ class MiniBind(ImageBind):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     self._trunc_normal_init()
+
+    def _build_image_tower(self, config: EncoderConfig) -> None:
+        """With ``image_tower='mobilenet_v2'``, the ViT's preprocessor and trunk give way to the frozen pretrained
+        trunk and a trained adapter (the head, postprocessor and every other tower stay). The pretrained weights
+        come from ``checkpoints/mobilenet_v2_block14.pt`` when it exists (a checkpoint's state dict holds them
+        too, so loading one does not need the file)."""
+        if config.image_tower != "mobilenet_v2":
+            return
+        weights = load_trunk_weights() if weights_path().is_file() else None
+        features = PretrainedImageFeatures(weights)
+        self.modality_preprocessors["vision"] = features
+        self.modality_trunks["vision"] = FeatureAdapter(features.backbone.out_channels, config.vision_width)
 
     @classmethod
     def from_profile(cls, profile: str | Profile | None = None, seed: int | None = None) -> "MiniBind":

@@ -325,6 +325,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the seed of the weights and batches")
     p.add_argument("--image-style", default=None, choices=("as_drawn", "line_art"),
                    help="override what the vision tower reads (EncoderConfig.image_style)")
+    p.add_argument("--image-tower", default=None, choices=("vit", "mobilenet_v2"),
+                   help="override what the vision tower is (EncoderConfig.image_tower)")
     return add_device_arguments(p)
 
 
@@ -358,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, seed=args.seed)
     if args.image_style is not None:
         enc = replace(enc, image_style=args.image_style)
+    if args.image_tower is not None:
+        enc = replace(enc, image_tower=args.image_tower)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "minibind" / f"{prof.name}_{args.role}"
     model, history = train_minibind(prof, build_dir=build_dir, encoder=enc, config=cfg, run_dir=run_dir,
                                     resume=not args.no_resume, device=device)
