@@ -29,6 +29,7 @@ from mars_core.evaluation.evaluate import EVAL_MODALITIES, eval_queries, load_ev
 from mars_core.commands import start_command  # noqa: E402
 from mars_core.device import add_device_arguments  # noqa: E402
 from mars_core.encoders.load import add_imagebind_argument, load_query_encoder  # noqa: E402
+from mars_core.encoders.minibind import load_minibind  # noqa: E402
 from mars_core.queries import load_or_build_query_bank  # noqa: E402
 from mars_core.supervised import load_separator, run_config, shipped_separator  # noqa: E402
 
@@ -42,6 +43,9 @@ def parse(argv=None):
     p.add_argument("--n", type=int, default=200, help="test mixtures per set (default 200)")
     p.add_argument("--n-val", type=int, default=200, help="val mixtures for the temperature fit (default 200)")
     p.add_argument("--checkpoint", default=None, help="separator .pt (default: the shipped one)")
+    p.add_argument("--query-encoder", default=None, metavar="MINIBIND_PT",
+                   help="a MiniBind checkpoint as the query encoder, read with its own recorded config (default: the "
+                        "profile's shipped one); e.g. a candidate trained with another EncoderConfig option")
     p.add_argument("--out", default=None, help="output folder (default runs/<profile>/query_diagnostics)")
     return add_imagebind_argument(add_device_arguments(p)).parse_args(argv)
 
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Query diagnostics ({prof.name})\n\ncommand: `python {' '.join(sys.argv)}`\n"]
 
-    encoder = load_query_encoder(prof).to(device)
+    encoder = (load_minibind(args.query_encoder) if args.query_encoder else load_query_encoder(prof)).to(device)
     bank = load_or_build_query_bank(encoder, prof, progress=False)
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped_separator(prof)
     model, blob = load_separator(ckpt, map_location=device)

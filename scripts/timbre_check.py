@@ -31,6 +31,7 @@ from mars_core.benchmark.held_out import checkpoints_from_run, evaluate_checkpoi
 from mars_core.benchmark.tables import PAIR_TYPES  # noqa: E402
 from mars_core.config import get_profile  # noqa: E402
 from mars_core.data.build import build_benchmark  # noqa: E402
+from mars_core.encoders.minibind import load_minibind  # noqa: E402
 
 
 def parse(argv=None):
@@ -42,6 +43,8 @@ def parse(argv=None):
     p.add_argument("--from-run", default=None, metavar="RUN_JSON",
                    help="a benchmark run.json: score the checkpoints of its systems (those of --systems, default all)")
     p.add_argument("--systems", nargs="+", default=None, help="with --from-run: which of its systems")
+    p.add_argument("--query-encoder", default=None, metavar="MINIBIND_PT",
+                   help="a MiniBind checkpoint as the query encoder, read with its own config (default: the profile's)")
     p.add_argument("--root", default=None, help="build folder (default: $MARS_DATA/benchmark/<profile>-timbre-<sha>)")
     p.add_argument("--pairs", nargs="+", default=list(PAIR_TYPES), choices=list(PAIR_TYPES))
     p.add_argument("--n-items", type=int, default=None, help="mixtures per test set (default: the profile's)")
@@ -75,7 +78,8 @@ def main(argv=None) -> int:
     chosen = checkpoints_from_run(args.from_run, args.systems) if args.from_run else {}
     chosen.update(checkpoints(args.checkpoint) or {})
     res = evaluate_checkpoints(args.profile, build, chosen or None, pair_types=args.pairs,
-                               n_items=args.n_items, out=out, judge=None if args.no_judge else "auto", progress=False)
+                               n_items=args.n_items, out=out, judge=None if args.no_judge else "auto", progress=False,
+                               query_encoder=load_minibind(args.query_encoder) if args.query_encoder else None)
     table = held_out_table(res.summary)
     print(f"build {build} (test_timbre from {Path(args.soundfont).name}); results in {out}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))

@@ -39,7 +39,7 @@ def test_evaluate_checkpoints_scores_the_files_as_they_are(fake_build, tmp_path,
     asked = {}
 
     def bank_for(encoder, profile, build_dir, progress):
-        asked["build_dir"] = build_dir
+        asked["build_dir"], asked["encoder"] = build_dir, encoder
         return bank
 
     monkeypatch.setattr(H, "load_query_encoder", lambda profile: "encoder")
@@ -47,7 +47,7 @@ def test_evaluate_checkpoints_scores_the_files_as_they_are(fake_build, tmp_path,
     files = {"all-pass": _save(tmp_path / "p.pt", 40.0, bank.key), "half": _save(tmp_path / "h.pt", 0.0, bank.key)}
     res = H.evaluate_checkpoints(SMOKE, fake_build, files, splits=("test",), pair_types=("random",), n_items=3,
                                  judge=None, progress=False, out=tmp_path / "out")
-    assert asked["build_dir"] == fake_build and (tmp_path / "out" / "summary.csv").exists()
+    assert asked["build_dir"] == fake_build and asked["encoder"] == "encoder" and (tmp_path / "out" / "summary.csv").exists()
     items = res.items
     ref = items[items["system"] == "mixture"].set_index("item")["sdr"]
     half = items[items["system"] == "mixture / 2"].set_index("item")["sdr"]
@@ -104,3 +104,13 @@ def test_checkpoints_from_run_reads_the_recorded_sources(tmp_path, monkeypatch):
         H.checkpoints_from_run(run, ["pathwise"])
     committed = H.checkpoints_from_run(REPO_ROOT / "figures" / "tables_cpu" / "run.json", ["supervised"])
     assert committed == {"supervised": REPO_ROOT / "checkpoints" / "separator_cpu.pt"}  # the format the benchmark writes
+
+
+def test_a_given_query_encoder_embeds_the_bank(fake_build, tmp_path, monkeypatch):
+    bank = fake_bank(fake_build, SMOKE.separator.query_dim)
+    asked = {}
+    monkeypatch.setattr(H, "load_query_encoder", lambda profile: pytest.fail("the profile's encoder was loaded"))
+    monkeypatch.setattr(H, "load_or_build_query_bank", lambda enc, prof, build_dir, progress: asked.setdefault("enc", enc) and bank)
+    H.evaluate_checkpoints(SMOKE, fake_build, {"a": _save(tmp_path / "p.pt", 40.0, bank.key)}, splits=("test",),
+                           pair_types=("random",), n_items=2, judge=None, progress=False, query_encoder="candidate")
+    assert asked["enc"] == "candidate"

@@ -169,3 +169,11 @@ def test_the_pretrained_tower_reads_images_in_zero_one():
     with torch.no_grad():
         torch.testing.assert_close(m.modality_preprocessors["vision"]((raw - mean) / std),
                                    m.modality_preprocessors["vision"].backbone(raw), atol=1e-5, rtol=0)
+
+
+def test_the_judge_keeps_its_own_vision_transformer():
+    from mars_core.encoders.judge import judge_encoder_config
+
+    prof = replace(CPU, encoder=replace(CPU.encoder, image_tower="mobilenet_v2"))
+    assert judge_encoder_config(prof).image_tower == "vit"  # independent of a reward encoder's pretrained trunk
+    assert judge_encoder_config(CPU) == replace(judge_encoder_config(prof), image_tower="vit")

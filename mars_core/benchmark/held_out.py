@@ -83,7 +83,7 @@ def evaluate_checkpoints(profile: str | Profile | None, build_dir: str | os.Path
                          checkpoints: Mapping[str, str | os.PathLike] | None = None, *,
                          splits: Sequence[str] = ("test_timbre",), pair_types: Sequence[str] = PAIR_TYPES,
                          n_items: int | None = None, seed: int = 0, out: str | os.PathLike | None = None,
-                         judge="auto", progress: bool = True) -> BenchmarkResult:
+                         judge="auto", query_encoder=None, progress: bool = True) -> BenchmarkResult:
     """Score trained separators, unchanged, on the test sets of another build of the same profile.
 
     Args:
@@ -91,13 +91,17 @@ def evaluate_checkpoints(profile: str | Profile | None, build_dir: str | os.Path
         checkpoints: ``{system name: separator checkpoint}`` (default: ``{"supervised": the shipped one}``).
         splits, pair_types, n_items, seed, out: as :func:`~mars_core.benchmark.harness.run_benchmark`.
         judge: as :class:`~mars_core.benchmark.registry.BenchmarkContext` (``None``: no semantic scores).
+        query_encoder: the encoder embedding the queries (default: the profile's,
+            :func:`~mars_core.encoders.load.load_query_encoder`), e.g. a MiniBind candidate read with
+            :func:`~mars_core.encoders.minibind.load_minibind`; each checkpoint must have been trained on it.
 
     Returns:
         the :class:`~mars_core.benchmark.harness.BenchmarkResult` (its ``summary`` and ``items`` hold the
         reference systems and every checkpoint).
     """
     prof = get_profile(profile)
-    bank = load_or_build_query_bank(load_query_encoder(prof), prof, build_dir=build_dir, progress=progress)
+    encoder = query_encoder if query_encoder is not None else load_query_encoder(prof)
+    bank = load_or_build_query_bank(encoder, prof, build_dir=build_dir, progress=progress)
     ctx = BenchmarkContext(prof, build_dir=build_dir, bank=bank, judge=judge, progress=progress)
     checkpoints = dict(checkpoints or {"supervised": shipped_separator(prof)})
     loaded = {name: checkpoint_system(path, bank) for name, path in checkpoints.items()}

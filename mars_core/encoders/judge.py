@@ -33,7 +33,9 @@ _JUDGE_SIZES: dict[str, dict[str, int]] = {
 
 
 def judge_encoder_config(profile: str | Profile | None = None) -> EncoderConfig:
-    """The profile's encoder section with the judge's tower sizes and the truncated-normal init.
+    """The profile's encoder section with the judge's tower sizes and the truncated-normal init, and always its own
+    vision transformer (``image_tower='vit'``): a judge sharing a pretrained image trunk with the reward encoder
+    would not be independent of it.
 
     Raises:
         ValueError: a profile without a judge (``full``: use CLAP or another real model).
@@ -41,7 +43,7 @@ def judge_encoder_config(profile: str | Profile | None = None) -> EncoderConfig:
     p = get_profile(profile)
     if p.name not in _JUDGE_SIZES:
         raise ValueError(f"no MiniBind judge for profile {p.name!r} (defined for {sorted(_JUDGE_SIZES)})")
-    return replace(p.encoder, init="trunc_normal", **_JUDGE_SIZES[p.name])
+    return replace(p.encoder, init="trunc_normal", image_tower="vit", **_JUDGE_SIZES[p.name])
 
 
 def judge_train_config(profile: str | Profile | None = None, **overrides: Any) -> TrainConfig:
