@@ -3,7 +3,6 @@ against numpy loops in test_vision_probe_script.py), the committed weights, and 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,16 +14,13 @@ from mars_core.config import get_profile
 from mars_core.encoders import mobilenet as M
 from mars_core.encoders.minibind import MiniBind, load_minibind, save_minibind
 from mars_core.runs import encoder_fingerprint
+from tests.repo_files import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vision_probe.py"
 CPU = get_profile("cpu")
 
 
 def _probe():
-    spec = importlib.util.spec_from_file_location("vision_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/vision_probe.py")
 
 
 def _hand_count() -> int:

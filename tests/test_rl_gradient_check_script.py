@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rl_gradient_check.py"
+from tests.repo_files import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("rl_gradient_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/rl_gradient_check.py")
 
 
 @pytest.mark.parametrize("cos", [1.0, 0.7, 0.3, 0.0])

@@ -236,14 +236,9 @@ def test_load_or_train_trains_once(fake_build, bank, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- the cost benchmark
 def _bench():
-    import importlib.util
-    from pathlib import Path
+    from tests.repo_files import load_script
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train_step.py"
-    spec = importlib.util.spec_from_file_location("bench_train_step", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_train_step.py")
 
 
 def test_bench_measures_a_step_and_reports_ratios():

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "timbre_check.py"
+from tests.repo_files import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("timbre_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/timbre_check.py")
 
 
 def test_checkpoint_specs_are_name_equals_path():

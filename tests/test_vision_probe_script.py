@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vision_probe.py"
+from tests.repo_files import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("vision_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/vision_probe.py")
 
 
 def test_weights_are_dequantised_and_split_as_the_manifest_says():
