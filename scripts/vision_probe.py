@@ -15,7 +15,9 @@ fine-tuned for its own five classes; 224 x 224 RGB in [0, 1]). This script
    probabilities to 1e-4);
 3. on the profile's benchmark build, fits a multinomial logistic regression (L2, LBFGS) on globally pooled features
    of the *training* images and reports its accuracy on the *test* images (the held-out style), per layer and per
-   style, and the same for MiniBind's image embeddings (the query bank) and for the nearest training-class mean.
+   style, and the same for MiniBind's image embeddings (the query bank) and for the nearest training-class mean;
+   and, to choose without looking at the test style, its leave-one-style-out accuracy on the training pictures
+   (fitted with the first ``--l2``).
 
 The probe is a quick screen of towers and layers (``--size``; 112 x 112 and ``block_14`` were chosen by holding out one
 training style at a time); MiniBind with the chosen tower, trained end to end, and its separator are measured in the
@@ -45,7 +47,7 @@ from mars_core.data.manifest import benchmark_dir, data_root  # noqa: E402
 
 PACKAGE = "nsfwjs@4.4.0"
 MODEL = "dist/models/mobilenet_v2"
-LAYERS = ("block_6_expand_relu", "block_10_project_BN", "block_12_add", "out_relu")
+LAYERS = ("block_6_expand_relu", "block_10_project_BN", "block_12_add", "block_14_add", "out_relu")
 SIZE = 224
 
 
@@ -183,6 +185,18 @@ def nearest_mean(train: torch.Tensor, y: torch.Tensor, test: torch.Tensor, n_cla
     return (b @ means.T).argmax(1).numpy()
 
 
+def leave_one_style_out(x: torch.Tensor, y: torch.Tensor, styles: list[str], n_classes: int, l2: float) -> float:
+    """Accuracy of the probe on each training style when fitted on the others, pooled over the styles' pictures:
+    a choice of tower, layer and size that never looks at the test style."""
+    styles_a = np.array(styles)
+    right = 0
+    for s in sorted(set(styles)):
+        held = torch.from_numpy(styles_a == s)
+        pred = probe(x[~held], y[~held], x[held], n_classes, l2)
+        right += int((pred == y[held].numpy()).sum())
+    return right / len(styles)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default=os.environ.get("MARS_PROFILE", "smoke"))
@@ -220,8 +234,10 @@ def main(argv=None) -> int:
     styles = sorted({r["style"] for r in te_rows})
     print(f"{len(tr_rows)} training pictures ({', '.join(sorted({r['style'] for r in tr_rows}))}), {len(te_rows)} test "
           f"pictures ({', '.join(styles)}), {len(classes)} classes (chance {1 / len(classes):.2f})")
+    train_styles = [r["style"] for r in tr_rows]
     for tower, (a, b) in towers.items():
-        line = [f"{tower:34s} dim {a.shape[1]:5d}", f"nearest mean {(nearest_mean(a, y, b, len(classes)) == y_test).mean():.2f}"]
+        line = [f"{tower:34s} dim {a.shape[1]:5d}", f"nearest mean {(nearest_mean(a, y, b, len(classes)) == y_test).mean():.2f}",
+                f"leave-one-style-out {leave_one_style_out(a, y, train_styles, len(classes), args.l2[0]):.2f}"]
         for l2 in args.l2:
             pred = probe(a, y, b, len(classes), l2)
             by_style = collections.defaultdict(list)
