@@ -173,3 +173,10 @@ def test_the_judge_keeps_its_own_vision_transformer():
     prof = replace(CPU, encoder=replace(CPU.encoder, image_tower="mobilenet_v2"))
     assert judge_encoder_config(prof).image_tower == "vit"  # independent of a reward encoder's pretrained trunk
     assert judge_encoder_config(CPU) == replace(judge_encoder_config(prof), image_tower="vit")
+
+
+def test_a_missing_weights_file_is_said(monkeypatch, tmp_path):
+    monkeypatch.setenv("MARS_CHECKPOINTS", str(tmp_path))
+    with pytest.warns(UserWarning, match="pretrained image trunk starts at zero"):
+        m = _minibind()
+    assert all(float(v.abs().sum()) == 0 for v in m.modality_preprocessors["vision"].backbone.state_dict().values())

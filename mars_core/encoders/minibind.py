@@ -29,6 +29,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import warnings
 from dataclasses import asdict, fields, replace
 from fractions import Fraction
 from pathlib import Path
@@ -237,6 +238,10 @@ class MiniBind(ImageBind):
         if config.image_tower != "mobilenet_v2":
             return
         weights = load_trunk_weights() if weights_path().is_file() else None
+        if weights is None:
+            warnings.warn(f"{weights_path()} not found: the pretrained image trunk starts at zero and only a "
+                          "checkpoint's state dict fills it (write it with python scripts/convert_mobilenet.py "
+                          "--install before training)", stacklevel=3)
         features = PretrainedImageFeatures(weights)
         self.modality_preprocessors["vision"] = features
         self.modality_trunks["vision"] = FeatureAdapter(features.backbone.out_channels, config.vision_width)
