@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mars_core.atomic import write_bytes_atomic  # noqa: E402
+from mars_core.checkpoints import save_checkpoint  # noqa: E402
 from mars_core.data.manifest import data_root  # noqa: E402
-from mars_core.encoders.mobilenet import MobileNetV2Trunk, weight_shapes, weights_path  # noqa: E402
+from mars_core.encoders.mobilenet import TRUNK_KIND, MobileNetV2Trunk, weight_shapes, weights_path  # noqa: E402
 
 
 def _probe():
@@ -61,14 +61,11 @@ def main(argv=None) -> int:
     if err > 1e-3 * max(1.0, float(ref.abs().max())):
         raise SystemExit("the trunk does not reproduce the Keras model")
     pkg_json = json.loads((pkg / "package.json").read_text())
-    blob = {"weights": kept, "source": f"npm {pkg_json['name']}@{pkg_json['version']} ({vp.MODEL}), license {pkg_json.get('license')}",
-            "keras_weights_sha256": hashlib.sha256(wb.read_bytes()).hexdigest(), "last_block": 14}
-    import io
-
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    write_bytes_atomic(Path(args.out), buf.getvalue())
-    print(f"wrote {args.out} ({len(buf.getvalue()) / 1e6:.1f} MB, {sum(v.numel() for v in kept.values())} weights)")
+    save_checkpoint(Path(args.out), config={"last_block": 14}, with_rng=False, kind=TRUNK_KIND, weights=kept,
+                    source=f"npm {pkg_json['name']}@{pkg_json['version']} ({vp.MODEL}), license {pkg_json.get('license')}",
+                    keras_weights_sha256=hashlib.sha256(wb.read_bytes()).hexdigest(), max_abs_difference=err)
+    size = Path(args.out).stat().st_size
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB, {sum(v.numel() for v in kept.values())} weights)")
     return 0
 
 

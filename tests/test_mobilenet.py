@@ -180,3 +180,11 @@ def test_a_missing_weights_file_is_said(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="pretrained image trunk starts at zero"):
         m = _minibind()
     assert all(float(v.abs().sum()) == 0 for v in m.modality_preprocessors["vision"].backbone.state_dict().values())
+
+
+def test_the_weights_file_is_a_checkpoint_of_its_kind(tmp_path):
+    from mars_core.checkpoints import save_checkpoint
+
+    other = save_checkpoint(tmp_path / "other.pt", with_rng=False, kind="separator", weights={})
+    with pytest.raises(ValueError, match="not a MobileNetV2 trunk file"):
+        M.load_trunk_weights(other)

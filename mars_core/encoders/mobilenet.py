@@ -25,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import load_checkpoint
+
 WEIGHTS_FILE = "mobilenet_v2_block14.pt"
+TRUNK_KIND = "mobilenet_v2_trunk"
 LAST_BLOCK = 14
 EPS = 1e-3  # Keras BatchNormalization epsilon of MobileNetV2
 # (expansion t, output channels c, blocks n, first stride s): MobileNetV2's table; block 0 is "expanded_conv"
@@ -142,10 +145,12 @@ def load_trunk_weights(path: str | os.PathLike | None = None) -> dict[str, torch
     """The converted Keras weights (``scripts/convert_mobilenet.py``).
 
     Raises:
-        FileNotFoundError: no file (with the command that writes it).
+        FileNotFoundError: no file (with the command that writes it). ValueError: a checkpoint of something else.
     """
     path = Path(path) if path is not None else weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: write it with python scripts/convert_mobilenet.py --install")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_checkpoint(path, rebuild="python scripts/convert_mobilenet.py --install")
+    if blob.get("kind") != TRUNK_KIND:
+        raise ValueError(f"{path} is not a MobileNetV2 trunk file (kind={blob.get('kind')!r})")
     return {k: v.float() for k, v in blob["weights"].items()}
