@@ -33,7 +33,7 @@ from ..supervised.store import load_separator, shipped_separator
 from .harness import BenchmarkResult, run_benchmark
 from .io import REPO_ROOT
 from .registry import BenchmarkContext, SystemModel
-from .tables import PAIR_TYPES
+from .tables import PAIR_TYPES, REFERENCE_SYSTEMS
 
 
 def checkpoint_system(path: str | os.PathLike, bank: QueryBank) -> SystemModel:
@@ -116,8 +116,7 @@ def held_out_table(summary: pd.DataFrame, z: float = 1.96) -> pd.DataFrame:
 
     Columns: ``split, pairs, system, modality, si_sdri, ci_low, ci_high, sdr_over_half, n``.
     """
-    refs = {"mixture", "mixture / 2", "oracle IBM", "oracle IRM", "clean target"}
-    s = summary[~summary["system"].isin(refs)]
+    s = summary[~summary["system"].isin(REFERENCE_SYSTEMS)]
     sis = s[s["metric"] == "si_sdri"].set_index(["split", "pairs", "system", "modality"])
     sdr = s[s["metric"] == "sdr"].set_index(["split", "pairs", "system", "modality"])["mean"]
     half = summary[(summary["system"] == "mixture / 2") & (summary["metric"] == "sdr")].set_index(["split", "pairs"])["mean"]

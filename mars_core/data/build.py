@@ -456,7 +456,9 @@ def _build_locked(prof: Profile, out: Path, seed: int, recipe_path, progress: bo
         _say(f"test_timbre rendered from {timbre.path} (sha256 {timbre.version[:12]})", progress)
         sources[TIMBRE_KEY] = timbre
         recipe = with_timbre_soundfont(recipe, TIMBRE_KEY)
-        same = [k for k in ("fluidr3", "timgm6mb") if sources[k].available and sha256_file(sources[k].path) == timbre.version]
+        size = timbre.path.stat().st_size  # hash a recipe font only when its size matches (FluidR3 is 140 MB)
+        same = [k for k in ("fluidr3", "timgm6mb") if sources[k].available and sources[k].path.stat().st_size == size
+                and sha256_file(sources[k].path) == timbre.version]
         if same:
             warnings.warn(f"{timbre.path} is the {same[0]} soundfont the recipe already uses: its test_timbre is "
                           "not independent material", stacklevel=3)
