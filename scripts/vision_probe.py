@@ -44,6 +44,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mars_core.data.manifest import benchmark_dir, data_root  # noqa: E402
+from mars_core.encoders.preprocess import to_rgb  # noqa: E402
 
 PACKAGE = "nsfwjs@4.4.0"
 MODEL = "dist/models/mobilenet_v2"
@@ -151,10 +152,8 @@ def pictures(build: Path, split: str, size: int = SIZE) -> tuple[list[dict], tor
     rows = list(csv.DictReader(open(build / "images" / f"{split}.csv", newline="", encoding="utf-8")))
     xs = []
     for r in rows:
-        im = Image.open(build / r["path"]).convert("RGBA")
-        page = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        page.alpha_composite(im)
-        a = np.asarray(page.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.0
+        page = to_rgb(Image.open(build / r["path"]))  # the project's rule: transparency composited on white
+        a = np.asarray(page.resize((size, size), Image.BILINEAR), np.float32) / 255.0
         xs.append(torch.from_numpy(a).permute(2, 0, 1))
     return rows, torch.stack(xs)
 
