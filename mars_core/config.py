@@ -436,6 +436,7 @@ def _cpu() -> Profile:
             text_width=96, text_depth=2, text_heads=4,
             image_size=112, num_mel_bins=64, clips_per_item=3,
             tokenizer="bytes", context_length=48,
+            image_tower="mobilenet_v2",
         ),
     )
 

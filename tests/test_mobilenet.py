@@ -130,7 +130,7 @@ def _minibind():
 
 def test_minibind_with_the_pretrained_tower_trains_only_its_adapter(tmp_path):
     m = _minibind()
-    vit = MiniBind(CPU.encoder, CPU.audio.sample_rate, seed=0)
+    vit = MiniBind(replace(CPU.encoder, image_tower="vit"), CPU.audio.sample_rate, seed=0)
     d, e = CPU.encoder.vision_width, CPU.encoder.embed_dim
     # adapter LayerNorm(160) + Linear(160, d), head LayerNorm(d) + Linear(d, e, no bias): written out
     assert m.num_parameters()["vision"] == 2 * 160 + 160 * d + d + 2 * d + d * e
