@@ -348,10 +348,10 @@ weight lowered validation SDR in every full run tried (five configurations) and 
 masks sampled at kappa 9 score far below their mode (one batch: -4.9 to -6.3 dB SI-SDR against +4.3 dB, two sample
 streams; kappa 30: -1.7 to -2.2 dB); the entropy bonus 0.1 pulls every P towards 1/2 (its gradient measured 2-5x the
 policy gradient's norm); the semantic reward alone raised the judge's score but lowered SDR, the signal term keeps SDR
-in the objective. None of this makes RL improve SDR at cpu size (README results, notebook 04 section 10): at its 32 sampled
-masks per update one update's cosine with the exact gradient of the mode's SI-SDR is 0.09 +- 0.07 (kappa 30; the measured
-law cos = 0.018 sqrt(N)); dense segment rewards (reward_segments, segment_terms='signal') raise it to 0.46 but did not train
-better in one 200-step run (scripts/rl_variants.py), so they stay options."""
+in the objective (these choices were measured on the second session's separator). None of this makes RL improve SDR at
+cpu size (README results, notebook 04 section 10): at its 32 sampled masks per update one update's cosine with the exact
+gradient of the mode's SI-SDR is about 0.1 (kappa 30; 0.09-0.18 on the three separators shipped so far); dense segment
+rewards are the ``dense`` preset."""
 
 
 @dataclass(frozen=True)
@@ -457,11 +457,13 @@ DENSE: dict[str, Any] = dict(reward_segments=64, segment_terms="signal", lambda_
 the SI-SDR signal term alone, given per time segment (64 segments, each normalised within its group), with no entropy or KL
 term and no reward encoder. Why (README, notebook 04; scripts/rl_gradient_check.py at cpu size, N = 32, kappa 30): one
 scalar reward per waveform spreads its advantage over ~16,000 bins, so one update's cosine with the mode's exact gradient
-is about 0.1; 64 segment rewards raise it to about 0.5 (mean of 12 updates: 0.79); plus's semantic term alone points away
-from it (mean cosine -0.22) and its encoder call is most of plus's step; the entropy bonus alone lowers val SDR by about
+is about 0.1; 64 segment rewards raise it to 0.3-0.5 (mean of 12 updates: 0.59-0.79); plus's semantic term alone pointed away
+from it (mean cosine -0.22 with the from-scratch image tower's reward encoder; +0.29 with the shipped one) and its encoder
+call is most of plus's step; the entropy bonus alone lowers val SDR by about
 2.3 dB in 200 steps. Training it on the supervised recipe's augmented queries and same-family pairs (query_noise 2,
 pure_query_prob 0.5, hard_pair_prob 0.25, as the 'supervised (continued)' control) gained less on test and lost as much
-for image queries and on test_timbre (one seed each, README), so they stay options."""
+for image queries and on test_timbre (one seed each, on the third session's separator: docs/results_history.md), so they
+stay options."""
 
 RL_PRESETS = ("plus", "paper", "dense")
 """Names accepted by :func:`rl_preset`."""
