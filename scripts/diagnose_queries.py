@@ -5,7 +5,7 @@
 Loads the query encoder, its query bank and the separator checkpoint (default: the shipped
 ``checkpoints/separator_<profile>.pt``) **directly**: nothing is trained, even when the checkpoint's
 recorded data fingerprint differs from this machine's build (then a note says so). Writes
-``family.csv``, ``swap.csv``, ``retrieval.csv``, ``held_out_shift.csv``, ``probes.csv``, ``temperature.csv``
+``family.csv``, ``swap.csv``, ``retrieval.csv``, ``held_out_shift.csv``, ``placement.csv``, ``probes.csv``, ``temperature.csv``
 and ``report.md`` (every table as text) under ``--out``, and prints the report.
 """
 
@@ -116,6 +116,10 @@ def main(argv=None) -> int:
     show("held-out queries vs training queries: cos of class means, same class / best other class; r1 = fraction "
          "of classes whose held-out mean is closest to its own training mean", shift.set_index(["modality", "split"]),
          lines)
+    placed = pd.concat([qd.placement_by_class(bank, build, "image", sp).assign(split=sp)
+                        for sp in ("test", "test_timbre")])
+    show("held-out images per class: how many land nearest their own class's training mean (own of n), and the "
+         "other class that takes most of the rest", placed.set_index(["split", "class"]), lines)
 
     val = load_eval_set(prof, "val", args.n_val)
     sweep = qd.temperature_sweep(model, prof, bank, val, TEMPERATURES)
@@ -134,6 +138,7 @@ def main(argv=None) -> int:
     pd.concat(swap_rows).to_csv(out / "swap.csv", index=False)
     retrieval.to_csv(out / "retrieval.csv", index=False)
     shift.to_csv(out / "held_out_shift.csv", index=False)
+    placed.to_csv(out / "placement.csv", index=False)
     pd.concat(probe_rows).to_csv(out / "probes.csv", index=False)
     pd.concat([val_tab.reset_index().assign(split="val"), test_tab.reset_index().assign(split="test")]
               ).to_csv(out / "temperature.csv", index=False)

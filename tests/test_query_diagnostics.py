@@ -291,3 +291,25 @@ def test_nearest_reference_class_by_hand(fake_build):
         c = classes.index(p["class_name"])
         expected = classes[c] if p["split_group"] == "train" else classes[(c + 1) % 4]
         assert near[p["text"]] == expected, p["text"]
+
+
+def test_placement_by_class_by_hand(fake_build):
+    # train prompts of class c at e_c; held-out prompts of violin and cello at their own e_c, of trumpet at
+    # n(e_violin + 0.1 e_trumpet) and of dog at n(e_cello + 0.1 e_dog): the last two read as another class
+    def held_out(c, e):
+        return e[c] if c < 2 else F.normalize(e[c - 2] + 0.1 * e[c], dim=0)
+    bank, classes, _ = _placed_text_bank(fake_build, held_out)
+    prompts = read_table(fake_build, "prompts")
+    n_test = prompts[prompts["split_group"] == qd.PROMPT_GROUP["test"]].groupby("class_name").size()
+    tab = qd.placement_by_class(bank, fake_build, "text", "test").set_index("class")
+    assert list(tab.index) == sorted(classes)
+    for c in classes:
+        assert tab.loc[c, "n"] == n_test[c]
+    assert tab.loc["violin", "own"] == n_test["violin"] and pd.isna(tab.loc["violin", "most_other"])
+    assert tab.loc["cello", "own"] == n_test["cello"] and tab.loc["cello", "most_other_n"] == 0
+    assert tab.loc["trumpet", "own"] == 0 and tab.loc["trumpet", "most_other"] == "violin"
+    assert tab.loc["trumpet", "most_other_n"] == n_test["trumpet"]
+    assert tab.loc["dog", "own"] == 0 and tab.loc["dog", "most_other"] == "cello"
+    # the training prompts are placed on their own class by construction
+    train = qd.placement_by_class(bank, fake_build, "text", "train").set_index("class")
+    assert (train["own"] == train["n"]).all()

@@ -292,6 +292,31 @@ def nearest_reference_class(bank: QueryBank, build_dir: str | os.PathLike, modal
     return {k: classes[int(i)] for k, i in zip(bank.ids[modality], nearest)}
 
 
+
+def placement_by_class(bank: QueryBank, build_dir: str | os.PathLike, modality: str, split: str = "test",
+                       reference: str = "train") -> pd.DataFrame:
+    """Per class: how many of its ``split`` queries land nearest their own ``reference``-class mean
+    (:func:`nearest_reference_class`), and which other class takes most of the rest.
+
+    Returns one row per class of ``split`` (sorted): ``class``, ``n`` (its queries in ``split``), ``own`` (how many
+    are nearest their own class), ``most_other`` (the most frequent other nearest class, ties by name; missing (NaN) when
+    every query is placed on its own class) and ``most_other_n``.
+    """
+    near = nearest_reference_class(bank, build_dir, modality, reference)
+    keys = split_ids(build_dir, split)[modality]
+    rows: dict[str, list[str]] = {}
+    for key, cls in zip(bank.ids[modality], bank.classes[modality]):
+        if key in keys:
+            rows.setdefault(cls, []).append(near[key])
+    out = []
+    for cls in sorted(rows):
+        others = pd.Series([c for c in rows[cls] if c != cls], dtype=object)
+        counts = others.value_counts() if len(others) else pd.Series(dtype=int)
+        top = sorted(counts.index[counts == counts.max()])[0] if len(counts) else None
+        out.append({"class": cls, "n": len(rows[cls]), "own": sum(c == cls for c in rows[cls]),
+                    "most_other": top, "most_other_n": int(counts[top]) if top is not None else 0})
+    return pd.DataFrame(out, columns=["class", "n", "own", "most_other", "most_other_n"])
+
 def modality_gap(bank: QueryBank, source: str = "text", target: str = "audio") -> torch.Tensor:
     """``mean(e_target) - mean(e_source)`` over all bank rows of each modality. Shape ``(D,)``."""
     return bank.embeddings[target].mean(0) - bank.embeddings[source].mean(0)
