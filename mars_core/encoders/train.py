@@ -327,6 +327,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override what the vision tower reads (EncoderConfig.image_style)")
     p.add_argument("--image-tower", default=None, choices=("vit", "mobilenet_v2"),
                    help="override what the vision tower is (EncoderConfig.image_tower)")
+    p.add_argument("--cartoon-prob", type=float, default=None,
+                   help="override TrainConfig.cartoon_prob: the share of training pictures redrawn as outlined cartoons")
     return add_device_arguments(p)
 
 
@@ -362,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         enc = replace(enc, image_style=args.image_style)
     if args.image_tower is not None:
         enc = replace(enc, image_tower=args.image_tower)
+    if args.cartoon_prob is not None:
+        if not 0.0 <= args.cartoon_prob <= 1.0:
+            raise SystemExit(f"--cartoon-prob must be in [0, 1], got {args.cartoon_prob}")
+        cfg = replace(cfg, cartoon_prob=args.cartoon_prob)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "minibind" / f"{prof.name}_{args.role}"
     model, history = train_minibind(prof, build_dir=build_dir, encoder=enc, config=cfg, run_dir=run_dir,
                                     resume=not args.no_resume, device=device)
