@@ -176,7 +176,7 @@ class EncoderConfig:
     globally pooled, then a trained LayerNorm + Linear to ``vision_width``; the vision head and the rest as before).
     Measured at cpu size (``python -m mars_core.encoders.train --profile cpu --role reward --image-tower mobilenet_v2``,
     33 min, at 143670f): test audio->image R@1 0.62 (ViT 0.22), test_timbre 0.39 (0.00), audio->text 0.87 / 0.61
-    (0.86 / 0.61). The shipped cpu encoder still uses 'vit' until the chain after it is retrained (README)."""
+    (0.86 / 0.61). The cpu profile uses 'mobilenet_v2' since the eighth session; smoke and every judge use 'vit'."""
 
 
 @dataclass(frozen=True)

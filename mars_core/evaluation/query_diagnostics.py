@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import Counter
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -292,30 +293,29 @@ def nearest_reference_class(bank: QueryBank, build_dir: str | os.PathLike, modal
     return {k: classes[int(i)] for k, i in zip(bank.ids[modality], nearest)}
 
 
-
 def placement_by_class(bank: QueryBank, build_dir: str | os.PathLike, modality: str, split: str = "test",
                        reference: str = "train") -> pd.DataFrame:
     """Per class: how many of its ``split`` queries land nearest their own ``reference``-class mean
     (:func:`nearest_reference_class`), and which other class takes most of the rest.
 
     Returns one row per class of ``split`` (sorted): ``class``, ``n`` (its queries in ``split``), ``own`` (how many
-    are nearest their own class), ``most_other`` (the most frequent other nearest class, ties by name; missing (NaN) when
-    every query is placed on its own class) and ``most_other_n``.
+    are nearest their own class), ``most_other`` (the most frequent other nearest class, ties by name; missing (NaN)
+    when every query is placed on its own class) and ``most_other_n``.
     """
     near = nearest_reference_class(bank, build_dir, modality, reference)
     keys = split_ids(build_dir, split)[modality]
-    rows: dict[str, list[str]] = {}
+    placed: dict[str, Counter] = {}
     for key, cls in zip(bank.ids[modality], bank.classes[modality]):
         if key in keys:
-            rows.setdefault(cls, []).append(near[key])
-    out = []
-    for cls in sorted(rows):
-        others = pd.Series([c for c in rows[cls] if c != cls], dtype=object)
-        counts = others.value_counts() if len(others) else pd.Series(dtype=int)
-        top = sorted(counts.index[counts == counts.max()])[0] if len(counts) else None
-        out.append({"class": cls, "n": len(rows[cls]), "own": sum(c == cls for c in rows[cls]),
-                    "most_other": top, "most_other_n": int(counts[top]) if top is not None else 0})
-    return pd.DataFrame(out, columns=["class", "n", "own", "most_other", "most_other_n"])
+            placed.setdefault(cls, Counter())[near[key]] += 1
+    rows = []
+    for cls in sorted(placed):
+        others = [(-n, c) for c, n in placed[cls].items() if c != cls]
+        top_n, top = (-min(others)[0], min(others)[1]) if others else (0, None)
+        rows.append({"class": cls, "n": sum(placed[cls].values()), "own": placed[cls][cls],
+                     "most_other": top, "most_other_n": top_n})
+    return pd.DataFrame(rows, columns=["class", "n", "own", "most_other", "most_other_n"])
+
 
 def modality_gap(bank: QueryBank, source: str = "text", target: str = "audio") -> torch.Tensor:
     """``mean(e_target) - mean(e_source)`` over all bank rows of each modality. Shape ``(D,)``."""
