@@ -267,6 +267,13 @@ class RLConfig:
     hard_pair_prob: float = 0.0
     """As SupervisedConfig.hard_pair_prob: this share of the training mixtures pairs the target with an interferer of its
     own family (0: random pairs only, the method)."""
+    train_split: str = "train"
+    """The split whose mixtures RL trains on: 'train' (the method), or another split of the build for **adaptation without
+    references** (e.g. 'test_timbre': RL on mixtures of a timbre the separator never heard). Any split but 'train' is
+    reference-free: the reward may not read the clean sources (lambda_sig = 0, so the score-function estimator); what the run still uses
+    is each mixture's class labels (which queries to ask, and the contamination anchor) and the val split for selection.
+    Its mixtures are drawn with the seed ``data.seed + 1`` (mars_core.rl.trainer.ADAPTATION_SEED_OFFSET), so none is one
+    of the benchmark's evaluation mixtures of that split, though they share its clips."""
     kappa: float = 9.0
     """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
     kappa_end: float = 9.0

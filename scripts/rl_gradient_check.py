@@ -35,6 +35,11 @@ follow ``g*`` plus isotropic noise at each per-update cosine (``calibration.csv`
 
 ``--agreement KAPPA ...``: the sampled masks' objective against the mode's per kappa (``agreement.csv``).
 
+``--reward-gradient B``: the reward's own direction: on B batches, the cosine with ``g*`` of the exact gradient of the
+mode's encoder reward (semantic term, contamination penalty, the preset's mix; through the reward encoder, no sampling),
+the ceiling of every estimator of that reward (``reward_gradient.csv``). With ``--set train_split=test_timbre``
+(and ``--set lambda_sig=0``) the batches come from that split, as an adaptation run's do.
+
     OMP_NUM_THREADS=1 python scripts/rl_gradient_check.py --profile cpu    # about 7 minutes on a busy 2-core machine
     python scripts/rl_gradient_check.py --profile cpu --kappa 30 300 --samples 32 128 512 2048 --rollouts 8 --batches 4
     python scripts/rl_gradient_check.py --profile cpu --headroom 200 --estimators
@@ -55,7 +60,8 @@ import torch
 from mars_core.rl import gradient_estimates as ge
 from mars_core.rl.cli import base_parser, parse_overrides
 from mars_core.rl.config import check_config
-from mars_core.rl.diagnostics import cosine, mode_si_sdr, setup_from_args, trainer_update_gradient
+from mars_core.rl.diagnostics import (cosine, exact_gradient, exact_reward_gradient, mode_si_sdr, setup_from_args,
+                                      trainer_update_gradient)
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rl_batch
 from mars_core.rl.trainer import training_data
@@ -111,6 +117,40 @@ def cosines(pb: ge.HeadProblem, g_star: torch.Tensor, name: str, kappa: float, g
         torch.manual_seed(seed + r)
         grads.append(estimate(pb, name, kappa, group_size, segments, bins))
     return [cosine(g, g_star) for g in grads], cosine(torch.stack(grads).mean(0), g_star)
+
+
+def reward_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``--reward-gradient B``: on each of B training batches (of ``--set train_split``), the cosine with ``g*`` of the
+    exact gradient of the mode's encoder reward (:func:`mars_core.rl.diagnostics.exact_reward_gradient`): the
+    semantic term alone, the contamination penalty alone, and the preset's ``lambda_sem`` / ``lambda_neg`` mix. No
+    estimator can follow the reward more closely than this, so it is the reward's own agreement with SI-SDR.
+    Writes ``reward_gradient.csv`` (one row per term and batch) and prints mean +- s.e. over the batches, and the
+    cosine between the gradients summed over the batches (where many updates go together); returns both tables."""
+    cfg, fe = su.cfg, su.fe
+    terms = {"semantic": (1.0, 0.0), "contamination": (0.0, 1.0), "reward": (cfg.lambda_sem, cfg.lambda_neg)}
+    terms = {t: w for t, w in terms.items() if w != (0.0, 0.0)}
+    rows, sums, star_sum = [], {t: 0.0 for t in terms}, 0.0
+    for j in range(args.reward_gradient):
+        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
+                         query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
+        g_star, sdr = exact_gradient(model, params, batch, fe)
+        star_sum = star_sum + g_star
+        for term, (sem, neg) in terms.items():
+            g, value = exact_reward_gradient(model, params, batch, fe, su.reward_model, sem, neg)
+            sums[term] = sums[term] + g
+            rows.append({"split": cfg.train_split, "term": term, "lambda_sem": sem, "lambda_neg": neg, "batch": j,
+                         "cos": cosine(g, g_star), "value": value, "mode_si_sdr": sdr})
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "reward_gradient.csv", index=False)
+    summary = table.groupby("term", sort=False)["cos"].agg(["mean", "std", "count"])
+    summary["se"] = summary["std"] / np.sqrt(summary["count"])
+    summary["cos_of_sums"] = [cosine(sums[t], star_sum) for t in summary.index]  # where the batches point together
+    print(f"exact gradient of the mode's encoder reward against g* ({cfg.train_split}, {args.reward_gradient} "
+          f"batches of {cfg.batch_mixtures} mixtures; mean +- s.e. over batches, and the cosine of the sums):")
+    print(summary[["mean", "se", "count", "cos_of_sums"]].round(3).to_string())
+    print(f"wrote {out / 'reward_gradient.csv'}")
+    return table, summary
 
 
 def fit_sqrt_law(x: np.ndarray, cos: np.ndarray, power: float) -> float:
@@ -378,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="kappas at which to measure how far the sampled masks' objective agrees with the mode's "
                          "(none: skip)")
     ap.add_argument("--agreement-samples", type=int, default=8, help="masks per item of the agreement estimates")
+    ap.add_argument("--reward-gradient", type=int, default=0, metavar="BATCHES",
+                    help="on this many training batches: the cosine of the exact gradient of the mode's encoder reward "
+                         "(semantic term, contamination penalty, and both with the preset's weights) with g*")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
     ap.add_argument("--headroom-cos", type=float, nargs="+", default=[1.0],
                     help="per-update cosines of the calibration runs: g* plus isotropic noise at each (1: g* alone)")
@@ -387,9 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     su = setup_from_args(args)
     model = copy.deepcopy(su.separator).eval()
     params = trainable_parameters(model, "head")
-    ds = training_data(su.prof, replace(su.cfg, steps=max(1, args.headroom, args.batches)))
+    ds = training_data(su.prof, replace(su.cfg, steps=max(1, args.headroom, args.batches, args.reward_gradient)))
     if args.estimators or args.trainer_variant:
         cosine_tables(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
+    if args.reward_gradient:
+        reward_gradients(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.agreement:
         agreement(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.headroom:

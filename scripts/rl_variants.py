@@ -14,7 +14,15 @@ test-set benchmark (:func:`mars_core.benchmark.run_benchmark`: every test set, p
 beside ``supervised`` and the ``supervised (continued)`` control with each variant's own budget (updates, trainable
 weights, optimiser, learning rate, seed: :func:`mars_core.supervised.continued.continued_config`; the benchmark's own
 control when it equals ``plus``'s, else one named after the variant), and adds to DIR's ``bootstrap.csv`` the paired
-intervals of every variant against its control (rows whose ``baseline`` is it).
+intervals of every variant against its control (rows whose ``baseline`` is it); ``--against VARIANT`` adds every
+other variant against that one, seed by seed (rows whose ``baseline`` is it), for a control that is itself a variant.
+
+Adaptation without references (``train_split``, :class:`mars_core.config.RLConfig`): RL on another split's mixtures
+against the entropy/KL terms alone on the same mixtures, beside the supervised control on ``train``::
+
+    python scripts/rl_variants.py --profile cpu --variant "adapt:train_split=test_timbre,lambda_sig=0" \
+        --variant "adapt-entropy:train_split=test_timbre,lambda_sig=0,advantage=none" --against adapt-entropy \
+        --benchmark runs/cpu/adapt
 """
 
 from __future__ import annotations
@@ -59,11 +67,16 @@ def main(argv=None) -> int:
     p.add_argument("--base", default="plus", choices=RL_PRESETS, help="the preset the variants change (default plus)")
     p.add_argument("--benchmark", default=None, metavar="DIR",
                    help="also benchmark the variants on the test sets against supervised and supervised (continued)")
+    p.add_argument("--against", nargs="+", default=[], metavar="VARIANT",
+                   help="with --benchmark: also the paired intervals of every other variant against each of these "
+                        "variants, seed by seed (e.g. the entropy-only control trained on the same mixtures)")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="RL seeds (default 0)")
     p.add_argument("--out", default=None, help="CSV of the table (default runs/<profile>/rl_variants.csv)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = add_imagebind_argument(add_device_arguments(p)).parse_args(argv)
     prof, device = start_command(args)
+    names = [parse_variant(text, rl_preset(prof, args.base))[0] for text in args.variant]
+    comparisons = against_pairs(names, args.seed, args.against)  # refuses an unknown name before any training
     rows, systems = [], {}
     for text in args.variant:
         name, cfg = parse_variant(text, rl_preset(prof, args.base))
@@ -71,7 +84,7 @@ def main(argv=None) -> int:
             t0 = time.time()
             run_cfg = replace(cfg, seed=seed)
             _, h = load_or_train_rl(prof, args.base, config=run_cfg, device=device, progress=False)
-            systems[name if seed == 0 else f"{name}, seed {seed}"] = run_cfg
+            systems[system_name(name, seed)] = run_cfg
             best = h["val_step"].index(h["best_step"]) if h["best_step"] in h["val_step"] else -1
             row = {"variant": name, "seed": seed, "val_sdr_start": h["val_sdr"][0], "val_sdr_best": h["val_sdr"][best],
                    "best_step": h["best_step"], "val_sdr_last": h["val_sdr"][-1],
@@ -87,14 +100,30 @@ def main(argv=None) -> int:
     table.to_csv(out, index=False)
     print(table.drop(columns="config").round(3).to_string(index=False))
     if args.benchmark:
-        benchmark_variants(prof, systems, Path(args.benchmark), device)
+        benchmark_variants(prof, systems, Path(args.benchmark), device, comparisons)
     return 0
 
 
-def benchmark_variants(prof, systems: dict[str, RLConfig], out: Path, device) -> None:
+def system_name(variant: str, seed: int) -> str:
+    """The benchmark's name of a variant's run: the variant's name at seed 0, ``"NAME, seed S"`` otherwise."""
+    return variant if seed == 0 else f"{variant}, seed {seed}"
+
+
+def against_pairs(variants: list[str], seeds: list[int], against: list[str]) -> list[tuple[str, list[str]]]:
+    """``--against``: ``(baseline, systems)`` per named variant and seed, each of the other variants' runs with that
+    seed against that variant's run with that seed. Raises ``SystemExit`` for a name that is not a variant."""
+    unknown = [a for a in against if a not in variants]
+    if unknown:
+        raise SystemExit(f"--against {', '.join(unknown)}: not a --variant name (variants: {', '.join(variants)})")
+    return [(system_name(a, seed), [system_name(v, seed) for v in variants if v != a])
+            for a in dict.fromkeys(against) for seed in seeds]
+
+
+def benchmark_variants(prof, systems: dict[str, RLConfig], out: Path, device,
+                       comparisons: list[tuple[str, list[str]]] = ()) -> None:
     """The test-set benchmark of ``systems`` (name -> RL config, trained above) beside the supervised baseline and
     each variant's ``supervised (continued)`` control (same budget), saved in ``out``; ``bootstrap.csv`` gains each
-    variant against its control."""
+    variant against its control, and each ``(baseline, systems)`` of ``comparisons`` (:func:`against_pairs`)."""
     from mars_core.benchmark import registry as R, run_benchmark, save_results
     from mars_core.benchmark.bootstrap import paired_bootstrap
     from mars_core.supervised.continued import continued_config, load_or_continue
@@ -126,6 +155,7 @@ def benchmark_variants(prof, systems: dict[str, RLConfig], out: Path, device) ->
                            command="python " + " ".join(sys.argv))
     against = [paired_bootstrap(result.items, baseline=c, systems=[n for n, m in control_of.items() if m == c])
                for c in controls]
+    against += [paired_bootstrap(result.items, baseline=b, systems=names) for b, names in comparisons]
     result = replace(result, bootstrap=pd.concat([result.bootstrap, *against], ignore_index=True))
     save_results(result, out)
     sdr = result.bootstrap[(result.bootstrap["metric"] == "sdr") & (result.bootstrap["pairs"] == "random")]

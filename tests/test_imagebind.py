@@ -305,6 +305,30 @@ def test_batched_fbank_equals_torchaudio_kaldi():
         torch.testing.assert_close(ours[i], theirs, atol=1e-5, rtol=0)
 
 
+def test_fbank_is_differentiable_with_torchaudio_values_and_gradients():
+    """A waveform that requires a gradient takes the autograd path: the same filterbank (oracle: torchaudio's
+    kaldi.fbank, which autograd differentiates) and the same gradient of a weighted sum of it. Tolerances: the
+    energies as in the test above; gradients relative to their largest entry, float32 FFTs of 512 points summed
+    over 128 mel bands (about 1e-6 x the largest; 1e-4 leaves room for other CPUs' FFT kernels)."""
+    from torchaudio.compliance.kaldi import fbank
+
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(2, 4013, generator=gen) * 0.2).requires_grad_(True)
+    weights = torch.rand(1 + (4013 - 400) // 160, 128, generator=gen)
+    ours = P.kaldi_fbank(x)
+    (ours * weights).sum().backward()
+    for i in range(2):
+        xi = x.detach()[i : i + 1].clone().requires_grad_(True)
+        theirs = fbank(xi, htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
+                       num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)
+        torch.testing.assert_close(ours[i].detach(), theirs.detach(), atol=1e-5, rtol=0)
+        (theirs * weights).sum().backward()
+        scale = float(xi.grad.abs().max())
+        torch.testing.assert_close(x.grad[i], xi.grad[0], atol=1e-4 * scale, rtol=0)
+    with torch.no_grad():  # the fast path gives the same numbers
+        torch.testing.assert_close(P.kaldi_fbank(x), ours.detach(), atol=1e-5, rtol=0)
+
+
 def test_batch_preprocessing_equals_per_item(ref):
     a = pcm(ref, "mono16k_5s")[0]
     b = torch.roll(a, 12345) * 0.5

@@ -86,8 +86,26 @@ def test_estimator_options_keep_the_method_by_default_and_refuse_what_cannot_wor
         check_config(replace(TINY, query="text", pure_query_prob=0.5))
 
 
+def test_adaptation_split_is_reference_free_or_refused():
+    """train_split: 'train' is the method; another split of the build trains without references, so every setting that
+    would read the clean sources there is refused with the field to change, and an unknown split is refused."""
+    assert RLConfig().train_split == "train"
+    free = replace(TINY, train_split="test_timbre", lambda_sig=0.0)
+    check_config(free)
+    check_config(replace(free, advantage="none"))  # the entropy-only control on the same mixtures
+    check_config(replace(TINY, train_split="val", lambda_sig=0.0))
+    with pytest.raises(ValueError, match=r"train_split must be one of .*got 'tset'"):
+        check_config(replace(TINY, train_split="tset"))
+    with pytest.raises(ValueError, match="set lambda_sig=0"):
+        check_config(replace(free, lambda_sig=1.0))
+    with pytest.raises(ValueError, match="set lambda_sig=0"):
+        check_config(replace(free, estimator="pathwise", lambda_sig=1.0))
+    with pytest.raises(ValueError, match="hard_pair_prob draws same-family pairs"):
+        check_config(replace(free, hard_pair_prob=0.5))
+
+
 def test_fields_added_later_keep_old_run_keys_at_their_default():
-    """lambda_sem, query_noise, pure_query_prob and hard_pair_prob came after RL runs existed: at their defaults they are
+    """lambda_sem, query_noise, pure_query_prob, hard_pair_prob and train_split came after RL runs existed: at their defaults they are
     not in the run config (so those runs' keys stay), and any other value is, so it makes another run."""
     from mars_core.rl.config import ADDED_FIELDS, run_config
     from mars_core.runs import config_hash
@@ -95,9 +113,10 @@ def test_fields_added_later_keep_old_run_keys_at_their_default():
     stack = type("Stack", (), {"key": "s", "aligned": True})()
     plus = rl_preset("smoke", "plus")
     run = run_config(get_profile("smoke"), plus, "start", "bank", stack)
-    assert set(ADDED_FIELDS) == {"lambda_sem", "query_noise", "pure_query_prob", "hard_pair_prob"}
+    assert set(ADDED_FIELDS) == {"lambda_sem", "query_noise", "pure_query_prob", "hard_pair_prob", "train_split"}
     assert all(getattr(RLConfig(), k) == v for k, v in ADDED_FIELDS.items())
     assert set(run["rl"]) == {f.name for f in dataclasses.fields(RLConfig)} - set(ADDED_FIELDS)
-    for field, value in (("lambda_sem", 0.0), ("query_noise", 2.0), ("pure_query_prob", 0.5), ("hard_pair_prob", 0.25)):
+    for field, value in (("lambda_sem", 0.0), ("query_noise", 2.0), ("pure_query_prob", 0.5), ("hard_pair_prob", 0.25),
+                         ("train_split", "test_timbre")):
         moved = run_config(get_profile("smoke"), replace(plus, **{field: value}), "start", "bank", stack)
         assert moved["rl"][field] == value and config_hash(moved) != config_hash(run)

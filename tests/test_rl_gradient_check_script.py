@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.repo_files import load_script
+from tests.test_rl_rollout import parts  # noqa: F401  (fixture)
 
 
 def _script():
@@ -46,3 +47,40 @@ def test_trainer_variants_type_their_fields_and_refuse_bad_ones():
         mod.trainer_variants(su, ["x:no_such_field=1"])
     with pytest.raises(ValueError, match="group_size=1"):
         mod.trainer_variants(su, ["x:group_size=1,advantage=loo"])
+
+
+def test_reward_gradients_table_against_the_diagnostics_by_hand(parts, tmp_path):
+    """--reward-gradient: one row per term and batch whose cosine is the one computed here from the diagnostics'
+    two exact gradients (the same batches: rl_batch of steps 0 and 1), and a summary whose cosine of the sums is that
+    of the gradients added by hand."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mars_core.config import rl_preset
+    from mars_core.rl.diagnostics import cosine, exact_gradient, exact_reward_gradient
+    from mars_core.rl.rewards import RewardModel
+    from mars_core.rl.rollout import rl_batch
+    from mars_core.rl.update import trainable_parameters
+    from tests.test_rl_rollout import SMOKE, trained_looking_separator
+
+    cfg = replace(rl_preset(SMOKE, "plus"), batch_mixtures=2, lambda_sig=0.0)
+    rm = RewardModel.from_config(parts["stack"], SMOKE.audio.sample_rate, cfg)
+    su = SimpleNamespace(cfg=cfg, fe=parts["fe"], bank=parts["bank"], rbank=parts["rbank"], stack=parts["stack"],
+                         device=torch.device("cpu"), reward_model=rm)
+    model = trained_looking_separator(3)
+    params = trainable_parameters(model, "head")
+    args = SimpleNamespace(reward_gradient=2)
+    table, summary = _script().reward_gradients(args, su, params, model, parts["ds"], tmp_path)
+    assert (tmp_path / "reward_gradient.csv").is_file()
+    assert list(table["term"]) == ["semantic", "contamination", "reward"] * 2
+    sums, star = 0.0, 0.0
+    for j in range(2):
+        batch = rl_batch(parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], j, 2, cfg.query,
+                         cfg.seed, torch.device("cpu"))
+        g_star, _ = exact_gradient(model, params, batch, parts["fe"])
+        g, _ = exact_reward_gradient(model, params, batch, parts["fe"], rm, cfg.lambda_sem, cfg.lambda_neg)
+        row = table[(table["batch"] == j) & (table["term"] == "reward")].iloc[0]
+        assert row["cos"] == pytest.approx(cosine(g, g_star), abs=1e-5)
+        sums, star = sums + g, star + g_star
+    assert summary.loc["reward", "cos_of_sums"] == pytest.approx(cosine(sums, star), abs=1e-5)
+    assert summary.loc["reward", "count"] == 2

@@ -313,6 +313,24 @@ def test_training_data_draws_same_family_pairs_only_when_asked(fake_build):
             assert len({ds.family_of[c] for c in item["classes"]}) == 1
 
 
+def test_adaptation_split_draws_other_mixtures_of_that_split(fake_build):
+    """train_split='test_timbre': the RL mixtures come from that split, drawn with the seed data.seed + 1, so item i is
+    not the benchmark's evaluation item i (same split, seed data.seed; oracle: the datasets built by hand)."""
+    from mars_core.data.mixing import MixtureDataset
+
+    cfg = replace(TINY, steps=3, train_split="test_timbre", lambda_sig=0.0)
+    ds = tr.training_data(SMOKE, cfg, fake_build)
+    assert isinstance(ds, MixtureDataset) and ds.split == "test_timbre" and len(ds) == 3 * TINY.batch_mixtures
+    assert ds.seed == SMOKE.data.seed + tr.ADAPTATION_SEED_OFFSET != SMOKE.data.seed
+    same = MixtureDataset("test_timbre", SMOKE, n_items=len(ds), build_dir=fake_build, load_images=False,
+                          seed=SMOKE.data.seed + 1)
+    evals = MixtureDataset("test_timbre", SMOKE, n_items=len(ds), build_dir=fake_build, load_images=False)
+    for i in range(len(ds)):
+        assert torch.equal(torch.as_tensor(ds[i]["mixture"]), torch.as_tensor(same[i]["mixture"]))
+    assert any(not torch.equal(torch.as_tensor(ds[i]["mixture"]), torch.as_tensor(evals[i]["mixture"]))
+               for i in range(len(ds)))
+
+
 # --------------------------------------------------------------------------- --compile
 @pytest.mark.parametrize("trainable", ["head", "all"])
 def test_compile_routes_the_trunk_passes_through_torch_compile(env, monkeypatch, one_thread, trainable):

@@ -10,6 +10,7 @@ import torch
 
 from ..config import Profile, RLConfig
 from ..config_checks import check_counts, is_real as _is_real
+from ..data.recipe import AUDIO_SPLITS
 from ..queries import TRAIN_QUERIES, encoder_fingerprint
 
 
@@ -34,9 +35,23 @@ def _check_choices(cfg: RLConfig) -> None:
     if cfg.advantage != "none" and all(_is_real(w) and w == 0 for w in (cfg.lambda_sem, cfg.lambda_sig, cfg.lambda_neg)):
         raise ValueError("every reward weight is 0 (lambda_sem, lambda_sig, lambda_neg): every reward and advantage would "
                          "be 0 and nothing would be learned; set one > 0 (or advantage='none' for the no-gradient control)")
+    _check_train_split(cfg)
     if cfg.minibatches > cfg.batch_mixtures:
         raise ValueError(f"minibatches ({cfg.minibatches}) cannot exceed batch_mixtures ({cfg.batch_mixtures}): "
                          "minibatches split the batch's mixtures")
+
+
+def _check_train_split(cfg: RLConfig) -> None:
+    if cfg.train_split not in AUDIO_SPLITS:
+        raise ValueError(f"train_split must be one of {AUDIO_SPLITS}, got {cfg.train_split!r}")
+    if cfg.train_split == "train":
+        return
+    what = f"train_split={cfg.train_split!r} adapts without references (the clean sources are never read)"
+    if not (_is_real(cfg.lambda_sig) and cfg.lambda_sig == 0):
+        raise ValueError(f"{what}, but lambda_sig={cfg.lambda_sig!r} rewards SI-SDR against them (and the pathwise "
+                         "estimator differentiates it): set lambda_sig=0")
+    if cfg.hard_pair_prob > 0:
+        raise ValueError(f"{what}; hard_pair_prob draws same-family pairs from the train split: set it to 0")
 
 
 def _check_estimator(cfg: RLConfig) -> None:
@@ -89,7 +104,8 @@ def separator_key(model: torch.nn.Module) -> str:
     return encoder_fingerprint(model)[:16]
 
 
-ADDED_FIELDS = {"lambda_sem": 1.0, "query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0}
+ADDED_FIELDS = {"lambda_sem": 1.0, "query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0,
+                "train_split": "train"}
 """RLConfig fields added after runs existed, with their defaults; at the default they are left out of :func:`run_config`,
 so the keys of runs made without them stay what they were (the supervised trainer does the same)."""
 

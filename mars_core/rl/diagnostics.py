@@ -97,6 +97,35 @@ def mode_si_sdr(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd) -> torch.T
     return si_sdr(wav.reshape(batch.n_items, -1), batch.sources.reshape(batch.n_items, -1)).clamp(-30, 30).mean()
 
 
+def mode_encoder_reward(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel,
+                        lambda_sem: float, lambda_neg: float) -> torch.Tensor:
+    """Mean encoder terms of the reward of the mode ``P``'s waveforms, differentiable in the model's weights:
+    ``lambda_sem cos(phi_a(y_P), z*) - lambda_neg cos(phi_a(y_P), z-)`` (the interferers' cosines averaged), the
+    reward model's encoder embedding with its gradient (:meth:`~mars_core.encoders.base.TriModalEncoder.embed_audio`
+    with ``grad=True``). No reference is read. Shape: returns a scalar."""
+    P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+    wav = reconstruct_group(fe, P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)
+    enc = reward_model.stack.encoder
+    a = enc.embed_audio(wav.reshape(batch.n_items, -1).float(), reward_model.sample_rate,
+                        batch_size=batch.n_items, grad=True,
+                        resample=int(reward_model.sample_rate) != int(enc.sample_rate)).float()
+    value = lambda_sem * torch.nn.functional.cosine_similarity(a, batch.z.to(a), dim=-1, eps=1e-8)
+    if lambda_neg:
+        zn = batch.z_neg.to(a) if batch.z_neg.dim() == 3 else batch.z_neg.to(a).unsqueeze(1)
+        value = value - lambda_neg * torch.nn.functional.cosine_similarity(a.unsqueeze(1), zn, dim=-1,
+                                                                           eps=1e-8).mean(-1)
+    return value.mean()
+
+
+def exact_reward_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch, fe: FrontEnd,
+                          reward_model: RewardModel, lambda_sem: float, lambda_neg: float) -> tuple[torch.Tensor, float]:
+    """``(g, value)``: the gradient of :func:`mode_encoder_reward` with respect to ``params`` (flat): where the
+    encoder's reward itself points at the mode, with no sampling noise (what every estimator of it estimates, up to
+    the gap between the sampled masks' objective and the mode's)."""
+    value = mode_encoder_reward(model, batch, fe, reward_model, lambda_sem, lambda_neg)
+    return flat(torch.autograd.grad(value, params)), value.item()
+
+
 def exact_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch,
                    fe: FrontEnd) -> tuple[torch.Tensor, float]:
     """``(g*, value)``: the gradient of :func:`mode_si_sdr` with respect to ``params`` (flat) and its value."""

@@ -131,13 +131,23 @@ def _parts(prof: Profile, cfg: RLConfig, separator: torch.nn.Module, bank: Query
                    fe, device, old_trunk, trunk)
 
 
+ADAPTATION_SEED_OFFSET = 1
+"""Mixtures of a ``train_split`` other than 'train' are drawn with ``data.seed`` + this, so that none of them is one of
+the benchmark's evaluation mixtures of that split (those use ``data.seed``)."""
+
+
 def training_data(prof: Profile, cfg: RLConfig, build_dir=None) -> MixtureDataset | TrainingData:
-    """The ``train`` mixtures of ``cfg.steps`` RL steps (no images): random pairs, and with ``cfg.hard_pair_prob > 0``
-    that share of same-family pairs (:class:`~mars_core.supervised.trainer.TrainingData`); what :func:`rl_batch`
-    draws its step's mixtures from."""
+    """The mixtures of ``cfg.steps`` RL steps (no images) from ``cfg.train_split``: random pairs, and with
+    ``cfg.hard_pair_prob > 0`` that share of same-family pairs (:class:`~mars_core.supervised.trainer.TrainingData`);
+    what :func:`rl_batch` draws its step's mixtures from. A split other than 'train' (adaptation without references)
+    is drawn with the seed ``data.seed + ADAPTATION_SEED_OFFSET``."""
     if cfg.hard_pair_prob > 0:
         return TrainingData(prof, cfg, build_dir)
-    return MixtureDataset("train", prof, n_items=cfg.steps * cfg.batch_mixtures, build_dir=build_dir, load_images=False)
+    n = cfg.steps * cfg.batch_mixtures
+    if cfg.train_split != "train":
+        return MixtureDataset(cfg.train_split, prof, n_items=n, build_dir=build_dir, load_images=False,
+                              seed=prof.data.seed + ADAPTATION_SEED_OFFSET)
+    return MixtureDataset("train", prof, n_items=n, build_dir=build_dir, load_images=False)
 
 
 def check_ranks(cfg: RLConfig) -> None:
