@@ -22,6 +22,24 @@ from tests.test_rl_rollout import SMOKE, _batch, parts, trained_looking_separato
 from tests.tolerances import EPS32
 
 
+def central_difference(params, d: torch.Tensor, value, eps: float = 1e-3) -> float:
+    """``(f(w + eps d) - f(w - eps d)) / 2 eps`` of ``value()`` along the flat direction ``d`` of ``params``, which are
+    restored afterwards."""
+    def shift(t):
+        with torch.no_grad():
+            off = 0
+            for p in params:
+                p.add_(t * d[off:off + p.numel()].reshape(p.shape))
+                off += p.numel()
+
+    shift(eps)
+    up = float(value())
+    shift(-2 * eps)
+    down = float(value())
+    shift(eps)
+    return (up - down) / (2 * eps)
+
+
 def test_cosine_by_hand():
     assert cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])) == pytest.approx(2**-0.5)
     assert cosine(torch.zeros(3), torch.ones(3)) == 0.0
@@ -35,19 +53,8 @@ def test_exact_gradient_matches_central_differences(parts):
     assert value == pytest.approx(mode_si_sdr(model, batch, parts["fe"]).item())
     d = torch.randn(g.numel(), generator=torch.Generator().manual_seed(0))
     d = d / d.norm()
-
-    def shifted(t):
-        with torch.no_grad():
-            off = 0
-            for p in params:
-                p.add_(t * d[off:off + p.numel()].reshape(p.shape))
-                off += p.numel()
-            return mode_si_sdr(model, batch, parts["fe"]).double().item()
-
-    eps = 1e-3
-    up, down = shifted(eps), shifted(-2 * eps)
-    shifted(eps)  # restore
-    assert float(g @ d) == pytest.approx((up - down) / (2 * eps), rel=0.05, abs=1e-3)
+    slope = central_difference(params, d, lambda: mode_si_sdr(model, batch, parts["fe"]).double().item())
+    assert float(g @ d) == pytest.approx(slope, rel=0.05, abs=1e-3)
 
 
 def test_exact_reward_gradient_is_the_reward_models_reward_of_the_mode_and_its_derivative(parts):
@@ -72,20 +79,9 @@ def test_exact_reward_gradient_is_the_reward_models_reward_of_the_mode_and_its_d
     r = torch.randn(g.numel(), generator=torch.Generator().manual_seed(1))
     d = g / g.norm() + r / r.norm()
     d = d / d.norm()
-
-    def shifted(t):
-        with torch.no_grad():
-            off = 0
-            for p in params:
-                p.add_(t * d[off:off + p.numel()].reshape(p.shape))
-                off += p.numel()
-            return mode_encoder_reward(model, batch, parts["fe"], rm, 1.0, 0.5).double().item()
-
-    eps = 1e-3
-    up, down = shifted(eps), shifted(-2 * eps)
-    shifted(eps)  # restore
+    slope = central_difference(params, d, lambda: mode_encoder_reward(model, batch, parts["fe"], rm, 1.0, 0.5).item())
     assert abs(float(g @ d)) > 1e-2  # a slope the tolerance cannot hide
-    assert float(g @ d) == pytest.approx((up - down) / (2 * eps), rel=0.05, abs=1e-4)
+    assert float(g @ d) == pytest.approx(slope, rel=0.05, abs=1e-4)
 
 
 def test_first_update_gradient_is_reinforce_with_group_advantages(parts):
