@@ -177,9 +177,13 @@ def test_two_ranks_train_the_one_process_run(fake_build, bank, tmp_path):
     last_two = load_checkpoint(tmp_path / "two" / "last.pt")
     assert last_two["step"] == CFG.steps and last_two["config"] == last_one["config"]  # the same run (same key)
     h_two = last_two["history"]
-    # the logged loss is the mean over both ranks' items; the gradient norm is the one-process one at step 0
-    # (later steps start from weights that differ as said below: measured 0.5% apart at step 3)
-    torch.testing.assert_close(torch.tensor(h_two["loss"]), torch.tensor(h_one["loss"]), rtol=1e-5, atol=0.0)
+    # the logged loss is the mean over both ranks' items; the gradient norm is the one-process one at step 0.
+    # Step 0's loss is the same weights' loss summed in another order (1e-5 as above). Later steps start from weights
+    # that differ as said below (Adam's random-sign steps on noise-level gradients, 0.5% of the update apart at step
+    # 3), which moved the loss by 1.1e-5 relative on a fresh machine (torch 2.13, 2026-12-07; below 1e-5 before); 1e-3
+    # allows that on any CPU and is still far below what a wrong average or a per-rank batch norm does (O(1)).
+    torch.testing.assert_close(h_two["loss"][0], h_one["loss"][0], rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(torch.tensor(h_two["loss"]), torch.tensor(h_one["loss"]), rtol=1e-3, atol=0.0)
     torch.testing.assert_close(h_two["grad_norm"][0], h_one["grad_norm"][0], rtol=1e-5, atol=0.0)
     # After 4 Adam steps: Adam moves every weight by about lr per step whatever the size of its gradient, so a
     # weight whose gradient is at the float-noise level above takes steps of random sign. Measured: each

@@ -30,6 +30,18 @@ def test_notebook_outputs_are_stripped(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_a_unique_nbformat_id(path):
+    """nbformat 4.5 cell ids (a missing one is a warning today and an error in later nbformat versions): present,
+    unique in the notebook, 1-64 characters of letters, digits, '-' and '_'."""
+    nb = json.loads(path.read_text())
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5)
+    ids = [c.get("id") for c in nb["cells"]]
+    bad = [i for i, x in enumerate(ids) if not (isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", x))]
+    assert not bad, f"{path.name}: cells {bad} have no valid id"
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_has_a_papermill_parameters_cell_with_profile(path):
     nb = json.loads(path.read_text())
     params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
