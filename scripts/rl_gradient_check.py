@@ -138,7 +138,8 @@ def reward_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFra
         for term, (sem, neg) in terms.items():
             g, value = exact_reward_gradient(model, params, batch, fe, su.reward_model, sem, neg)
             sums[term] = sums[term] + g
-            rows.append({"split": cfg.train_split, "term": term, "lambda_sem": sem, "lambda_neg": neg, "batch": j,
+            rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "lambda_sem": sem,
+                         "lambda_neg": neg, "batch": j,
                          "cos": cosine(g, g_star), "value": value, "mode_si_sdr": sdr})
     table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,8 @@ def reward_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFra
     summary = table.groupby("term", sort=False)["cos"].agg(["mean", "std", "count"])
     summary["se"] = summary["std"] / np.sqrt(summary["count"])
     summary["cos_of_sums"] = [cosine(sums[t], star_sum) for t in summary.index]  # where the batches point together
-    print(f"exact gradient of the mode's encoder reward against g* ({cfg.train_split}, {args.reward_gradient} "
+    aligned = "aligned" if su.stack.aligned else "un-aligned"
+    print(f"exact gradient of the mode's {aligned} encoder reward against g* ({cfg.train_split}, {args.reward_gradient} "
           f"batches of {cfg.batch_mixtures} mixtures; mean +- s.e. over batches, and the cosine of the sums):")
     print(summary[["mean", "se", "count", "cos_of_sums"]].round(3).to_string())
     print(f"wrote {out / 'reward_gradient.csv'}")
@@ -421,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-gradient", type=int, default=0, metavar="BATCHES",
                     help="on this many training batches: the cosine of the exact gradient of the mode's encoder reward "
                          "(semantic term, contamination penalty, and both with the preset's weights) with g*")
+    ap.add_argument("--unaligned-reward", action="store_true",
+                    help="the reward stack of the query encoder before progressive alignment (default: aligned)")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")
     ap.add_argument("--headroom-cos", type=float, nargs="+", default=[1.0],
                     help="per-update cosines of the calibration runs: g* plus isotropic noise at each (1: g* alone)")

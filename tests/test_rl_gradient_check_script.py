@@ -73,6 +73,7 @@ def test_reward_gradients_table_against_the_diagnostics_by_hand(parts, tmp_path)
     table, summary = _script().reward_gradients(args, su, params, model, parts["ds"], tmp_path)
     assert (tmp_path / "reward_gradient.csv").is_file()
     assert list(table["term"]) == ["semantic", "contamination", "reward"] * 2
+    assert (table["aligned"] == bool(parts["stack"].aligned)).all()
     sums, star = 0.0, 0.0
     for j in range(2):
         batch = rl_batch(parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], j, 2, cfg.query,

@@ -56,15 +56,17 @@ def setup_from_args(args) -> Setup:
     _, device = start_command(args)
     seed_everything(0)
     return load_setup(args.profile, args.preset, parse_overrides(args.set), device=device,
-                      separator_path=getattr(args, "separator", None))
+                      separator_path=getattr(args, "separator", None),
+                      aligned=not getattr(args, "unaligned_reward", False))
 
 
 def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None = None,
-               device: str | torch.device = "cpu", separator_path: str | None = None) -> Setup:
+               device: str | torch.device = "cpu", separator_path: str | None = None, aligned: bool = True) -> Setup:
     """The cached models of ``profile`` and ``rl_preset(profile, preset)`` with ``overrides`` (RLConfig fields),
     the separator and the reward stack on ``device``. ``separator_path``: a separator checkpoint to start from
     as it is (:func:`~mars_core.supervised.store.load_separator`), instead of the profile's (which trains one
-    when none matches the current supervised config)."""
+    when none matches the current supervised config). ``aligned=False``: the reward stack of the query encoder
+    before progressive alignment (:func:`~mars_core.alignment.stack.load_reward_stack`)."""
     prof, device = get_profile(profile), torch.device(device)
     cfg = replace(rl_preset(prof, preset), **(overrides or {}))
     bank = load_or_build_query_bank(load_query_encoder(prof).to(device), prof, progress=False)
@@ -72,7 +74,7 @@ def load_setup(profile: str | None, preset: str = "plus", overrides: dict | None
         separator = load_separator(separator_path, map_location=device)[0]
     else:
         separator, _ = load_or_train(prof, bank=bank, progress=False, device=device)
-    stack = load_reward_stack(prof)
+    stack = load_reward_stack(prof, aligned=aligned)
     stack.encoder.to(device), stack.anchor.to(device)
     rm = RewardModel.from_config(stack, prof.audio.sample_rate, cfg)
     return Setup(prof, cfg, bank, separator, stack, reward_bank(stack, prof, progress=False), FrontEnd(prof.audio), rm,
