@@ -28,7 +28,7 @@ from .advantages import EMABaseline, group_advantages
 from .cli import parse_overrides
 from .policy import beta_policy_terms
 from .ppo import ppo_loss
-from .rewards import RewardModel, reward_bank
+from .rewards import RewardModel, interferer_cosine, reward_bank, target_cosine
 from .rollout import RLBatch, proposal_from_trunk, reconstruct_group, rollout
 from .update import advantages, minibatch_loss
 
@@ -111,11 +111,9 @@ def mode_encoder_reward(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, re
     a = enc.embed_audio(wav.reshape(batch.n_items, -1).float(), reward_model.sample_rate,
                         batch_size=batch.n_items, grad=True,
                         resample=int(reward_model.sample_rate) != int(enc.sample_rate)).float()
-    value = lambda_sem * torch.nn.functional.cosine_similarity(a, batch.z.to(a), dim=-1, eps=1e-8)
+    value = lambda_sem * target_cosine(a, batch.z)
     if lambda_neg:
-        zn = batch.z_neg.to(a) if batch.z_neg.dim() == 3 else batch.z_neg.to(a).unsqueeze(1)
-        value = value - lambda_neg * torch.nn.functional.cosine_similarity(a.unsqueeze(1), zn, dim=-1,
-                                                                           eps=1e-8).mean(-1)
+        value = value - lambda_neg * interferer_cosine(a, batch.z_neg)
     return value.mean()
 
 

@@ -52,6 +52,21 @@ def reward_bank(stack, profile, *, build_dir=None, progress: bool = True) -> Que
     return load_or_build_query_bank(stack.encoder, profile, build_dir=build_dir, progress=progress)
 
 
+def target_cosine(a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The semantic term ``cos(phi_a(y^), z*)`` of embeddings ``a`` (``(N, D)``, or ``(N, S, D)`` per segment) against
+    each item's anchor ``z`` ``(N, D)``. Shape: returns ``a.shape[:-1]``."""
+    return F.cosine_similarity(a, z.to(a).unsqueeze(1) if a.dim() == 3 else z.to(a), dim=-1, eps=1e-8)
+
+
+def interferer_cosine(a: torch.Tensor, z_neg: torch.Tensor) -> torch.Tensor:
+    """The contamination term: the mean cosine of embeddings ``a`` (``(N, D)`` or ``(N, S, D)``) with each item's
+    interferer anchors ``z_neg`` (``(N, D)`` or ``(N, n_neg, D)``). Shape: returns ``a.shape[:-1]``."""
+    zn = z_neg.to(a) if z_neg.dim() == 3 else z_neg.to(a).unsqueeze(1)  # (N, n_neg, D)
+    if a.dim() == 3:
+        zn = zn.unsqueeze(1)  # (N, 1, n_neg, D) against a (N, S, 1, D)
+    return F.cosine_similarity(a.unsqueeze(-2), zn, dim=-1, eps=1e-8).mean(-1)
+
+
 def anchors(stack, bank: QueryBank, refs: Sequence[QueryRef]) -> torch.Tensor:
     """``z*`` of each ref: ``stack.target_anchor(e_audio, e_text, e_image)`` from ``bank``'s embeddings
     (audio: the normalised mean over the ref's audio clips).
@@ -186,8 +201,7 @@ class RewardModel:
             a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
             if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
                 a = a.unsqueeze(1).expand(-1, seg, -1)
-            zt = z.to(a).unsqueeze(1) if seg else z.to(a)
-            semantic = F.cosine_similarity(a, zt, dim=-1, eps=1e-8)
+            semantic = target_cosine(a, z)
         else:  # signal term only: no embedding
             semantic = waveforms.new_zeros((waveforms.shape[0], seg) if seg else (waveforms.shape[0],),
                                            dtype=torch.float32)
@@ -201,10 +215,7 @@ class RewardModel:
         if self.lambda_neg:
             if z_neg is None:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
-            zn = z_neg.to(a) if z_neg.dim() == 3 else z_neg.to(a).unsqueeze(1)  # (N, n_neg, D)
-            if seg:
-                zn = zn.unsqueeze(1)  # (N, 1, n_neg, D) against a (N, S, 1, D)
-            contamination = F.cosine_similarity(a.unsqueeze(-2), zn, dim=-1, eps=1e-8).mean(-1)
+            contamination = interferer_cosine(a, z_neg)
         if not self.lambda_sem:
             semantic = zero  # a term whose weight is 0 is reported as 0
         reward = self.lambda_sem * semantic + self.lambda_sig * signal - self.lambda_neg * contamination
