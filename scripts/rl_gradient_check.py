@@ -60,8 +60,10 @@ import torch
 from mars_core.rl import gradient_estimates as ge
 from mars_core.rl.cli import base_parser, parse_overrides
 from mars_core.rl.config import check_config
-from mars_core.rl.diagnostics import (cosine, exact_gradient, exact_reward_gradient, mode_si_sdr, setup_from_args,
-                                      trainer_update_gradient)
+from mars_core.encoders.load import load_judge
+from mars_core.queries import item_queries
+from mars_core.rl.diagnostics import (cosine, exact_gradient, exact_judge_gradient, exact_reward_gradient, mode_si_sdr,
+                                      setup_from_args, trainer_update_gradient)
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rl_batch
 from mars_core.rl.trainer import training_data
@@ -124,19 +126,32 @@ def reward_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFra
     exact gradient of the mode's encoder reward (:func:`mars_core.rl.diagnostics.exact_reward_gradient`): the
     semantic term alone, the contamination penalty alone, and the preset's ``lambda_sem`` / ``lambda_neg`` mix. No
     estimator can follow the reward more closely than this, so it is the reward's own agreement with SI-SDR.
+    ``--judge-gradient``: also the term ``judge``, the judge's semantic score of each item's prompt (never a reward).
     Writes ``reward_gradient.csv`` (one row per term and batch) and prints mean +- s.e. over the batches, and the
     cosine between the gradients summed over the batches (where many updates go together); returns both tables."""
     cfg, fe = su.cfg, su.fe
     terms = {"semantic": (1.0, 0.0), "contamination": (0.0, 1.0), "reward": (cfg.lambda_sem, cfg.lambda_neg)}
     terms = {t: w for t, w in terms.items() if w != (0.0, 0.0)}
-    rows, sums, star_sum = [], {t: 0.0 for t in terms}, 0.0
+    judge = load_judge(su.prof) if getattr(args, "judge_gradient", False) else None
+    if judge is not None:
+        if hasattr(ds, "step_items"):
+            raise SystemExit("--judge-gradient reads each item's prompt from random-pair batches: use hard_pair_prob=0")
+        judge = judge.to(su.device)
+    rows, sums, star_sum = [], {t: 0.0 for t in [*terms, *(["judge"] if judge is not None else [])]}, 0.0
     for j in range(args.reward_gradient):
         batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
                          query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
         g_star, sdr = exact_gradient(model, params, batch, fe)
         star_sum = star_sum + g_star
-        for term, (sem, neg) in terms.items():
-            g, value = exact_reward_gradient(model, params, batch, fe, su.reward_model, sem, neg)
+        grads = {t: exact_reward_gradient(model, params, batch, fe, su.reward_model, *w) for t, w in terms.items()}
+        if judge is not None:  # the judge's score of each item's prompt, as the benchmark computes it
+            prompts = [r.text for i in range(cfg.batch_mixtures)
+                       for r in item_queries(ds, ds[j * cfg.batch_mixtures + i])]  # rl_batch's item order
+            with torch.no_grad():
+                targets = judge.embed_text(prompts).to(su.device)
+            grads["judge"] = exact_judge_gradient(model, params, batch, fe, judge, su.prof.audio.sample_rate, targets)
+        for term, (g, value) in grads.items():
+            sem, neg = terms.get(term, (float("nan"), float("nan")))
             sums[term] = sums[term] + g
             rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "lambda_sem": sem,
                          "lambda_neg": neg, "batch": j,
@@ -423,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-gradient", type=int, default=0, metavar="BATCHES",
                     help="on this many training batches: the cosine of the exact gradient of the mode's encoder reward "
                          "(semantic term, contamination penalty, and both with the preset's weights) with g*")
+    ap.add_argument("--judge-gradient", action="store_true",
+                    help="with --reward-gradient: also the exact gradient of the judge's semantic score (term 'judge')")
     ap.add_argument("--unaligned-reward", action="store_true",
                     help="the reward stack of the query encoder before progressive alignment (default: aligned)")
     ap.add_argument("--headroom", type=int, default=0, help="steps of exact-gradient fine-tuning to run (0: skip)")

@@ -85,3 +85,41 @@ def test_reward_gradients_table_against_the_diagnostics_by_hand(parts, tmp_path)
         sums, star = sums + g, star + g_star
     assert summary.loc["reward", "cos_of_sums"] == pytest.approx(cosine(sums, star), abs=1e-5)
     assert summary.loc["reward", "count"] == 2
+
+
+def test_judge_gradient_rows_score_each_items_own_prompt(parts, tmp_path):
+    """--judge-gradient: the 'judge' rows' values are the judge's semantic score of the mode's waveforms against each
+    item's own prompt, recomputed here on the no-gradient path (embed_audio of the mode's waveforms, embed_text of the
+    prompts that item_queries gives the batch's mixtures in order); float32 cosines: 1e-5."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mars_core.config import rl_preset
+    from mars_core.encoders.load import load_judge
+    from mars_core.queries import item_queries
+    from mars_core.rl.rewards import RewardModel
+    from mars_core.rl.rollout import proposal_from_trunk, reconstruct_group, rl_batch
+    from mars_core.rl.update import trainable_parameters
+    from tests.test_rl_rollout import SMOKE, trained_looking_separator
+
+    cfg = replace(rl_preset(SMOKE, "plus"), batch_mixtures=2, lambda_sig=0.0)
+    su = SimpleNamespace(cfg=cfg, fe=parts["fe"], bank=parts["bank"], rbank=parts["rbank"], stack=parts["stack"],
+                         device=torch.device("cpu"), prof=SMOKE,
+                         reward_model=RewardModel.from_config(parts["stack"], SMOKE.audio.sample_rate, cfg))
+    model = trained_looking_separator(4)
+    params = trainable_parameters(model, "head")
+    table, _ = _script().reward_gradients(SimpleNamespace(reward_gradient=2, judge_gradient=True), su, params, model,
+                                          parts["ds"], tmp_path)
+    judge = load_judge(SMOKE)
+    for j in range(2):
+        batch = rl_batch(parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], j, 2, cfg.query,
+                         cfg.seed, torch.device("cpu"))
+        prompts = [r.text for i in range(2) for r in item_queries(parts["ds"], parts["ds"][2 * j + i])]
+        with torch.no_grad():
+            P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+            wav = reconstruct_group(parts["fe"], P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)
+            want = torch.nn.functional.cosine_similarity(judge.embed_audio(wav.reshape(batch.n_items, -1),
+                                                                           SMOKE.audio.sample_rate),
+                                                         judge.embed_text(prompts), dim=-1).mean().item()
+        row = table[(table["batch"] == j) & (table["term"] == "judge")].iloc[0]
+        assert row["value"] == pytest.approx(want, abs=1e-5) and -1 <= row["cos"] <= 1

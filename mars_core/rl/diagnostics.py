@@ -99,18 +99,22 @@ def mode_si_sdr(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd) -> torch.T
     return si_sdr(wav.reshape(batch.n_items, -1), batch.sources.reshape(batch.n_items, -1)).clamp(-30, 30).mean()
 
 
+def mode_embeddings(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, encoder, sample_rate: int) -> torch.Tensor:
+    """``encoder``'s audio embedding of the mode ``P``'s waveforms, differentiable in the model's weights
+    (:meth:`~mars_core.encoders.base.TriModalEncoder.embed_audio` with ``grad=True``). Shape: ``(N items, D)``."""
+    P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+    wav = reconstruct_group(fe, P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)
+    return encoder.embed_audio(wav.reshape(batch.n_items, -1).float(), sample_rate, batch_size=batch.n_items,
+                               grad=True, resample=int(sample_rate) != int(encoder.sample_rate)).float()
+
+
 def mode_encoder_reward(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel,
                         lambda_sem: float, lambda_neg: float) -> torch.Tensor:
     """Mean encoder terms of the reward of the mode ``P``'s waveforms, differentiable in the model's weights:
     ``lambda_sem cos(phi_a(y_P), z*) - lambda_neg cos(phi_a(y_P), z-)`` (the interferers' cosines averaged), the
-    reward model's encoder embedding with its gradient (:meth:`~mars_core.encoders.base.TriModalEncoder.embed_audio`
-    with ``grad=True``). No reference is read. Shape: returns a scalar."""
-    P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
-    wav = reconstruct_group(fe, P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)
-    enc = reward_model.stack.encoder
-    a = enc.embed_audio(wav.reshape(batch.n_items, -1).float(), reward_model.sample_rate,
-                        batch_size=batch.n_items, grad=True,
-                        resample=int(reward_model.sample_rate) != int(enc.sample_rate)).float()
+    reward model's encoder embedding with its gradient (:func:`mode_embeddings`). No reference is read.
+    Shape: returns a scalar."""
+    a = mode_embeddings(model, batch, fe, reward_model.stack.encoder, reward_model.sample_rate)
     value = lambda_sem * target_cosine(a, batch.z)
     if lambda_neg:
         value = value - lambda_neg * interferer_cosine(a, batch.z_neg)
@@ -123,6 +127,15 @@ def exact_reward_gradient(model: torch.nn.Module, params: list[torch.nn.Paramete
     encoder's reward itself points at the mode, with no sampling noise (what every estimator of it estimates, up to
     the gap between the sampled masks' objective and the mode's)."""
     value = mode_encoder_reward(model, batch, fe, reward_model, lambda_sem, lambda_neg)
+    return flat(torch.autograd.grad(value, params)), value.item()
+
+
+def exact_judge_gradient(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: RLBatch, fe: FrontEnd,
+                         judge, sample_rate: int, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(g, value)``: the gradient in ``params`` (flat) of the mean ``cos(judge(y_P), targets)`` of the mode's
+    waveforms, ``targets`` ``(N items, D)`` being the judge's embeddings of each item's prompt (the benchmark's
+    semantic score / 100): where the judge's score points at the mode."""
+    value = target_cosine(mode_embeddings(model, batch, fe, judge, sample_rate), targets).mean()
     return flat(torch.autograd.grad(value, params)), value.item()
 
 
