@@ -57,11 +57,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mars_core.encoders.load import load_judge
+from mars_core.queries import item_queries
 from mars_core.rl import gradient_estimates as ge
 from mars_core.rl.cli import base_parser, parse_overrides
 from mars_core.rl.config import check_config
-from mars_core.encoders.load import load_judge
-from mars_core.queries import item_queries
 from mars_core.rl.diagnostics import (cosine, exact_gradient, exact_judge_gradient, exact_reward_gradient, mode_si_sdr,
                                       setup_from_args, trainer_update_gradient)
 from mars_core.rl.rewards import RewardModel

@@ -75,11 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = add_imagebind_argument(add_device_arguments(p)).parse_args(argv)
     prof, device = start_command(args)
-    names = [parse_variant(text, rl_preset(prof, args.base))[0] for text in args.variant]
-    comparisons = against_pairs(names, args.seed, args.against)  # refuses an unknown name before any training
+    variants = [(text, *parse_variant(text, rl_preset(prof, args.base))) for text in args.variant]
+    comparisons = against_pairs([name for _, name, _ in variants], args.seed, args.against)  # before any training
     rows, systems = [], {}
-    for text in args.variant:
-        name, cfg = parse_variant(text, rl_preset(prof, args.base))
+    for text, name, cfg in variants:
         for seed in args.seed:
             t0 = time.time()
             run_cfg = replace(cfg, seed=seed)
