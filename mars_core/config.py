@@ -335,6 +335,10 @@ class RLConfig:
     """Weight of the signal term SI-SDR(y^, y*) / 10 dB (clamped to [-30, 30] dB; ours, sees the ground truth); 0 turns it off."""
     lambda_neg: float = 0.0
     """Weight of the contamination penalty -cos(phi_a(y^), z* of the interferer) (ours); 0 turns it off."""
+    lambda_res: float = 0.0
+    """Weight of the residual term cos(phi_a(x - y^), z-) - cos(phi_a(x - y^), z*) (ours): what the estimate leaves of
+    the mixture x should sound like the other sources and not like the target. Needs no clean source, like the semantic
+    term, and costs a second encoder call per waveform; 0 turns it off."""
     reward_batch_size: int = 0
     """Waveforms per reward-encoder call; 0 = all G x items in one call."""
     eval_every: int = 1000

@@ -62,8 +62,9 @@ from mars_core.queries import item_queries
 from mars_core.rl import gradient_estimates as ge
 from mars_core.rl.cli import base_parser, parse_overrides
 from mars_core.rl.config import check_config
-from mars_core.rl.diagnostics import (cosine, exact_gradient, exact_judge_gradient, exact_reward_gradient, mode_si_sdr,
-                                      setup_from_args, trainer_update_gradient)
+from mars_core.rl.diagnostics import (CANDIDATE_TERMS, cosine, exact_gradient, exact_judge_gradient,
+                                      exact_reward_gradient, flat, mode_candidate_terms, mode_si_sdr, setup_from_args,
+                                      trainer_update_gradient)
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rl_batch
 from mars_core.rl.trainer import training_data
@@ -167,6 +168,49 @@ def reward_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFra
           f"batches of {cfg.batch_mixtures} mixtures; mean +- s.e. over batches, and the cosine of the sums):")
     print(summary[["mean", "se", "count", "cos_of_sums"]].round(3).to_string())
     print(f"wrote {out / 'reward_gradient.csv'}")
+    return table, summary
+
+
+CANDIDATE_MIXES = {
+    "semantic-contamination": {"semantic": 1.0, "contamination": -1.0},
+    "residual": {"residual_interferer": 1.0, "residual_target": -1.0},
+    "both-sides": {"semantic": 1.0, "contamination": -1.0, "residual_interferer": 1.0, "residual_target": -1.0},
+}
+"""Sums of candidate terms (weights on the terms' gradients) that ``--candidate-terms`` also reports."""
+
+
+def candidate_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``--candidate-terms B``: on each of B batches (of ``--set train_split``), the cosine with ``g*`` of the exact
+    gradient of each reference-free term of the mode (:func:`mars_core.rl.diagnostics.mode_candidate_terms`: the
+    reward's semantic and contamination terms, the residual's two cosines, the mixture consistency) and of the sums
+    in ``CANDIDATE_MIXES``. Writes ``candidate_gradient.csv`` (one row per term and batch) and prints mean +- s.e. over
+    the batches and the cosine of the sums over batches; returns both tables."""
+    cfg, fe = su.cfg, su.fe
+    rows, sums, star_sum = [], {}, 0.0
+    for j in range(args.candidate_terms):
+        batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
+                         query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
+        g_star, sdr = exact_gradient(model, params, batch, fe)
+        star_sum = star_sum + g_star
+        values = mode_candidate_terms(model, batch, fe, su.reward_model)
+        grads = {t: flat(torch.autograd.grad(values[t], params, retain_graph=i + 1 < len(CANDIDATE_TERMS)))
+                 for i, t in enumerate(CANDIDATE_TERMS)}
+        grads.update({m: sum(w * grads[t] for t, w in mix.items()) for m, mix in CANDIDATE_MIXES.items()})
+        for term, g in grads.items():
+            sums[term] = sums.get(term, 0.0) + g
+            rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "batch": j,
+                         "cos": cosine(g, g_star), "value": float(values[term]) if term in values else float("nan"),
+                         "mode_si_sdr": sdr})
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "candidate_gradient.csv", index=False)
+    summary = table.groupby("term", sort=False)["cos"].agg(["mean", "std", "count"])
+    summary["se"] = summary["std"] / np.sqrt(summary["count"])
+    summary["cos_of_sums"] = [cosine(sums[t], star_sum) for t in summary.index]
+    print(f"exact gradient of reference-free terms of the mode against g* ({cfg.train_split}, {args.candidate_terms} "
+          f"batches of {cfg.batch_mixtures} mixtures; mean +- s.e. over batches, and the cosine of the sums):")
+    print(summary[["mean", "se", "count", "cos_of_sums"]].round(3).to_string())
+    print(f"wrote {out / 'candidate_gradient.csv'}")
     return table, summary
 
 
@@ -438,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-gradient", type=int, default=0, metavar="BATCHES",
                     help="on this many training batches: the cosine of the exact gradient of the mode's encoder reward "
                          "(semantic term, contamination penalty, and both with the preset's weights) with g*")
+    ap.add_argument("--candidate-terms", type=int, default=0, metavar="BATCHES",
+                    help="on this many batches: the cosine with g* of the exact gradient of each reference-free term "
+                         "of the mode (residual cosines, mixture consistency; candidate_gradient.csv)")
     ap.add_argument("--judge-gradient", action="store_true",
                     help="with --reward-gradient: also the exact gradient of the judge's semantic score (term 'judge')")
     ap.add_argument("--unaligned-reward", action="store_true",
@@ -451,11 +498,14 @@ def main(argv: list[str] | None = None) -> int:
     su = setup_from_args(args)
     model = copy.deepcopy(su.separator).eval()
     params = trainable_parameters(model, "head")
-    ds = training_data(su.prof, replace(su.cfg, steps=max(1, args.headroom, args.batches, args.reward_gradient)))
+    ds = training_data(su.prof, replace(su.cfg, steps=max(1, args.headroom, args.batches, args.reward_gradient,
+                                                              args.candidate_terms)))
     if args.estimators or args.trainer_variant:
         cosine_tables(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.reward_gradient:
         reward_gradients(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
+    if args.candidate_terms:
+        candidate_gradients(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.agreement:
         agreement(args, su, params, model, ds, args.out or Path("runs") / su.prof.name / "gradient_check")
     if args.headroom:

@@ -21,7 +21,7 @@ from tests.test_rl_trainer import TINY
 def test_step_row_by_hand():
     rewards = torch.tensor([[1.0, 3.0], [2.0, 2.0]])  # mean 2; population std sqrt(2/4); group stds 1 and 0
     terms = {"semantic": torch.tensor([[0.5, 0.1], [0.2, 0.2]]), "signal": torch.zeros(2, 2),
-             "contamination": torch.full((2, 2), 0.25)}
+             "contamination": torch.full((2, 2), 0.25), "residual": torch.tensor([[0.3, -0.1], [0.0, 0.2]])}
     ro = SimpleNamespace(rewards=rewards, terms=terms, timings={"policy": 0.1, "rollout": 0.2, "reward": 0.3})
     stats = {**{k: float(i) for i, k in enumerate(PPO_STATS)}, "skipped_updates": 0.0}
     adv = torch.tensor([[-1.0, 1.0], [0.0, 0.0]])
@@ -31,6 +31,7 @@ def test_step_row_by_hand():
     assert row["reward_mean"] == pytest.approx(2.0) and row["reward_std"] == pytest.approx(math.sqrt(0.5))
     assert row["reward_group_std"] == pytest.approx(0.5)
     assert row["reward_semantic"] == pytest.approx(0.25) and row["reward_contamination"] == pytest.approx(0.25)
+    assert row["reward_residual"] == pytest.approx(0.1)
     assert row["adv_mean"] == pytest.approx(0.0, abs=1e-7) and row["adv_std"] == pytest.approx(math.sqrt(0.5))
     assert row["entropy"] == stats["entropy_loss"] and row["loss"] == stats["loss"]  # the entropy term, renamed
     assert (row["t_policy"], row["t_rollout"], row["t_reward"]) == (0.1, 0.2, 0.3)

@@ -13,7 +13,7 @@ from torch.distributions import Beta
 from mars_core.config import RLConfig
 from mars_core.rl.advantages import group_advantages
 from mars_core.rl.diagnostics import (cosine, exact_gradient, exact_reward_gradient, first_update_gradient, flat,
-                                      mode_encoder_reward, mode_si_sdr, trainer_update_gradient)
+                                      mode_candidate_terms, mode_encoder_reward, mode_si_sdr, trainer_update_gradient)
 from mars_core.rl.rollout import proposal_from_trunk, reconstruct_group
 from mars_core.rl.rewards import RewardModel
 from mars_core.rl.rollout import rollout
@@ -81,6 +81,38 @@ def test_exact_reward_gradient_is_the_reward_models_reward_of_the_mode_and_its_d
     d = d / d.norm()
     slope = central_difference(params, d, lambda: mode_encoder_reward(model, batch, parts["fe"], rm, 1.0, 0.5).item())
     assert abs(float(g @ d)) > 1e-2  # a slope the tolerance cannot hide
+    assert float(g @ d) == pytest.approx(slope, rel=0.05, abs=1e-4)
+
+
+def test_mode_candidate_terms_are_the_reward_models_terms_of_the_mode_and_the_consistency_by_hand(parts):
+    """mode_candidate_terms (differentiable) equals what the trainer's RewardModel (its own no-gradient path) gives
+    the mode's waveforms for the semantic, contamination and residual terms; the consistency is
+    -|sum_k y_k - x|^2 / |x|^2 computed here from the same waveforms; the residual's gradient matches central
+    differences (tolerances as in the exact reward gradient's test)."""
+    model = trained_looking_separator(4)
+    params = trainable_parameters(model, "head")
+    batch = _batch(parts)
+    values = mode_candidate_terms(model, batch, parts["fe"], RewardModel(parts["stack"], SMOKE.audio.sample_rate))
+    with torch.no_grad():
+        P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+        wav = reconstruct_group(parts["fe"], P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)
+        mix = batch.mixtures.repeat_interleave(wav.shape[1], dim=0)
+        rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate, lambda_neg=1.0, lambda_res=1.0)
+        _, terms = rm(wav.reshape(batch.n_items, -1), batch.z, batch.z_neg, mixtures=mix)
+    for name in ("semantic", "contamination", "residual"):
+        got = values[name] if name != "residual" else values["residual_interferer"] - values["residual_target"]
+        assert got.item() == pytest.approx(terms[name].mean().item(), abs=1e-5), name
+    x = batch.mixtures.double()
+    err = ((wav.double().sum(1) - x) ** 2).sum(-1) / (x**2).sum(-1)
+    assert values["consistency"].item() == pytest.approx(-err.mean().item(), rel=1e-4, abs=1e-6)
+    value = lambda: (lambda v: v["residual_interferer"] - v["residual_target"])(  # noqa: E731
+        mode_candidate_terms(model, batch, parts["fe"], rm))
+    g = flat(torch.autograd.grad(value(), params))
+    r = torch.randn(g.numel(), generator=torch.Generator().manual_seed(2))
+    d = g / g.norm() + r / r.norm()
+    d = d / d.norm()
+    slope = central_difference(params, d, lambda: value().item())
+    assert abs(float(g @ d)) > 5e-3  # 50x the absolute tolerance below
     assert float(g @ d) == pytest.approx(slope, rel=0.05, abs=1e-4)
 
 

@@ -122,6 +122,33 @@ def test_reward_weights_batching_and_errors():
         RewardModel(_stack(enc), SR)(wav, z[:2])
 
 
+def test_residual_term_by_hand_and_its_guards():
+    """lambda_res: cos(phi(x - y), z-) - cos(phi(x - y), z*) of each waveform's own mixture x, by hand; with the other
+    encoder terms off only the residuals are embedded (one call); missing mixtures, interferers or shapes refused."""
+    enc = FeatureEncoder()
+    wav, mix = _tones(3), _tones(3) + 0.5 * _tones(3).flip(0)
+    g = torch.Generator().manual_seed(1)
+    z = F.normalize(torch.randn(3, 4, generator=g), dim=-1)
+    z_neg = F.normalize(torch.randn(3, 4, generator=g), dim=-1)
+    R, terms = RewardModel(_stack(enc), SR, lambda_sem=0.0, lambda_res=2.0)(wav, z, z_neg, mixtures=mix)
+    r = np.stack([FeatureEncoder.features(w) for w in (mix - wav).numpy()])
+    cos = lambda x, y: (x * y).sum(-1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)  # noqa: E731
+    expected = cos(r, z_neg.numpy()) - cos(r, z.numpy())
+    np.testing.assert_allclose(terms["residual"].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(R.numpy(), 2.0 * expected, atol=1e-5)
+    assert torch.equal(terms["semantic"], torch.zeros(3)) and enc.calls == [(3, 3, False)]
+    # with the semantic term on: both embeddings, each term by hand, and the sum
+    R2, t2 = RewardModel(_stack(enc), SR, lambda_res=0.5)(wav, z, z_neg, mixtures=mix)
+    a = np.stack([FeatureEncoder.features(w) for w in wav.numpy()])
+    np.testing.assert_allclose(R2.numpy(), cos(a, z.numpy()) + 0.5 * expected, atol=1e-5)
+    with pytest.raises(ValueError, match="mixture"):
+        RewardModel(_stack(enc), SR, lambda_res=1.0)(wav, z, z_neg)
+    with pytest.raises(ValueError, match="interferer anchors"):
+        RewardModel(_stack(enc), SR, lambda_res=1.0)(wav, z, mixtures=mix)
+    with pytest.raises(ValueError, match="shape"):
+        RewardModel(_stack(enc), SR, lambda_res=1.0)(wav, z, z_neg, mixtures=mix[:, :100])
+
+
 def test_anchors_fuse_the_bank_embeddings_with_the_mlbp(fake_build):
     bank = fake_bank(fake_build, 16)
     torch.manual_seed(0)

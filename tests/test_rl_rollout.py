@@ -157,7 +157,7 @@ def test_rollout_shapes_order_and_values(parts):
     n, f, t = batch.n_items, SMOKE.audio.n_freq_warped, SMOKE.audio.n_frames
     assert ro.P_old.shape == (n, f, t) and ro.masks.shape == (n, G, f, t) and ro.old_logp.shape == (n, G, f, t)
     assert ro.rewards.shape == (n, G) and ro.waveforms.shape == (n, G, SMOKE.audio.segment_samples)
-    assert set(ro.terms) == {"semantic", "signal", "contamination"} and all(v.shape == (n, G) for v in ro.terms.values())
+    assert set(ro.terms) == {"semantic", "signal", "contamination", "residual"} and all(v.shape == (n, G) for v in ro.terms.values())
     assert set(ro.timings) == {"policy", "rollout", "reward"} and all(v >= 0 for v in ro.timings.values())
     assert not ro.masks.requires_grad and not ro.old_logp.requires_grad and ro.group_size == G
     assert torch.all(torch.isfinite(ro.rewards)) and ro.P_old.std() > 0.01
@@ -179,6 +179,23 @@ def test_rollout_shapes_order_and_values(parts):
     r, terms = rm(wav[None], batch.z[3:4], batch.z_neg[3:4], batch.sources[1, 1][None])
     assert math.isclose(ro.rewards[3, 2].item(), r.item(), abs_tol=1e-5)
     assert math.isclose(ro.terms["contamination"][3, 2].item(), terms["contamination"].item(), abs_tol=1e-5)
+
+
+def test_rollout_residual_term_reads_each_waveforms_own_mixture(parts):
+    """lambda_res: the rollout hands the reward model each sample's own mixture (item n = b K + k, sample i: mixture
+    b) and the interferer anchors; oracle: the reward model called on one waveform with its mixture by hand."""
+    model = trained_looking_separator(3)
+    batch = _batch(parts)
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate, lambda_res=1.0)
+    ro = rollout(model, batch, parts["fe"], rm, 9.0, 2, seed=3)
+    for item, sample in ((0, 1), (3, 0)):
+        b = item // SMOKE.data.n_sources
+        wav = ro.waveforms[item, sample][None]
+        r, terms = rm(wav, batch.z[item:item + 1], batch.z_neg[item:item + 1], mixtures=batch.mixtures[b][None])
+        assert math.isclose(ro.terms["residual"][item, sample].item(), terms["residual"].item(), abs_tol=1e-5)
+        assert math.isclose(ro.rewards[item, sample].item(), r.item(), abs_tol=1e-5)
+    wrong = rm(ro.waveforms[3, 0][None], batch.z[3:4], batch.z_neg[3:4], mixtures=batch.mixtures[0][None])[1]
+    assert abs(wrong["residual"].item() - ro.terms["residual"][3, 0].item()) > 1e-4  # another mixture: another value
 
 
 def test_rollout_is_deterministic_under_a_seed(parts):

@@ -22,7 +22,7 @@ from ..runs import TrainState, keep_if_best, resume_last, save_last
 from .rollout import Rollout
 
 STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
-             "reward_signal", "reward_contamination", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
+             "reward_signal", "reward_contamination", "reward_residual", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
              "entropy", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm", "t_policy", "t_rollout",
              "t_reward", "t_update", "skipped_updates")
 """Per-step entries of ``history`` (PPO statistics are means over the step's updates that ran; NaN when all
@@ -58,7 +58,8 @@ def step_row(step: int, lr: float, s: StepResult) -> dict[str, float]:
     return {"step": step, "kappa": s.kappa, "lr": lr, "reward_mean": r.mean().item(),
             "reward_std": r.std(unbiased=False).item(), "reward_group_std": r.std(1, unbiased=False).mean().item(),
             "reward_semantic": terms["semantic"].mean().item(), "reward_signal": terms["signal"].mean().item(),
-            "reward_contamination": terms["contamination"].mean().item(), "adv_mean": s.adv.mean().item(),
+            "reward_contamination": terms["contamination"].mean().item(),
+            "reward_residual": terms["residual"].mean().item(), "adv_mean": s.adv.mean().item(),
             "adv_std": s.adv.std(unbiased=False).item(), "frac_zero_std": s.frac_zero, "entropy": stats["entropy_loss"],
             "t_policy": s.ro.timings["policy"], "t_rollout": s.ro.timings["rollout"],
             "t_reward": s.ro.timings["reward"], "t_update": s.t_update,

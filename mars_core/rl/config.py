@@ -32,8 +32,9 @@ def _check_choices(cfg: RLConfig) -> None:
             raise ValueError(f"{name} must be a finite number in [0, 1], got {v!r}")
     if cfg.pure_query_prob > 0 and cfg.query != "mixup":
         raise ValueError(f"pure_query_prob applies to Query-Mixup training (query='mixup'), not query={cfg.query!r}")
-    if cfg.advantage != "none" and all(_is_real(w) and w == 0 for w in (cfg.lambda_sem, cfg.lambda_sig, cfg.lambda_neg)):
-        raise ValueError("every reward weight is 0 (lambda_sem, lambda_sig, lambda_neg): every reward and advantage would "
+    if cfg.advantage != "none" and all(_is_real(w) and w == 0 for w in (cfg.lambda_sem, cfg.lambda_sig, cfg.lambda_neg,
+                                                                         cfg.lambda_res)):
+        raise ValueError("every reward weight is 0 (lambda_sem, lambda_sig, lambda_neg, lambda_res): every reward and advantage would "
                          "be 0 and nothing would be learned; set one > 0 (or advantage='none' for the no-gradient control)")
     _check_train_split(cfg)
     if cfg.minibatches > cfg.batch_mixtures:
@@ -76,7 +77,8 @@ def _check_reals(cfg: RLConfig) -> None:
         v = getattr(cfg, name)
         if not _is_real(v) or not 0 < v < 1:
             raise ValueError(f"{name} must be a finite number in (0, 1), got {v!r}")
-    for name in ("ent_coef", "kl_coef", "lambda_sem", "lambda_sig", "lambda_neg", "weight_decay", "query_noise"):
+    for name in ("ent_coef", "kl_coef", "lambda_sem", "lambda_sig", "lambda_neg", "lambda_res", "weight_decay",
+                 "query_noise"):
         v = getattr(cfg, name)
         if not _is_real(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -105,7 +107,7 @@ def separator_key(model: torch.nn.Module) -> str:
 
 
 ADDED_FIELDS = {"lambda_sem": 1.0, "query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0,
-                "train_split": "train"}
+                "train_split": "train", "lambda_res": 0.0}
 """RLConfig fields added after runs existed, with their defaults; at the default they are left out of :func:`run_config`,
 so the keys of runs made without them stay what they were (the supervised trainer does the same)."""
 

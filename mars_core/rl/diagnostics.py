@@ -176,3 +176,33 @@ def trainer_update_gradient(model: torch.nn.Module, params: list[torch.nn.Parame
     adv, _ = advantages(ro.rewards, cfg, EMABaseline(cfg.ema_decay) if cfg.advantage == "ema" else None)
     loss, _ = minibatch_loss(model, ro, adv, torch.arange(batch.n_mixtures, device=adv.device), cfg, fe)
     return -flat(torch.autograd.grad(loss, params))
+
+
+CANDIDATE_TERMS = ("semantic", "contamination", "residual_interferer", "residual_target", "consistency")
+"""Reference-free terms of the mode that :func:`mode_candidate_terms` computes (none reads a clean source)."""
+
+
+def mode_candidate_terms(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel
+                         ) -> dict[str, torch.Tensor]:
+    """Reference-free reward terms of the mode ``P``'s waveforms ``y_k`` (item k of a mixture ``x``), each the mean
+    over items, differentiable in the model's weights; ``phi`` is the reward encoder's audio tower:
+
+    * ``semantic`` ``cos(phi(y_k), z*_k)`` and ``contamination`` ``cos(phi(y_k), z-_k)`` (the reward's terms);
+    * ``residual_interferer`` ``cos(phi(x - y_k), z-_k)``: what the estimate leaves behind should sound like the
+      other sources; ``residual_target`` ``cos(phi(x - y_k), z*_k)``: it should not sound like the target;
+    * ``consistency`` ``-|sum_k y_k - x|^2 / |x|^2``: the estimates of one mixture's K queries should add up to it
+      (no encoder; ``RLBatch`` holds every source of a mixture as an item).
+
+    Shape: returns scalars."""
+    P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+    wav = reconstruct_group(fe, P.reshape(batch.n_mixtures, -1, *P.shape[-2:]), batch.mixtures)  # (B, K, samples)
+    residual = batch.mixtures.unsqueeze(1) - wav
+    enc, sr = reward_model.stack.encoder, reward_model.sample_rate
+    both = torch.cat([wav.reshape(batch.n_items, -1), residual.reshape(batch.n_items, -1)]).float()
+    emb = enc.embed_audio(both, sr, batch_size=both.shape[0], grad=True,
+                          resample=int(sr) != int(enc.sample_rate)).float()
+    a, r = emb[:batch.n_items], emb[batch.n_items:]
+    err = (wav.sum(1) - batch.mixtures).pow(2).sum(-1) / batch.mixtures.pow(2).sum(-1).clamp_min(1e-12)
+    return {"semantic": target_cosine(a, batch.z).mean(), "contamination": interferer_cosine(a, batch.z_neg).mean(),
+            "residual_interferer": interferer_cosine(r, batch.z_neg).mean(),
+            "residual_target": target_cosine(r, batch.z).mean(), "consistency": -err.mean()}

@@ -5,11 +5,16 @@ For an estimate ``y^`` of item ``i`` (float32, no gradient)::
     R = lambda_sem cos(phi_a(y^), z*_i)                       semantic term (the paper's reward; lambda_sem = 1)
         + lambda_sig * clamp(SI-SDR(y^, y*_i), -30, 30) / 10  signal term (ours; sees the ground truth)
         - lambda_neg * cos(phi_a(y^), z-_i)                   contamination penalty (ours)
+        + lambda_res * (cos(phi_a(x - y^), z-_i) - cos(phi_a(x - y^), z*_i))   residual term (ours)
 
 * ``phi_a`` is the frozen reward encoder's audio tower and ``z*_i`` the target anchor
   (:meth:`~mars_core.alignment.stack.RewardStack.target_anchor`: the MLBP fusion of the target's
   audio-query, text and image embeddings *in the reward encoder's space*). ``z-_i`` is the same
   anchor for the interferer's query material (the mean of the cosines if there are several).
+* ``x`` is the mixture the estimate was taken from: the residual ``x - y^`` is what the mask left out, and it should
+  sound like the other sources and not like the target. Like the semantic term it reads no clean source; its exact
+  gradient at the mode agrees with SI-SDR's where the semantic term's does not (``scripts/rl_gradient_check.py
+  --candidate-terms``, docs/method.md section 5).
 * SI-SDR is in dB, clamped to ``[-30, 30]`` and divided by 10, so the term is O(1) like a
   cosine. A silent estimate (``sum |y^| <= 1e-5``, :func:`mars_core.metrics.is_silent`) gets the
   floor -30 dB: SI-SDR itself would call it 0 dB, better than most real estimates.
@@ -130,6 +135,7 @@ class RewardModel:
         stack: a :class:`~mars_core.alignment.stack.RewardStack` (frozen encoder and anchor).
         sample_rate: rate of the waveforms (resampled to the encoder's when they differ).
         lambda_sig, lambda_neg: weights of the signal and contamination terms (0: not computed).
+        lambda_res: weight of the residual term (0: not computed; otherwise every call needs the mixtures).
         batch_size: waveforms per encoder call; 0 puts all of them in one call.
         segment_terms: with segments, ``"all"`` terms per segment or only the ``"signal"`` term
             (``RLConfig.segment_terms``; the encoder then embeds each whole waveform once).
@@ -144,18 +150,19 @@ class RewardModel:
     batch_size: int = 0
     segment_terms: str = "all"
     lambda_sem: float = 1.0
+    lambda_res: float = 0.0
 
     @classmethod
     def from_config(cls, stack, sample_rate: int, cfg) -> "RewardModel":
         """The reward an :class:`~mars_core.config.RLConfig` asks for (its lambdas, reward batch size and
         segment terms)."""
         return cls(stack, int(sample_rate), cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size, cfg.segment_terms,
-                   cfg.lambda_sem)
+                   cfg.lambda_sem, getattr(cfg, "lambda_res", 0.0))
 
     @property
     def uses_encoder(self) -> bool:
         """Whether a reward needs the encoder's embedding (a semantic or contamination weight is not 0)."""
-        return bool(self.lambda_sem or self.lambda_neg)
+        return bool(self.lambda_sem or self.lambda_neg or self.lambda_res)
 
     @torch.no_grad()
     def embed(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -168,7 +175,8 @@ class RewardModel:
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor, z: torch.Tensor, z_neg: torch.Tensor | None = None,
                  references: torch.Tensor | None = None,
-                 segments: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 segments: int = 0, mixtures: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Rewards and their terms.
 
         ``segments`` S > 0: one reward per time segment (:mod:`~mars_core.rl.segments`): every term is
@@ -178,8 +186,9 @@ class RewardModel:
         Shape:
             waveforms: ``(N, samples)``; z: ``(N, D)`` target anchors; z_neg: ``(N, D)`` or
             ``(N, n_neg, D)`` interferer anchors (needed when ``lambda_neg > 0``); references:
-            ``(N, samples)`` clean targets (needed when ``lambda_sig > 0``).
-            returns ``R (N,)`` float32 and ``{"semantic", "signal", "contamination"}`` each ``(N,)``
+            ``(N, samples)`` clean targets (needed when ``lambda_sig > 0``); mixtures: ``(N, samples)``, the
+            mixture of each waveform (needed when ``lambda_res > 0``).
+            returns ``R (N,)`` float32 and ``{"semantic", "signal", "contamination", "residual"}`` each ``(N,)``
             (a term whose weight is 0 is reported as 0).
         """
         waveforms = torch.as_tensor(validate_audio(waveforms, "waveforms", ndim=2, layout="(N, samples)"))
@@ -193,20 +202,27 @@ class RewardModel:
             if references.shape != waveforms.shape:
                 raise ValueError(f"references {tuple(references.shape)} must have the waveforms' shape "
                                  f"{tuple(waveforms.shape)}")
+        if self.lambda_res:
+            if mixtures is None or z_neg is None:
+                raise ValueError("lambda_res > 0 needs each waveform's mixture and the interferer anchors z_neg")
+            mixtures = torch.as_tensor(validate_audio(mixtures, "mixtures", ndim=2, layout="(N, samples)"))
+            if mixtures.shape != waveforms.shape:
+                raise ValueError(f"mixtures {tuple(mixtures.shape)} must have the waveforms' shape "
+                                 f"{tuple(waveforms.shape)}")
         seg = int(segments)
         if self.segment_terms not in ("all", "signal"):
             raise ValueError(f"segment_terms must be 'all' or 'signal', got {self.segment_terms!r}")
         per_seg_embed = seg and self.segment_terms == "all"
-        if self.uses_encoder:
+        if self.lambda_sem or self.lambda_neg:  # the estimate's embedding (the residual's is taken below)
             a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
             if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
                 a = a.unsqueeze(1).expand(-1, seg, -1)
             semantic = target_cosine(a, z)
-        else:  # signal term only: no embedding
+        else:  # no term of the estimate's embedding
             semantic = waveforms.new_zeros((waveforms.shape[0], seg) if seg else (waveforms.shape[0],),
                                            dtype=torch.float32)
         zero = torch.zeros_like(semantic)
-        signal, contamination = zero, zero
+        signal, contamination, residual = zero, zero, zero
         if self.lambda_sig:
             # the device follows the waveforms, never the dtype (signal_term computes in float64)
             refs = references.to(waveforms.device)
@@ -216,8 +232,15 @@ class RewardModel:
             if z_neg is None:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
             contamination = interferer_cosine(a, z_neg)
+        if self.lambda_res:
+            rest = mixtures.to(waveforms) - waveforms
+            r = per_segment(self.embed, seg, rest) if per_seg_embed else self.embed(rest)
+            if seg and not per_seg_embed:
+                r = r.unsqueeze(1).expand(-1, seg, -1)
+            residual = (interferer_cosine(r, z_neg) - target_cosine(r, z)).to(semantic)
         if not self.lambda_sem:
             semantic = zero  # a term whose weight is 0 is reported as 0
-        reward = self.lambda_sem * semantic + self.lambda_sig * signal - self.lambda_neg * contamination
+        reward = (self.lambda_sem * semantic + self.lambda_sig * signal - self.lambda_neg * contamination
+                  + self.lambda_res * residual)
         return reward.float(), {"semantic": semantic.float(), "signal": signal.float(),
-                                "contamination": contamination.float()}
+                                "contamination": contamination.float(), "residual": residual.float()}
