@@ -274,6 +274,11 @@ class RLConfig:
     is each mixture's class labels (which queries to ask, and the contamination anchor) and the val split for selection.
     Its mixtures are drawn with the seed ``data.seed + 1`` (mars_core.rl.trainer.ADAPTATION_SEED_OFFSET), so none is one
     of the benchmark's evaluation mixtures of that split, though they share its clips."""
+    signal_reference: str = "source"
+    """What the signal term's SI-SDR compares each estimate with: 'source', the item's clean source (the signal term sees
+    the ground truth), or 'remainder', the mixture less the old policy's mode estimates of the mixture's other items
+    (x - sum_{j != k} y_j^old: what the others leave of the mixture; no clean source is read, so it is allowed with any
+    train_split)."""
     kappa: float = 9.0
     """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
     kappa_end: float = 9.0

@@ -102,10 +102,18 @@ def test_adaptation_split_is_reference_free_or_refused():
         check_config(replace(free, estimator="pathwise", lambda_sig=1.0))
     with pytest.raises(ValueError, match="hard_pair_prob draws same-family pairs"):
         check_config(replace(free, hard_pair_prob=0.5))
+    # the signal term against the remainder (mixture less the other items' estimates) reads no clean source
+    remainder = replace(free, lambda_sig=1.0, signal_reference="remainder", lambda_sem=0.0, reward_segments=4,
+                        segment_terms="signal")
+    check_config(remainder)
+    with pytest.raises(ValueError, match="applies to the score-function estimator"):
+        check_config(replace(remainder, estimator="pathwise", reward_segments=0))
+    with pytest.raises(ValueError, match="signal_reference must be 'source' or 'remainder', got 'clean'"):
+        check_config(replace(TINY, signal_reference="clean"))
 
 
 def test_fields_added_later_keep_old_run_keys_at_their_default():
-    """lambda_sem, query_noise, pure_query_prob, hard_pair_prob, train_split and lambda_res came after RL runs existed: at their defaults they are
+    """lambda_sem, query_noise, pure_query_prob, hard_pair_prob, train_split, lambda_res and signal_reference came after RL runs existed: at their defaults they are
     not in the run config (so those runs' keys stay), and any other value is, so it makes another run."""
     from mars_core.rl.config import ADDED_FIELDS, run_config
     from mars_core.runs import config_hash
@@ -114,10 +122,11 @@ def test_fields_added_later_keep_old_run_keys_at_their_default():
     plus = rl_preset("smoke", "plus")
     run = run_config(get_profile("smoke"), plus, "start", "bank", stack)
     assert set(ADDED_FIELDS) == {"lambda_sem", "query_noise", "pure_query_prob", "hard_pair_prob", "train_split",
-                                 "lambda_res"}
+                                 "lambda_res", "signal_reference"}
     assert all(getattr(RLConfig(), k) == v for k, v in ADDED_FIELDS.items())
     assert set(run["rl"]) == {f.name for f in dataclasses.fields(RLConfig)} - set(ADDED_FIELDS)
     for field, value in (("lambda_sem", 0.0), ("query_noise", 2.0), ("pure_query_prob", 0.5), ("hard_pair_prob", 0.25),
-                         ("train_split", "test_timbre"), ("lambda_res", 1.0)):
+                         ("train_split", "test_timbre"), ("lambda_res", 1.0),
+                         ("signal_reference", "remainder")):
         moved = run_config(get_profile("smoke"), replace(plus, **{field: value}), "start", "bank", stack)
         assert moved["rl"][field] == value and config_hash(moved) != config_hash(run)

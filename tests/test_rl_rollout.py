@@ -19,7 +19,8 @@ from mars_core.encoders.minibind import MiniBind
 from mars_core.alignment.stack import RewardStack
 from mars_core.queries import build_query_bank, item_queries, modality_embeddings
 from mars_core.rl.rewards import RewardModel, anchors
-from mars_core.rl.rollout import (policy_proposal, reconstruct_group, rl_batch,
+from mars_core.rl.rewards import signal_term
+from mars_core.rl.rollout import (policy_proposal, reconstruct_group, remainder_references, rl_batch,
                                   rollout, step_seed)
 from mars_core.separator import new_separator
 from tests import beta_reference as beta_ref  # torch.distributions.Beta: the oracle
@@ -196,6 +197,37 @@ def test_rollout_residual_term_reads_each_waveforms_own_mixture(parts):
         assert math.isclose(ro.rewards[item, sample].item(), r.item(), abs_tol=1e-5)
     wrong = rm(ro.waveforms[3, 0][None], batch.z[3:4], batch.z_neg[3:4], mixtures=batch.mixtures[0][None])[1]
     assert abs(wrong["residual"].item() - ro.terms["residual"][3, 0].item()) > 1e-4  # another mixture: another value
+
+
+def test_remainder_references_by_hand_and_a_rollout_that_never_reads_the_sources(parts):
+    """signal_reference='remainder': item k's reference is x - sum_{j != k} y_j, y_j the waveform of the old policy's
+    mode (each rebuilt here one by one with FrontEnd.reconstruct); the rollout's signal term is SI-SDR against it, and
+    with every clean source replaced by NaN the rewards stay finite and equal (the sources are never read)."""
+    from dataclasses import replace as _replace
+
+    model = trained_looking_separator(5)
+    batch = _batch(parts)
+    fe, k = parts["fe"], SMOKE.data.n_sources
+    with torch.no_grad():
+        P = model(batch.features.repeat_interleave(k, 0), batch.queries.reshape(batch.n_items, -1))
+    ref = remainder_references(fe, P, batch.mixtures)
+    assert ref.shape == (batch.n_items, batch.mixtures.shape[-1])
+    atol = reconstruct_atol(SMOKE.audio, ref.shape[-1], batch.mixtures.abs().max().item())
+    for item in range(batch.n_items):
+        b = item // k
+        others = [fe.reconstruct(P[j], batch.mixtures[b]) for j in range(b * k, b * k + k) if j != item]
+        assert_within(ref[item], batch.mixtures[b] - sum(others), k * atol, "remainder")
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate, lambda_sem=0.0, lambda_sig=1.0)
+    ro = rollout(model, batch, fe, rm, 9.0, 2, seed=5, signal_reference="remainder")
+    expected = signal_term(ro.waveforms.reshape(-1, ro.waveforms.shape[-1]), ref.repeat_interleave(2, 0))
+    torch.testing.assert_close(ro.terms["signal"].reshape(-1), expected, rtol=0, atol=1e-4)
+    blind = rollout(model, _replace(batch, sources=torch.full_like(batch.sources, float("nan"))), fe, rm, 9.0, 2,
+                    seed=5, signal_reference="remainder")
+    assert torch.equal(blind.rewards, ro.rewards)
+    source = rollout(model, batch, fe, rm, 9.0, 2, seed=5)
+    assert not torch.allclose(source.rewards, ro.rewards)  # the clean sources: another reward
+    with pytest.raises(ValueError, match="signal_reference"):
+        rollout(model, batch, fe, rm, 9.0, 2, seed=5, signal_reference="clean")
 
 
 def test_rollout_is_deterministic_under_a_seed(parts):

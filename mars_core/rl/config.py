@@ -25,6 +25,8 @@ def _check_choices(cfg: RLConfig) -> None:
         raise ValueError(f"group_size=1 with advantage={cfg.advantage!r}: a group of one sample has no other sample "
                          "to compare with, so every advantage would be 0 and nothing would be learned; use "
                          "group_size >= 2 or advantage='ema' (the paper's batch-as-group reading)")
+    if cfg.signal_reference not in ("source", "remainder"):
+        raise ValueError(f"signal_reference must be 'source' or 'remainder', got {cfg.signal_reference!r}")
     _check_estimator(cfg)
     for name in ("pure_query_prob", "hard_pair_prob"):
         v = getattr(cfg, name)
@@ -48,9 +50,9 @@ def _check_train_split(cfg: RLConfig) -> None:
     if cfg.train_split == "train":
         return
     what = f"train_split={cfg.train_split!r} adapts without references (the clean sources are never read)"
-    if not (_is_real(cfg.lambda_sig) and cfg.lambda_sig == 0):
+    if not (_is_real(cfg.lambda_sig) and cfg.lambda_sig == 0) and cfg.signal_reference != "remainder":
         raise ValueError(f"{what}, but lambda_sig={cfg.lambda_sig!r} rewards SI-SDR against them (and the pathwise "
-                         "estimator differentiates it): set lambda_sig=0")
+                         "estimator differentiates it): set lambda_sig=0 or signal_reference='remainder'")
     if cfg.hard_pair_prob > 0:
         raise ValueError(f"{what}; hard_pair_prob draws same-family pairs from the train split: set it to 0")
 
@@ -63,6 +65,9 @@ def _check_estimator(cfg: RLConfig) -> None:
                          "with lambda_sig=0 it has nothing to differentiate: set lambda_sig > 0 or estimator='score'")
     if cfg.segment_terms not in ("all", "signal"):
         raise ValueError(f"segment_terms must be 'all' or 'signal', got {cfg.segment_terms!r}")
+    if cfg.estimator == "pathwise" and cfg.signal_reference != "source":
+        raise ValueError("estimator='pathwise' differentiates SI-SDR against the clean sources; "
+                         f"signal_reference={cfg.signal_reference!r} applies to the score-function estimator")
     if cfg.estimator == "pathwise" and cfg.reward_segments:
         raise ValueError("reward_segments applies to the score-function estimator (it shapes its advantages); "
                          "estimator='pathwise' differentiates each sample's reward itself: set reward_segments=0")
@@ -107,7 +112,7 @@ def separator_key(model: torch.nn.Module) -> str:
 
 
 ADDED_FIELDS = {"lambda_sem": 1.0, "query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0,
-                "train_split": "train", "lambda_res": 0.0}
+                "train_split": "train", "lambda_res": 0.0, "signal_reference": "source"}
 """RLConfig fields added after runs existed, with their defaults; at the default they are left out of :func:`run_config`,
 so the keys of runs made without them stay what they were (the supervised trainer does the same)."""
 

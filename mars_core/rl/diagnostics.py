@@ -172,13 +172,13 @@ def trainer_update_gradient(model: torch.nn.Module, params: list[torch.nn.Parame
 
     ``model`` is also the old policy (the first update); ``cfg.trainable`` must match ``params``."""
     ro = rollout(model, batch, fe, reward_model, cfg.kappa, cfg.group_size, seed=seed,
-                 reward_segments=cfg.reward_segments)
+                 reward_segments=cfg.reward_segments, signal_reference=cfg.signal_reference)
     adv, _ = advantages(ro.rewards, cfg, EMABaseline(cfg.ema_decay) if cfg.advantage == "ema" else None)
     loss, _ = minibatch_loss(model, ro, adv, torch.arange(batch.n_mixtures, device=adv.device), cfg, fe)
     return -flat(torch.autograd.grad(loss, params))
 
 
-CANDIDATE_TERMS = ("semantic", "contamination", "residual_interferer", "residual_target", "consistency")
+CANDIDATE_TERMS = ("semantic", "contamination", "residual_interferer", "residual_target", "consistency", "remainder")
 """Reference-free terms of the mode that :func:`mode_candidate_terms` computes (none reads a clean source)."""
 
 
@@ -191,7 +191,9 @@ def mode_candidate_terms(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, r
     * ``residual_interferer`` ``cos(phi(x - y_k), z-_k)``: what the estimate leaves behind should sound like the
       other sources; ``residual_target`` ``cos(phi(x - y_k), z*_k)``: it should not sound like the target;
     * ``consistency`` ``-|sum_k y_k - x|^2 / |x|^2``: the estimates of one mixture's K queries should add up to it
-      (no encoder; ``RLBatch`` holds every source of a mixture as an item).
+      (no encoder; ``RLBatch`` holds every source of a mixture as an item);
+    * ``remainder`` ``clamp(SI-SDR(y_k, x - sum_{j != k} sg(y_j)), -30, 30) / 10``: the signal term with the mixture
+      less the other items' estimates (held fixed, as an old policy's would be) in place of the clean source.
 
     Shape: returns scalars."""
     P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
@@ -203,6 +205,10 @@ def mode_candidate_terms(model: torch.nn.Module, batch: RLBatch, fe: FrontEnd, r
                           resample=int(sr) != int(enc.sample_rate)).float()
     a, r = emb[:batch.n_items], emb[batch.n_items:]
     err = (wav.sum(1) - batch.mixtures).pow(2).sum(-1) / batch.mixtures.pow(2).sum(-1).clamp_min(1e-12)
+    fixed = wav.detach()
+    remainder = batch.mixtures.unsqueeze(1) - (fixed.sum(1, keepdim=True) - fixed)  # x - the other items' estimates
+    rem = si_sdr(wav.reshape(batch.n_items, -1), remainder.reshape(batch.n_items, -1)).clamp(-30, 30) / 10
     return {"semantic": target_cosine(a, batch.z).mean(), "contamination": interferer_cosine(a, batch.z_neg).mean(),
             "residual_interferer": interferer_cosine(r, batch.z_neg).mean(),
-            "residual_target": target_cosine(r, batch.z).mean(), "consistency": -err.mean()}
+            "residual_target": target_cosine(r, batch.z).mean(), "consistency": -err.mean(),
+            "remainder": rem.mean()}

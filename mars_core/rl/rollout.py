@@ -210,16 +210,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def remainder_references(fe: FrontEnd, P: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
+    """The signal term's reference with ``signal_reference='remainder'``: for item ``k`` of mixture ``x``,
+    ``x - sum_{j != k} y_j``, where ``y_j`` is the waveform of mask ``P_j`` (the old policy's mode). It reads no clean
+    source: what the mixture's other items' estimates leave of it.
+
+    Shape:
+        P ``(B K, F, T)`` (item ``b K + k``); mixtures ``(B, samples)``; returns ``(B K, samples)``.
+    """
+    b = mixtures.shape[0]
+    with torch.no_grad():  # a fixed reference: no gradient flows through the other items' estimates
+        y = reconstruct_group(fe, P.reshape(b, -1, *P.shape[-2:]), mixtures)  # (B, K, samples)
+        rest = mixtures.unsqueeze(1) - (y.sum(1, keepdim=True) - y)
+    return rest.reshape(-1, rest.shape[-1])
+
+
 @torch.no_grad()
 def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_model: RewardModel, kappa: float,
-            group_size: int, seed: int | None = None, reward_segments: int = 0, trunk=None) -> Rollout:
+            group_size: int, seed: int | None = None, reward_segments: int = 0, trunk=None,
+            signal_reference: str = "source") -> Rollout:
     """Sample ``group_size`` masks per item from ``old_policy``, rebuild and reward them.
 
     ``seed``: the torch generator is seeded with it for the sampling (and restored after), so
     equal seeds give equal masks; ``None`` uses the global generator as it is. ``reward_segments``
     S > 0: one reward per time segment (:mod:`~mars_core.rl.segments`), rewards ``(N, G, S)``.
     ``trunk``: what computes ``old_policy.unet.trunk(features)`` (a compiled :class:`Trunk` of ``old_policy``
-    under ``--compile``); ``None`` calls the old policy's own.
+    under ``--compile``); ``None`` calls the old policy's own. ``signal_reference``: the signal term's reference,
+    ``'source'`` (the clean sources) or ``'remainder'`` (:func:`remainder_references` of the old policy's modes).
     """
     dev = batch.features.device
     t0 = time.perf_counter()
@@ -255,7 +272,14 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     rep = lambda x: x.repeat_interleave(g, dim=0)  # noqa: E731  item-major: row n G + i is sample i of item n
     uses_neg = reward_model.lambda_neg or getattr(reward_model, "lambda_res", 0.0)
     z_neg = rep(batch.z_neg) if uses_neg and batch.z_neg.shape[1] else None
-    refs = rep(batch.sources.reshape(n, -1)) if reward_model.lambda_sig else None
+    if not reward_model.lambda_sig:
+        refs = None
+    elif signal_reference == "remainder":
+        refs = rep(remainder_references(fe, P_old, batch.mixtures))
+    elif signal_reference == "source":
+        refs = rep(batch.sources.reshape(n, -1))
+    else:
+        raise ValueError(f"signal_reference must be 'source' or 'remainder', got {signal_reference!r}")
     seg = int(reward_segments)
     kw = {"segments": seg} if seg else {}  # the reward model's default call when there are no segments
     if getattr(reward_model, "lambda_res", 0.0):  # each waveform's own mixture, for the residual term

@@ -95,7 +95,8 @@ def rl_step(p: RLParts, cfg: RLConfig, step: int) -> StepResult:
     batch = rl_batch(p.ds, p.bank, p.rbank, p.stack, p.fe, step, cfg.batch_mixtures, cfg.query, cfg.seed, p.device,
                      query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob, **share)
     ro = rollout(p.old_policy, batch, p.fe, p.reward_model, kappa, cfg.group_size,  # 2. G masks per item, rewards
-                 seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments, trunk=p.old_trunk)
+                 seed=step_seed(cfg.seed, step), reward_segments=cfg.reward_segments, trunk=p.old_trunk,
+                 signal_reference=cfg.signal_reference)
     if not share:
         adv, frac_zero = advantages(ro.rewards.cpu(), cfg, p.ema)  # 3. once per batch
         stats, t_update = timed(lambda: ppo_update(p.model, p.opt, ro, adv, cfg, step, p.fe, p.trunk),  # 4. PPO
