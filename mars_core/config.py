@@ -278,7 +278,7 @@ class RLConfig:
     """What the signal term's SI-SDR compares each estimate with: 'source', the item's clean source (the signal term sees
     the ground truth), or 'remainder', the mixture less the old policy's mode estimates of the mixture's other items
     (x - sum_{j != k} y_j^old: what the others leave of the mixture; no clean source is read, so it is allowed with any
-    train_split)."""
+    train_split). The pathwise estimator differentiates SI-SDR against the same reference."""
     kappa: float = 9.0
     """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
     kappa_end: float = 9.0

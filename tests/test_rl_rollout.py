@@ -230,6 +230,41 @@ def test_remainder_references_by_hand_and_a_rollout_that_never_reads_the_sources
         rollout(model, batch, fe, rm, 9.0, 2, seed=5, signal_reference="clean")
 
 
+def test_pathwise_update_against_the_remainder_never_reads_the_sources(parts):
+    """estimator='pathwise' with signal_reference='remainder': the update's loss is pathwise_loss against the old
+    modes' remainders (remainder_references, tested above), the same with every clean source NaN, and another loss
+    against the clean sources."""
+    from dataclasses import replace as _replace
+
+    from mars_core.config import RLConfig
+    from mars_core.rl.pathwise import pathwise_loss
+    from mars_core.rl.update import minibatch_loss
+
+    model = trained_looking_separator(6)
+    batch = _batch(parts)
+    fe, k = parts["fe"], SMOKE.data.n_sources
+    rm = RewardModel(parts["stack"], SMOKE.audio.sample_rate, lambda_sem=0.0, lambda_sig=1.0)
+    cfg = RLConfig(estimator="pathwise", lambda_sig=1.0, signal_reference="remainder", ent_coef=0.0, kl_coef=0.0,
+                   trainable="head", group_size=2)
+    mb = torch.arange(batch.n_mixtures)
+    losses, ros = [], []
+    for b in (batch, _replace(batch, sources=torch.full_like(batch.sources, float("nan")))):
+        ros.append(rollout(model, b, fe, rm, 30.0, 2, seed=1, signal_reference="remainder"))
+        torch.manual_seed(0)  # the reparameterised draws
+        losses.append(minibatch_loss(model, ros[-1], torch.zeros(batch.n_items, 2), mb, cfg, fe)[0])
+    assert torch.isfinite(losses[0]) and losses[0].item() == losses[1].item()
+    with torch.no_grad():
+        P = model(batch.features.repeat_interleave(k, 0), batch.queries.reshape(batch.n_items, -1)).unsqueeze(1)
+    refs = remainder_references(fe, P[:, 0], batch.mixtures).reshape(batch.n_mixtures, k, -1)
+    torch.manual_seed(0)
+    by_hand = pathwise_loss(P, P, batch.mixtures, refs, fe, 30.0, 2, 1.0, 0.0, 0.0)[0]
+    assert losses[0].item() == pytest.approx(by_hand.item(), abs=1e-4)
+    torch.manual_seed(0)
+    source = minibatch_loss(model, ros[0], torch.zeros(batch.n_items, 2), mb, _replace(cfg, signal_reference="source"),
+                            fe)[0]
+    assert abs(source.item() - by_hand.item()) > 1e-3
+
+
 def test_rollout_is_deterministic_under_a_seed(parts):
     model = trained_looking_separator()
     batch = _batch(parts)

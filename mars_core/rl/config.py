@@ -52,7 +52,8 @@ def _check_train_split(cfg: RLConfig) -> None:
     what = f"train_split={cfg.train_split!r} adapts without references (the clean sources are never read)"
     if not (_is_real(cfg.lambda_sig) and cfg.lambda_sig == 0) and cfg.signal_reference != "remainder":
         raise ValueError(f"{what}, but lambda_sig={cfg.lambda_sig!r} rewards SI-SDR against them (and the pathwise "
-                         "estimator differentiates it): set lambda_sig=0 or signal_reference='remainder'")
+                         "estimator differentiates it): set lambda_sig=0 or signal_reference='remainder' (the "
+                         "mixture less the other items' estimates)")
     if cfg.hard_pair_prob > 0:
         raise ValueError(f"{what}; hard_pair_prob draws same-family pairs from the train split: set it to 0")
 
@@ -65,9 +66,6 @@ def _check_estimator(cfg: RLConfig) -> None:
                          "with lambda_sig=0 it has nothing to differentiate: set lambda_sig > 0 or estimator='score'")
     if cfg.segment_terms not in ("all", "signal"):
         raise ValueError(f"segment_terms must be 'all' or 'signal', got {cfg.segment_terms!r}")
-    if cfg.estimator == "pathwise" and cfg.signal_reference != "source":
-        raise ValueError("estimator='pathwise' differentiates SI-SDR against the clean sources; "
-                         f"signal_reference={cfg.signal_reference!r} applies to the score-function estimator")
     if cfg.estimator == "pathwise" and cfg.reward_segments:
         raise ValueError("reward_segments applies to the score-function estimator (it shapes its advantages); "
                          "estimator='pathwise' differentiates each sample's reward itself: set reward_segments=0")

@@ -25,7 +25,7 @@ from .head import folded_logits, head_input
 from .pathwise import pathwise_loss
 from .policy import beta_policy_terms
 from .ppo import ppo_loss
-from .rollout import Rollout, proposal_from_trunk
+from .rollout import Rollout, proposal_from_trunk, remainder_references
 from .segments import bin_advantages, segment_advantages
 
 PATHWISE_RANKS = ("estimator='pathwise' does not run under torchrun: each update draws reparameterised masks for "
@@ -110,8 +110,10 @@ def minibatch_loss(model: torch.nn.Module, ro: Rollout, adv: torch.Tensor, mb: t
         else:
             out = ro.trunk[mb] if cfg.trainable == "head" else trunk(ro.features[mb])
             P = proposal_from_trunk(model, out, ro.queries[mb]).float().unsqueeze(1)  # (bK, 1, F, T)
-    if cfg.estimator == "pathwise":
-        return pathwise_loss(P, ro.P_old[items].unsqueeze(1), ro.batch.mixtures[mb], ro.batch.sources[mb], fe,
+    if cfg.estimator == "pathwise":  # the signal term's references: the clean sources, or the old modes' remainders
+        refs = (ro.batch.sources[mb] if cfg.signal_reference == "source" else
+                remainder_references(fe, ro.P_old[items], ro.batch.mixtures[mb]).reshape(len(mb), k, -1))
+        return pathwise_loss(P, ro.P_old[items].unsqueeze(1), ro.batch.mixtures[mb], refs, fe,
                              ro.kappa, ro.group_size, cfg.lambda_sig, cfg.ent_coef, cfg.kl_coef)
     new_logp, ent, kl_t = beta_policy_terms(P, ro.mask_logit[items], ro.mask_log1m[items], ro.kappa,
                                             ro.P_old[items].unsqueeze(1) if cfg.kl_coef > 0 else None)
