@@ -279,6 +279,10 @@ class RLConfig:
     the ground truth), or 'remainder', the mixture less the old policy's mode estimates of the mixture's other items
     (x - sum_{j != k} y_j^old: what the others leave of the mixture; no clean source is read, so it is allowed with any
     train_split). The pathwise estimator differentiates SI-SDR against the same reference."""
+    select: str = "val"
+    """Which weights a finished run returns: 'val', those of the step with the best val SDR (the method's selection,
+    on labelled mixtures of the training timbres), or 'last', the last step's (no selection: an adaptation run that
+    reads no label at all, and whose val split is not the material it adapts to)."""
     kappa: float = 9.0
     """Beta concentration: alpha = 1 + kappa P, beta = 1 + kappa (1 - P) (paper's best: 9); the start value of a schedule."""
     kappa_end: float = 9.0

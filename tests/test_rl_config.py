@@ -107,12 +107,14 @@ def test_adaptation_split_is_reference_free_or_refused():
                         segment_terms="signal")
     check_config(remainder)
     check_config(replace(remainder, estimator="pathwise", reward_segments=0))  # differentiates the same reference
+    with pytest.raises(ValueError, match="select must be 'val' or 'last', got 'best'"):
+        check_config(replace(TINY, select="best"))
     with pytest.raises(ValueError, match="signal_reference must be 'source' or 'remainder', got 'clean'"):
         check_config(replace(TINY, signal_reference="clean"))
 
 
 def test_fields_added_later_keep_old_run_keys_at_their_default():
-    """lambda_sem, query_noise, pure_query_prob, hard_pair_prob, train_split, lambda_res and signal_reference came after RL runs existed: at their defaults they are
+    """lambda_sem, query_noise, pure_query_prob, hard_pair_prob, train_split, lambda_res, signal_reference and select came after RL runs existed: at their defaults they are
     not in the run config (so those runs' keys stay), and any other value is, so it makes another run."""
     from mars_core.rl.config import ADDED_FIELDS, run_config
     from mars_core.runs import config_hash
@@ -121,11 +123,11 @@ def test_fields_added_later_keep_old_run_keys_at_their_default():
     plus = rl_preset("smoke", "plus")
     run = run_config(get_profile("smoke"), plus, "start", "bank", stack)
     assert set(ADDED_FIELDS) == {"lambda_sem", "query_noise", "pure_query_prob", "hard_pair_prob", "train_split",
-                                 "lambda_res", "signal_reference"}
+                                 "lambda_res", "signal_reference", "select"}
     assert all(getattr(RLConfig(), k) == v for k, v in ADDED_FIELDS.items())
     assert set(run["rl"]) == {f.name for f in dataclasses.fields(RLConfig)} - set(ADDED_FIELDS)
     for field, value in (("lambda_sem", 0.0), ("query_noise", 2.0), ("pure_query_prob", 0.5), ("hard_pair_prob", 0.25),
                          ("train_split", "test_timbre"), ("lambda_res", 1.0),
-                         ("signal_reference", "remainder")):
+                         ("signal_reference", "remainder"), ("select", "last")):
         moved = run_config(get_profile("smoke"), replace(plus, **{field: value}), "start", "bank", stack)
         assert moved["rl"][field] == value and config_hash(moved) != config_hash(run)

@@ -112,20 +112,31 @@ def test_resumed_run_reaches_the_same_weights_and_history(env, tmp_path, monkeyp
         _train(env, replace(TINY, lr=1e-3), separator=start, run_dir=tmp_path / "a")
 
 
-def test_best_weights_are_the_best_validation_step(env, monkeypatch):
-    scores = iter([50.0, 1.0, 5.0, 2.0])  # step 0 (the supervised start) is logged but never selected
-    snapshots = {}
+def _scripted_validation(scores, snapshots):
+    """A validate_rl that returns the next of ``scores`` and keeps the weights it saw under that score."""
+    scores = iter(scores)
 
     def fake_validate(model, rv, fe):
         s = next(scores)
         snapshots[s] = _weights(model)
         return {"sdr": s, "si_sdri": 0.0, "semantic": float("nan")}
 
-    monkeypatch.setattr(tr, "validate_rl", fake_validate)
+    return fake_validate
+
+
+def test_best_weights_are_the_best_validation_step(env, monkeypatch):
+    snapshots = {}  # step 0 (the supervised start) is logged but never selected
+    monkeypatch.setattr(tr, "validate_rl", _scripted_validation([50.0, 1.0, 5.0, 2.0], snapshots))
     model, h = _train(env, replace(TINY, steps=6, eval_every=2, lambda_sig=0.0))
     assert h["val_step"] == [0, 2, 4, 6] and h["val_sdr"] == [50.0, 1.0, 5.0, 2.0]
-    assert h["best_step"] == 4 and h["best_sdr"] == 5.0
+    assert h["best_step"] == 4 and h["best_sdr"] == 5.0 and h["selected_step"] == 4
     _assert_same(_weights(model), snapshots[5.0])
+    # select='last': the same validations, the last step's weights (validated at step 6) whatever their score
+    snapshots = {}
+    monkeypatch.setattr(tr, "validate_rl", _scripted_validation([50.0, 1.0, 5.0, 2.0], snapshots))
+    last, h = _train(env, replace(TINY, steps=6, eval_every=2, lambda_sig=0.0, select="last"))
+    assert h["best_step"] == 4 and h["selected_step"] == 6
+    _assert_same(_weights(last), snapshots[2.0])
 
 
 def test_paper_preset_runs_with_one_sample_and_the_ema_baseline(env, tmp_path):

@@ -127,13 +127,15 @@ class RunLog:
                 save_last(self.last, self.run_cfg, done, model, opt, self.st, ema=ema)
 
     def finish(self, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-        """Close the bar; load the best weights when the run is complete (``writes``: rank 0, which validates; the
-        other ranks keep the last weights); ``(eval-mode cpu model, history)``."""
+        """Close the bar; load the best weights when the run is complete and ``cfg.select`` is ``"val"`` (``writes``:
+        rank 0, which validates; the other ranks keep the last weights; ``"last"`` keeps them everywhere);
+        ``(eval-mode cpu model, history)``, whose ``selected_step`` is the step of the returned weights."""
         self.prog.close()
         st = self.st
         st.wall_s += time.perf_counter() - self.t0
         history = dict(st.history, best_step=st.best_step, best_sdr=st.best_sdr, wall_s=st.wall_s,
-                       steps_done=self.end, preset=self.cfg.preset)
-        if self.end == self.cfg.steps and st.best_state is not None and self.writes:
+                       steps_done=self.end, preset=self.cfg.preset, selected_step=self.end)
+        if self.end == self.cfg.steps and st.best_state is not None and self.writes and self.cfg.select == "val":
             model.load_state_dict(st.best_state)
+            history["selected_step"] = st.best_step
         return model.cpu().eval(), history

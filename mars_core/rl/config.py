@@ -25,6 +25,8 @@ def _check_choices(cfg: RLConfig) -> None:
         raise ValueError(f"group_size=1 with advantage={cfg.advantage!r}: a group of one sample has no other sample "
                          "to compare with, so every advantage would be 0 and nothing would be learned; use "
                          "group_size >= 2 or advantage='ema' (the paper's batch-as-group reading)")
+    if cfg.select not in ("val", "last"):
+        raise ValueError(f"select must be 'val' or 'last', got {cfg.select!r}")
     if cfg.signal_reference not in ("source", "remainder"):
         raise ValueError(f"signal_reference must be 'source' or 'remainder', got {cfg.signal_reference!r}")
     _check_estimator(cfg)
@@ -110,7 +112,8 @@ def separator_key(model: torch.nn.Module) -> str:
 
 
 ADDED_FIELDS = {"lambda_sem": 1.0, "query_noise": 0.0, "pure_query_prob": 0.0, "hard_pair_prob": 0.0,
-                "train_split": "train", "lambda_res": 0.0, "signal_reference": "source"}
+                "train_split": "train", "lambda_res": 0.0, "signal_reference": "source",
+                "select": "val"}
 """RLConfig fields added after runs existed, with their defaults; at the default they are left out of :func:`run_config`,
 so the keys of runs made without them stay what they were (the supervised trainer does the same)."""
 
