@@ -87,6 +87,45 @@ def test_reward_gradients_table_against_the_diagnostics_by_hand(parts, tmp_path)
     assert summary.loc["reward", "count"] == 2
 
 
+def test_candidate_terms_table_against_the_diagnostics_by_hand(parts, tmp_path):
+    """--candidate-terms: one row per term (and mix) and batch; the residual mix's cosine is the one computed here from
+    the gradients of mode_candidate_terms' two residual cosines (interferer minus target), and the consistency row's
+    from its own gradient, on the same batches."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mars_core.config import rl_preset
+    from mars_core.rl.diagnostics import CANDIDATE_TERMS, cosine, exact_gradient, flat, mode_candidate_terms
+    from mars_core.rl.rewards import RewardModel
+    from mars_core.rl.rollout import rl_batch
+    from mars_core.rl.update import trainable_parameters
+    from tests.test_rl_rollout import SMOKE, trained_looking_separator
+
+    cfg = replace(rl_preset(SMOKE, "plus"), batch_mixtures=2, lambda_sig=0.0)
+    rm = RewardModel.from_config(parts["stack"], SMOKE.audio.sample_rate, cfg)
+    su = SimpleNamespace(cfg=cfg, fe=parts["fe"], bank=parts["bank"], rbank=parts["rbank"], stack=parts["stack"],
+                         device=torch.device("cpu"), reward_model=rm)
+    model = trained_looking_separator(4)
+    params = trainable_parameters(model, "head")
+    script = _script()
+    table, summary = script.candidate_gradients(SimpleNamespace(candidate_terms=2), su, params, model, parts["ds"],
+                                                tmp_path)
+    assert (tmp_path / "candidate_gradient.csv").is_file()
+    assert list(table["term"]) == [*CANDIDATE_TERMS, *script.CANDIDATE_MIXES] * 2
+    for j in range(2):
+        batch = rl_batch(parts["ds"], parts["bank"], parts["rbank"], parts["stack"], parts["fe"], j, 2, cfg.query,
+                         cfg.seed, torch.device("cpu"))
+        g_star, _ = exact_gradient(model, params, batch, parts["fe"])
+        v = mode_candidate_terms(model, batch, parts["fe"], rm)
+        residual = flat(torch.autograd.grad(v["residual_interferer"] - v["residual_target"], params, retain_graph=True))
+        consistency = flat(torch.autograd.grad(v["consistency"], params))
+        rows = table[table["batch"] == j].set_index("term")
+        assert rows.loc["residual", "cos"] == pytest.approx(cosine(residual, g_star), abs=1e-4)
+        assert rows.loc["consistency", "cos"] == pytest.approx(cosine(consistency, g_star), abs=1e-4)
+        assert rows.loc["consistency", "value"] == pytest.approx(v["consistency"].item(), rel=1e-5)
+    assert summary.loc["residual", "count"] == 2
+
+
 def test_judge_gradient_rows_score_each_items_own_prompt(parts, tmp_path):
     """--judge-gradient: the 'judge' rows' values are the judge's semantic score of the mode's waveforms against each
     item's own prompt, recomputed here on the no-gradient path (embed_audio of the mode's waveforms, embed_text of the
