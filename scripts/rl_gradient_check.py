@@ -199,7 +199,7 @@ def candidate_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.Data
         for term, g in grads.items():
             sums[term] = sums.get(term, 0.0) + g
             rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "batch": j,
-                         "cos": cosine(g, g_star), "value": float(values[term]) if term in values else float("nan"),
+                         "cos": cosine(g, g_star), "value": float(values[term].detach()) if term in values else float("nan"),
                          "mode_si_sdr": sdr})
     table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
