@@ -198,9 +198,9 @@ def candidate_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.Data
         grads.update({m: sum(w * grads[t] for t, w in mix.items()) for m, mix in CANDIDATE_MIXES.items()})
         for term, g in grads.items():
             sums[term] = sums.get(term, 0.0) + g
+            value = float(values[term].detach()) if term in values else float("nan")  # a mix has no value of its own
             rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "batch": j,
-                         "cos": cosine(g, g_star), "value": float(values[term].detach()) if term in values else float("nan"),
-                         "mode_si_sdr": sdr})
+                         "cos": cosine(g, g_star), "value": value, "mode_si_sdr": sdr})
     table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "candidate_gradient.csv", index=False)
