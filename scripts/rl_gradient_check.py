@@ -157,17 +157,25 @@ def reward_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.DataFra
             rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "lambda_sem": sem,
                          "lambda_neg": neg, "batch": j,
                          "cos": cosine(g, g_star), "value": value, "mode_si_sdr": sdr})
+    aligned = "aligned" if su.stack.aligned else "un-aligned"
+    return cosine_summary(rows, sums, star_sum, out / "reward_gradient.csv",
+                          f"exact gradient of the mode's {aligned} encoder reward against g* ({cfg.train_split}, "
+                          f"{args.reward_gradient} batches of {cfg.batch_mixtures} mixtures")
+
+
+def cosine_summary(rows: list[dict], sums: dict, star_sum, path: Path, title: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write the per-batch ``rows`` to ``path`` and print, per term, the mean cosine +- s.e. over the batches and the
+    cosine of the gradients summed over them (``sums[term]`` against ``star_sum``: where the batches point together);
+    returns ``(table, summary)``."""
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "reward_gradient.csv", index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
     summary = table.groupby("term", sort=False)["cos"].agg(["mean", "std", "count"])
     summary["se"] = summary["std"] / np.sqrt(summary["count"])
-    summary["cos_of_sums"] = [cosine(sums[t], star_sum) for t in summary.index]  # where the batches point together
-    aligned = "aligned" if su.stack.aligned else "un-aligned"
-    print(f"exact gradient of the mode's {aligned} encoder reward against g* ({cfg.train_split}, {args.reward_gradient} "
-          f"batches of {cfg.batch_mixtures} mixtures; mean +- s.e. over batches, and the cosine of the sums):")
+    summary["cos_of_sums"] = [cosine(sums[t], star_sum) for t in summary.index]
+    print(f"{title}; mean +- s.e. over batches, and the cosine of the sums):")
     print(summary[["mean", "se", "count", "cos_of_sums"]].round(3).to_string())
-    print(f"wrote {out / 'reward_gradient.csv'}")
+    print(f"wrote {path}")
     return table, summary
 
 
@@ -201,17 +209,9 @@ def candidate_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.Data
             value = float(values[term].detach()) if term in values else float("nan")  # a mix has no value of its own
             rows.append({"split": cfg.train_split, "aligned": bool(su.stack.aligned), "term": term, "batch": j,
                          "cos": cosine(g, g_star), "value": value, "mode_si_sdr": sdr})
-    table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "candidate_gradient.csv", index=False)
-    summary = table.groupby("term", sort=False)["cos"].agg(["mean", "std", "count"])
-    summary["se"] = summary["std"] / np.sqrt(summary["count"])
-    summary["cos_of_sums"] = [cosine(sums[t], star_sum) for t in summary.index]
-    print(f"exact gradient of reference-free terms of the mode against g* ({cfg.train_split}, {args.candidate_terms} "
-          f"batches of {cfg.batch_mixtures} mixtures; mean +- s.e. over batches, and the cosine of the sums):")
-    print(summary[["mean", "se", "count", "cos_of_sums"]].round(3).to_string())
-    print(f"wrote {out / 'candidate_gradient.csv'}")
-    return table, summary
+    return cosine_summary(rows, sums, star_sum, out / "candidate_gradient.csv",
+                          f"exact gradient of reference-free terms of the mode against g* ({cfg.train_split}, "
+                          f"{args.candidate_terms} batches of {cfg.batch_mixtures} mixtures")
 
 
 def fit_sqrt_law(x: np.ndarray, cos: np.ndarray, power: float) -> float:

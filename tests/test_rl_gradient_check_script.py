@@ -87,17 +87,14 @@ def test_reward_gradients_table_against_the_diagnostics_by_hand(parts, tmp_path)
     assert summary.loc["reward", "count"] == 2
 
 
-def test_candidate_terms_table_against_the_diagnostics_by_hand(parts, tmp_path):
-    """--candidate-terms: one row per term (and mix) and batch; the residual mix's cosine is the one computed here from
-    the gradients of mode_candidate_terms' two residual cosines (interferer minus target), and the consistency row's
-    from its own gradient, on the same batches."""
+def _setup(parts, seed: int):
+    """The script's setup (``su``) for random-pair batches of two mixtures with plus's encoder reward (no signal term),
+    a trained-looking smoke separator and its head parameters."""
     from dataclasses import replace
     from types import SimpleNamespace
 
     from mars_core.config import rl_preset
-    from mars_core.rl.diagnostics import CANDIDATE_TERMS, cosine, exact_gradient, flat, mode_candidate_terms
     from mars_core.rl.rewards import RewardModel
-    from mars_core.rl.rollout import rl_batch
     from mars_core.rl.update import trainable_parameters
     from tests.test_rl_rollout import SMOKE, trained_looking_separator
 
@@ -105,8 +102,21 @@ def test_candidate_terms_table_against_the_diagnostics_by_hand(parts, tmp_path):
     rm = RewardModel.from_config(parts["stack"], SMOKE.audio.sample_rate, cfg)
     su = SimpleNamespace(cfg=cfg, fe=parts["fe"], bank=parts["bank"], rbank=parts["rbank"], stack=parts["stack"],
                          device=torch.device("cpu"), reward_model=rm)
-    model = trained_looking_separator(4)
-    params = trainable_parameters(model, "head")
+    model = trained_looking_separator(seed)
+    return su, model, trainable_parameters(model, "head")
+
+
+def test_candidate_terms_table_against_the_diagnostics_by_hand(parts, tmp_path):
+    """--candidate-terms: one row per term (and mix) and batch; the residual mix's cosine is the one computed here from
+    the gradients of mode_candidate_terms' two residual cosines (interferer minus target), and the consistency row's
+    from its own gradient, on the same batches."""
+    from types import SimpleNamespace
+
+    from mars_core.rl.diagnostics import CANDIDATE_TERMS, cosine, exact_gradient, flat, mode_candidate_terms
+    from mars_core.rl.rollout import rl_batch
+
+    su, model, params = _setup(parts, 4)
+    cfg, rm = su.cfg, su.reward_model
     script = _script()
     table, summary = script.candidate_gradients(SimpleNamespace(candidate_terms=2), su, params, model, parts["ds"],
                                                 tmp_path)
