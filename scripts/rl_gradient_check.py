@@ -35,6 +35,10 @@ follow ``g*`` plus isotropic noise at each per-update cosine (``calibration.csv`
 
 ``--agreement KAPPA ...``: the sampled masks' objective against the mode's per kappa (``agreement.csv``).
 
+``--reference remainder``: the table's signal term (every estimator and ``g*``) against the remainder of the mode's
+other estimates instead of the clean source, the reward of ``signal_reference='remainder'`` (``--candidate-terms``
+gives that objective's exact direction against the clean ``g*``).
+
 ``--reward-gradient B``: the reward's own direction: on B batches, the cosine with ``g*`` of the exact gradient of the
 mode's encoder reward (semantic term, contamination penalty, the preset's mix; through the reward encoder, no sampling),
 the ceiling of every estimator of that reward (``reward_gradient.csv``). With ``--set train_split=test_timbre``
@@ -66,7 +70,7 @@ from mars_core.rl.diagnostics import (CANDIDATE_TERMS, cosine, exact_gradient, e
                                       exact_reward_gradient, flat, mode_candidate_terms, mode_si_sdr, setup_from_args,
                                       trainer_update_gradient)
 from mars_core.rl.rewards import RewardModel
-from mars_core.rl.rollout import rl_batch
+from mars_core.rl.rollout import proposal_from_trunk, remainder_references, rl_batch
 from mars_core.rl.trainer import training_data
 from mars_core.rl.update import make_optimizer, trainable_parameters
 from mars_core.rl.validation import validate_rl, validation
@@ -271,19 +275,32 @@ def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def remainder_batch(model, batch, fe):
+    """``batch`` with each item's clean source replaced by its remainder reference of the model's modes
+    (:func:`mars_core.rl.rollout.remainder_references`): with ``--reference remainder`` every estimator and ``g*`` of the
+    table are those of the signal term against the remainder, the reward of ``signal_reference='remainder'``."""
+    with torch.no_grad():
+        P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+        refs = remainder_references(fe, P, batch.mixtures)
+    return replace(batch, sources=refs.reshape(batch.sources.shape))
+
+
 def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     cfg, fe = su.cfg, su.fe
     problems = []
     for j in range(args.batches):
         batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
                          query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
+        if getattr(args, "reference", "source") == "remainder":
+            batch = remainder_batch(model, batch, fe)
         pb = ge.HeadProblem.build(model, params, batch, fe)
         pb.variants = trainer_variants(su, args.trainer_variant)  # the trainer's own updates: config, reward model
         problems.append((pb, ge.exact_mode_gradient(pb)))
     n_items = problems[0][0].batch.n_items
     F, T = problems[0][0].trunk.shape[-2] * 2, problems[0][0].trunk.shape[-1] * 2
     print(f"profile {su.prof.name}: {args.batches} batches of {n_items} items, {F} x {T} = {F * T} bins per mask, "
-          f"{problems[0][1].numel()} head weights, reward clamp(SI-SDR) / 10; {args.rollouts} rollouts per cell, "
+          f"{problems[0][1].numel()} head weights, reward clamp(SI-SDR against the "
+          f"{getattr(args, 'reference', 'source')}) / 10; {args.rollouts} rollouts per cell, "
           f"segments S = {args.segments}", flush=True)
     records = []
     for name in list(args.estimators) + [f"trainer:{v.partition(':')[0]}" for v in args.trainer_variant]:
@@ -482,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-gradient", type=int, default=0, metavar="BATCHES",
                     help="on this many training batches: the cosine of the exact gradient of the mode's encoder reward "
                          "(semantic term, contamination penalty, and both with the preset's weights) with g*")
+    ap.add_argument("--reference", default="source", choices=["source", "remainder"],
+                    help="the estimator table's signal term against the clean sources (default) or against the remainder "
+                         "of the mode's other estimates (signal_reference='remainder': g* is then that objective's)")
     ap.add_argument("--candidate-terms", type=int, default=0, metavar="BATCHES",
                     help="on this many batches: the cosine with g* of the exact gradient of each reference-free term "
                          "of the mode (residual cosines, mixture consistency; candidate_gradient.csv)")

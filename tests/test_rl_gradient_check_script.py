@@ -172,3 +172,27 @@ def test_judge_gradient_rows_score_each_items_own_prompt(parts, tmp_path):
                                                          judge.embed_text(prompts), dim=-1).mean().item()
         row = table[(table["batch"] == j) & (table["term"] == "judge")].iloc[0]
         assert row["value"] == pytest.approx(want, abs=1e-5) and -1 <= row["cos"] <= 1
+
+
+def test_remainder_batch_replaces_each_source_by_the_mixture_less_the_other_mode(parts):
+    """--reference remainder: with two sources, item k's reference is the mixture less the other item's mode
+    waveform, rebuilt here with FrontEnd.reconstruct; everything else in the batch is unchanged."""
+    from mars_core.rl.rollout import proposal_from_trunk
+    from tests.test_rl_rollout import SMOKE, _batch, trained_looking_separator
+    from tests.tolerances import assert_within, reconstruct_atol
+
+    model = trained_looking_separator(7)
+    batch = _batch(parts)
+    fe = parts["fe"]
+    rb = _script().remainder_batch(model, batch, fe)
+    assert rb.sources.shape == batch.sources.shape and torch.equal(rb.mixtures, batch.mixtures)
+    assert torch.equal(rb.queries, batch.queries) and torch.equal(rb.z, batch.z)
+    with torch.no_grad():
+        P = proposal_from_trunk(model, model.unet.trunk(batch.features), batch.queries)
+    k = SMOKE.data.n_sources
+    assert k == 2
+    atol = reconstruct_atol(SMOKE.audio, batch.mixtures.shape[-1], batch.mixtures.abs().max().item())
+    for b in range(batch.n_mixtures):
+        for i in range(k):
+            other = fe.reconstruct(P[b * k + 1 - i], batch.mixtures[b])
+            assert_within(rb.sources[b, i], batch.mixtures[b] - other, atol, "remainder reference")
