@@ -26,7 +26,7 @@ def test_step_row_by_hand():
     stats = {**{k: float(i) for i, k in enumerate(PPO_STATS)}, "skipped_updates": 0.0}
     adv = torch.tensor([[-1.0, 1.0], [0.0, 0.0]])
     row = step_row(7, 2e-4, StepResult(30.0, ro, adv, 0.5, stats, 0.4))
-    assert set(row) == set(STEP_KEYS)
+    assert set(row) == set(STEP_KEYS) | {"reward_residual"}
     assert (row["step"], row["kappa"], row["lr"], row["frac_zero_std"], row["t_update"]) == (7, 30.0, 2e-4, 0.5, 0.4)
     assert row["reward_mean"] == pytest.approx(2.0) and row["reward_std"] == pytest.approx(math.sqrt(0.5))
     assert row["reward_group_std"] == pytest.approx(0.5)

@@ -289,6 +289,18 @@ def test_estimator_options_train_end_to_end(env, options):
     assert any(not torch.equal(a, b) for a, b in zip(before.values(), _weights(model).values()))  # it learned something
 
 
+def test_residual_term_is_logged_only_by_runs_that_have_it(env, tmp_path):
+    """reward_residual (OPTIONAL_STEP_KEYS) is in the history and metrics.csv of a run with lambda_res > 0, finite and
+    not 0, and in neither for a run without it: runs cached or resumed from before the term keep their columns."""
+    import pandas as pd
+
+    _, h = _train(env, replace(TINY, steps=2, eval_every=2, lambda_res=1.0, lambda_sig=0.0), run_dir=tmp_path / "res")
+    assert len(h["reward_residual"]) == 2 and all(math.isfinite(v) and v != 0 for v in h["reward_residual"])
+    assert "reward_residual" in pd.read_csv(tmp_path / "res" / "metrics.csv").columns
+    _, h0 = _train(env, replace(TINY, steps=1, eval_every=1), run_dir=tmp_path / "plain")
+    assert "reward_residual" not in h0 and "reward_residual" not in pd.read_csv(tmp_path / "plain" / "metrics.csv")
+
+
 def test_dense_preset_trains_without_calling_the_reward_encoder(env, monkeypatch):
     """The dense preset's reward is the segment SI-SDR alone: the reward encoder's audio tower is never run (an
     encoder call raises here), the reported semantic/contamination rewards are 0 and the head still moves; with the

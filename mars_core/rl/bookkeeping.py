@@ -22,11 +22,15 @@ from ..runs import TrainState, keep_if_best, resume_last, save_last
 from .rollout import Rollout
 
 STEP_KEYS = ("step", "kappa", "lr", "reward_mean", "reward_std", "reward_group_std", "reward_semantic",
-             "reward_signal", "reward_contamination", "reward_residual", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
+             "reward_signal", "reward_contamination", "adv_mean", "adv_std", "frac_zero_std", "loss", "pg_loss",
              "entropy", "kl_loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm", "t_policy", "t_rollout",
              "t_reward", "t_update", "skipped_updates")
 """Per-step entries of ``history`` (PPO statistics are means over the step's updates that ran; NaN when all
 were skipped; ``skipped_updates``: updates skipped for non-finite values, :attr:`RLConfig.max_skipped_updates`)."""
+OPTIONAL_STEP_KEYS = {"reward_residual": "lambda_res"}
+"""Per-step entries that came after runs existed: each is in a run's ``history`` and ``metrics.csv`` only when the
+:class:`~mars_core.config.RLConfig` field it names is not 0 (so cached and resumed runs made before it keep the
+:data:`STEP_KEYS` they were written with)."""
 VAL_KEYS = ("val_step", "val_sdr", "val_si_sdri", "val_semantic")
 """Per-validation entries of ``history`` (``val_semantic`` is NaN without a judge)."""
 
@@ -53,7 +57,7 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
 
 
 def step_row(step: int, lr: float, s: StepResult) -> dict[str, float]:
-    """The :data:`STEP_KEYS` row of one step."""
+    """The :data:`STEP_KEYS` row of one step, with ``reward_residual`` (:data:`OPTIONAL_STEP_KEYS`)."""
     r, terms, stats = s.ro.rewards.cpu(), s.ro.terms, s.stats
     return {"step": step, "kappa": s.kappa, "lr": lr, "reward_mean": r.mean().item(),
             "reward_std": r.std(unbiased=False).item(), "reward_group_std": r.std(1, unbiased=False).mean().item(),
@@ -77,7 +81,8 @@ class RunLog:
     def __init__(self, run_dir: str | os.PathLike | None, run_cfg: dict, cfg: RLConfig, writes: bool = True):
         self.last = Path(run_dir) / "last.pt" if run_dir is not None else None
         self.run_cfg, self.cfg, self.writes = run_cfg, cfg, writes
-        self.start, self.st = 0, TrainState({k: [] for k in STEP_KEYS + VAL_KEYS})
+        self.step_keys = STEP_KEYS + tuple(k for k, field in OPTIONAL_STEP_KEYS.items() if getattr(cfg, field, 0))
+        self.start, self.st = 0, TrainState({k: [] for k in self.step_keys + VAL_KEYS})
 
     @property
     def history(self) -> dict:
@@ -103,13 +108,13 @@ class RunLog:
         self.prog = Progress(self.cfg.steps, title, show=("reward_mean", "loss", "val_sdr"), initial=self.start,
                              enabled=progress and self.writes)
         self.csv = CsvLog(self.last.with_name("metrics.csv") if self.last is not None and self.writes else None,
-                          resume_step=self.start, fields=STEP_KEYS[1:] + VAL_KEYS[1:])
+                          resume_step=self.start, fields=self.step_keys[1:] + VAL_KEYS[1:])
         if self.start == 0:
             self.csv.log(0, **last_row(self.st.history, (), VAL_KEYS[1:], at=0))
         self.t0 = time.perf_counter()
 
     def log_step(self, row: dict[str, float]) -> None:
-        for key in STEP_KEYS:
+        for key in self.step_keys:
             self.st.history[key].append(row[key])
 
     def validation_due(self, done: int) -> bool:
@@ -117,7 +122,7 @@ class RunLog:
 
     def end_step(self, done: int, model: torch.nn.Module, opt: torch.optim.Optimizer, ema) -> None:
         """Log the step's row (csv, progress) and checkpoint when due."""
-        logged = last_row(self.st.history, STEP_KEYS[1:], VAL_KEYS[1:], at=done)
+        logged = last_row(self.st.history, self.step_keys[1:], VAL_KEYS[1:], at=done)
         self.csv.log(done, **logged)
         self.prog.update(done, **logged)
         if self.last is not None and (done % self.cfg.ckpt_every == 0 or done == self.end):
