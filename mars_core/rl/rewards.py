@@ -172,6 +172,14 @@ class RewardModel:
         return enc.embed_audio(waveforms.float(), self.sample_rate, batch_size=bs,
                                resample=int(self.sample_rate) != int(enc.sample_rate)).float()
 
+    def _embeddings(self, waveforms: torch.Tensor, segments: int) -> torch.Tensor:
+        """``phi_a`` for the encoder terms: per segment's window with ``segment_terms="all"`` (``(N, S, D)``), else one
+        embedding per waveform, repeated for each of its ``segments`` when there are any (``(N, [S,] D)``)."""
+        if segments and self.segment_terms == "all":
+            return per_segment(self.embed, segments, waveforms)
+        a = self.embed(waveforms)
+        return a.unsqueeze(1).expand(-1, segments, -1) if segments else a
+
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor, z: torch.Tensor, z_neg: torch.Tensor | None = None,
                  references: torch.Tensor | None = None,
@@ -212,11 +220,8 @@ class RewardModel:
         seg = int(segments)
         if self.segment_terms not in ("all", "signal"):
             raise ValueError(f"segment_terms must be 'all' or 'signal', got {self.segment_terms!r}")
-        per_seg_embed = seg and self.segment_terms == "all"
         if self.lambda_sem or self.lambda_neg:  # the estimate's embedding (the residual's is taken below)
-            a = per_segment(self.embed, seg, waveforms) if per_seg_embed else self.embed(waveforms)  # (N, [S,] D)
-            if seg and not per_seg_embed:  # one embedding per waveform, the same for each of its segments
-                a = a.unsqueeze(1).expand(-1, seg, -1)
+            a = self._embeddings(waveforms, seg)  # (N, [S,] D)
             semantic = target_cosine(a, z)
         else:  # no term of the estimate's embedding
             semantic = waveforms.new_zeros((waveforms.shape[0], seg) if seg else (waveforms.shape[0],),
@@ -233,10 +238,7 @@ class RewardModel:
                 raise ValueError("lambda_neg > 0 needs the interferer anchors z_neg")
             contamination = interferer_cosine(a, z_neg)
         if self.lambda_res:
-            rest = mixtures.to(waveforms) - waveforms
-            r = per_segment(self.embed, seg, rest) if per_seg_embed else self.embed(rest)
-            if seg and not per_seg_embed:
-                r = r.unsqueeze(1).expand(-1, seg, -1)
+            r = self._embeddings(mixtures.to(waveforms) - waveforms, seg)
             residual = (interferer_cosine(r, z_neg) - target_cosine(r, z)).to(semantic)
         if not self.lambda_sem:
             semantic = zero  # a term whose weight is 0 is reported as 0
