@@ -291,7 +291,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     for j in range(args.batches):
         batch = rl_batch(ds, su.bank, su.rbank, su.stack, fe, j, cfg.batch_mixtures, cfg.query, cfg.seed, su.device,
                          query_noise=cfg.query_noise, pure_query_prob=cfg.pure_query_prob)
-        if getattr(args, "reference", "source") == "remainder":
+        if args.reference == "remainder":
             batch = remainder_batch(model, batch, fe)
         pb = ge.HeadProblem.build(model, params, batch, fe)
         pb.variants = trainer_variants(su, args.trainer_variant)  # the trainer's own updates: config, reward model
@@ -300,7 +300,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     F, T = problems[0][0].trunk.shape[-2] * 2, problems[0][0].trunk.shape[-1] * 2
     print(f"profile {su.prof.name}: {args.batches} batches of {n_items} items, {F} x {T} = {F * T} bins per mask, "
           f"{problems[0][1].numel()} head weights, reward clamp(SI-SDR against the "
-          f"{getattr(args, 'reference', 'source')}) / 10; {args.rollouts} rollouts per cell, "
+          f"{args.reference}) / 10; {args.rollouts} rollouts per cell, "
           f"segments S = {args.segments}", flush=True)
     records = []
     for name in list(args.estimators) + [f"trainer:{v.partition(':')[0]}" for v in args.trainer_variant]:

@@ -157,7 +157,7 @@ class RewardModel:
         """The reward an :class:`~mars_core.config.RLConfig` asks for (its lambdas, reward batch size and
         segment terms)."""
         return cls(stack, int(sample_rate), cfg.lambda_sig, cfg.lambda_neg, cfg.reward_batch_size, cfg.segment_terms,
-                   cfg.lambda_sem, getattr(cfg, "lambda_res", 0.0))
+                   cfg.lambda_sem, cfg.lambda_res)
 
     @property
     def uses_encoder(self) -> bool:

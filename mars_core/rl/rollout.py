@@ -270,7 +270,7 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
     _sync(dev)
     t2 = time.perf_counter()
     rep = lambda x: x.repeat_interleave(g, dim=0)  # noqa: E731  item-major: row n G + i is sample i of item n
-    uses_neg = reward_model.lambda_neg or getattr(reward_model, "lambda_res", 0.0)
+    uses_neg = reward_model.lambda_neg or reward_model.lambda_res
     z_neg = rep(batch.z_neg) if uses_neg and batch.z_neg.shape[1] else None
     if not reward_model.lambda_sig:
         refs = None
@@ -282,7 +282,7 @@ def rollout(old_policy: torch.nn.Module, batch: RLBatch, fe: FrontEnd, reward_mo
         raise ValueError(f"signal_reference must be 'source' or 'remainder', got {signal_reference!r}")
     seg = int(reward_segments)
     kw = {"segments": seg} if seg else {}  # the reward model's default call when there are no segments
-    if getattr(reward_model, "lambda_res", 0.0):  # each waveform's own mixture, for the residual term
+    if reward_model.lambda_res:  # each waveform's own mixture, for the residual term
         kw["mixtures"] = batch.mixtures.repeat_interleave(n // b * g, dim=0)
     rewards, terms = reward_model(wav.reshape(n * g, -1), rep(batch.z), z_neg, refs, **kw)
     _sync(dev)
