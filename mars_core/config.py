@@ -177,6 +177,10 @@ class EncoderConfig:
     Measured at cpu size (``python -m mars_core.encoders.train --profile cpu --role reward --image-tower mobilenet_v2``,
     33 min, at 143670f): test audio->image R@1 0.62 (ViT 0.22), test_timbre 0.39 (0.00), audio->text 0.87 / 0.61
     (0.86 / 0.61). The cpu profile uses 'mobilenet_v2' since the eighth session; smoke and every judge use 'vit'."""
+    image_trunk_train_blocks: int = 0
+    """With ``image_tower='mobilenet_v2'``: how many of the pretrained trunk's last blocks MiniBind trains (in its
+    CLIP stage, at ``TrainConfig.image_trunk_lr_ratio`` of the learning rate, no weight decay); 0 keeps the trunk
+    frozen (the shipped ``cpu`` model)."""
 
 
 @dataclass(frozen=True)

