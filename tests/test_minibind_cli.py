@@ -48,3 +48,16 @@ def test_cartoon_prob_outside_0_1_is_refused(monkeypatch, tmp_path, bad):
     _capture(monkeypatch)
     with pytest.raises(SystemExit, match=r"--cartoon-prob must be in \[0, 1\]"):
         T.main(["--profile", "smoke", "--out", str(tmp_path / "m.pt"), "--cartoon-prob", bad, "--device", "cpu"])
+
+
+def test_the_trained_trunk_options_reach_the_trainer(monkeypatch, tmp_path):
+    seen = _capture(monkeypatch)
+    with pytest.raises(_Stop):
+        T.main(["--profile", "cpu", "--out", str(tmp_path / "m.pt"), "--run-dir", str(tmp_path / "run"),
+                "--image-trunk-train-blocks", "2", "--image-trunk-lr-ratio", "0.1", "--device", "cpu"])
+    assert seen["encoder"].image_trunk_train_blocks == 2 and seen["config"].image_trunk_lr_ratio == 0.1
+    with pytest.raises(_Stop):
+        T.main(["--profile", "cpu", "--out", str(tmp_path / "m.pt"), "--run-dir", str(tmp_path / "run"), "--device", "cpu"])
+    assert seen["encoder"].image_trunk_train_blocks == 0 and seen["config"].image_trunk_lr_ratio == 0.5
+    with pytest.raises(SystemExit, match="--image-trunk-lr-ratio must be > 0"):
+        T.main(["--profile", "cpu", "--out", str(tmp_path / "m.pt"), "--image-trunk-lr-ratio", "0", "--device", "cpu"])

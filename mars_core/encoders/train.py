@@ -354,6 +354,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-trunk-train-blocks", type=int, default=None,
                    help="override EncoderConfig.image_trunk_train_blocks: the pretrained image trunk's last blocks "
                         "trained in the CLIP stage (mobilenet_v2 tower)")
+    p.add_argument("--image-trunk-lr-ratio", type=float, default=None,
+                   help="override TrainConfig.image_trunk_lr_ratio: the trained trunk blocks' learning rate as a "
+                        "fraction of lr (> 0)")
     p.add_argument("--cartoon-prob", type=float, default=None,
                    help="override TrainConfig.cartoon_prob: the share of training pictures redrawn as outlined cartoons")
     return add_device_arguments(p)
@@ -393,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         enc = replace(enc, image_tower=args.image_tower)
     if args.image_trunk_train_blocks is not None:
         enc = replace(enc, image_trunk_train_blocks=args.image_trunk_train_blocks)
+    if args.image_trunk_lr_ratio is not None:
+        if not args.image_trunk_lr_ratio > 0:
+            raise SystemExit(f"--image-trunk-lr-ratio must be > 0, got {args.image_trunk_lr_ratio}")
+        cfg = replace(cfg, image_trunk_lr_ratio=args.image_trunk_lr_ratio)
     if args.cartoon_prob is not None:
         if not 0.0 <= args.cartoon_prob <= 1.0:
             raise SystemExit(f"--cartoon-prob must be in [0, 1], got {args.cartoon_prob}")
