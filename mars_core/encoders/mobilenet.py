@@ -85,7 +85,8 @@ def _block_of(keras: str) -> str:
 
 
 class MobileNetV2Trunk(nn.Module):
-    """MobileNetV2 (ImageNet, Keras layout) through ``block_14``, frozen (or its last blocks trained), global-average-pooled.
+    """MobileNetV2 (ImageNet, Keras layout) through ``block_14``, frozen (or its last blocks trained), globally
+    average-pooled.
 
     Args:
         weights: ``{keras name: Keras-shaped tensor}`` (:func:`load_trunk_weights`); ``None``: zeros (the state
@@ -105,7 +106,7 @@ class MobileNetV2Trunk(nn.Module):
         self.plan = block_plan(last)
         self.shapes = weight_shapes(last)
         self.trainable_blocks = int(trainable_blocks)
-        trained = {prefix for prefix, *_ in self.plan[len(self.plan) - trainable_blocks:]} if trainable_blocks else set()
+        trained = {prefix for prefix, *_ in self.plan[-trainable_blocks:]} if trainable_blocks else set()
         self.trained_names = sorted(n for n in self.shapes if _block_of(n) in trained and "moving_" not in n)
         for name, shape in self.shapes.items():
             if weights is None:
