@@ -183,8 +183,9 @@ class EncoderConfig:
     frozen (the shipped ``cpu`` model). Measured at cpu size with 4 (``block_11`` to ``block_14``, the blocks the npm
     package had fine-tuned away from ImageNet; ``python -m mars_core.encoders.train --profile cpu --role reward
     --image-trunk-train-blocks 4``, 49 min at 6259b8f, one seed): test audio->image R@1 0.67 (frozen 0.62), image->text
-    0.61 (0.50), audio->text 0.87 (0.87), but test_timbre audio->text 0.46 (0.61); not adopted (README, eleventh
-    session)."""
+    0.61 (0.50), audio->text 0.87 (0.87), but test_timbre audio->text 0.46 (0.61; 0.54 with
+    ``TrainConfig.image_trunk_lr_ratio=0.1``), and its separator's family cells trade places; not adopted (README,
+    eleventh session)."""
 
 
 @dataclass(frozen=True)
