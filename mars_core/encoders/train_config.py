@@ -84,6 +84,7 @@ class TrainConfig:
     image_trunk_lr_ratio: float = 0.5
     """Learning rate of a pretrained image trunk's trained blocks (``EncoderConfig.image_trunk_train_blocks``), as a
     fraction of ``lr``, on the same warm-up and decay (no weight decay)."""
+
     prompt_recompose_prob: float = 0.0
     """Probability of replacing a training prompt by its class name between random generic template words
     (pairs.recompose_prompt); 0 trains on the prompts as written."""
