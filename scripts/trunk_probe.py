@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mars_core.config import get_profile  # noqa: E402
 from mars_core.data.manifest import benchmark_dir  # noqa: E402
-from mars_core.encoders.mobilenet import MobileNetV2Trunk, load_trunk_weights  # noqa: E402
+from mars_core.encoders.minibind import PretrainedImageFeatures  # noqa: E402
+from mars_core.encoders.mobilenet import load_trunk_weights  # noqa: E402
 from mars_core.encoders.pairs import augment_images  # noqa: E402
 from mars_core.encoders.preprocess import CLIP_MEAN, CLIP_STD  # noqa: E402
 from mars_core.encoders.train_config import TrainConfig  # noqa: E402
@@ -66,7 +67,8 @@ def train_top(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
         x: ``(N, 3, S, S)``; y: ``(N,)`` int64.
 
     Returns:
-        ``(trunk, head, losses)``: both modules in eval mode, and the loss of every step.
+        ``(trunk, head, losses)``: the trained :class:`~mars_core.encoders.mobilenet.MobileNetV2Trunk` (it reads
+        pictures in ``[0, 1]``) and the classifier, both in eval mode, and the loss of every step.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -75,20 +77,21 @@ def train_top(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
     aug = aug or TrainConfig()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    trunk = MobileNetV2Trunk(weights, trainable_blocks=blocks)
+    tower = PretrainedImageFeatures(weights, trainable_blocks=blocks)  # MiniBind's vision input: normalised pictures
+    trunk = tower.backbone
     head = nn.Sequential(nn.LayerNorm(trunk.out_channels), nn.Linear(trunk.out_channels, n_classes))
     groups = [{"params": list(head.parameters()), "lr": HEAD_LR, "weight_decay": HEAD_WEIGHT_DECAY}]
     if blocks:
         groups.append({"params": list(trunk.parameters()), "lr": lr, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups)
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    xn = (x.float() - mean) / std  # MiniBind augments normalised pictures; its tower maps them back to [0, 1]
+    xn = (x.float() - mean) / std  # MiniBind augments CLIP-normalised pictures
     losses = []
     for _ in range(steps):
         idx = torch.from_numpy(rng.choice(len(x), size=BATCH, replace=len(x) < BATCH))
         xb = augment_images(xn[idx], rng, aug.image_scale_low, aug.image_rotation_deg, aug.flip_prob,
                             aug.color_jitter, aug.gray_prob, aug.channel_shuffle_prob)
-        loss = F.cross_entropy(head(trunk((xb * std + mean).clamp(0.0, 1.0))), y[idx])
+        loss = F.cross_entropy(head(tower(xb)), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
