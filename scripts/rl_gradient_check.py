@@ -27,7 +27,7 @@ The square-root law: a score-function estimate is one scalar advantage spread ov
 estimator and kappa (points with ``0 < cos < 0.5``), and measures ``cos`` against ``D`` at the first kappa
 and ``--dim-samples`` N by sampling only a random fraction ``--dims`` of the bins (the others held at ``P``;
 ``g*`` taken through the same bins). ``--out`` gets ``cosine_table.csv``, ``dimension.csv`` and
-``sqrt_law.png`` (cosine against N and against D, log-log, with the fitted lines).
+``sqrt_law.png`` (cosine against N per kappa and against D, N and D on log axes, with the fitted lines).
 
 ``--headroom N`` (the calibration runs; ``--headroom-noise`` score or segments: the estimator's own zero-mean noise instead): how far the same head weights get on val SDR when they follow ``g*`` of the
 mode's SI-SDR for N steps on fresh batches (the preset's optimizer and lr), and with ``--headroom-cos`` when they
@@ -237,43 +237,72 @@ def summarise(records: list[dict], keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path) -> None:
+FIGURE_ESTIMATORS = {
+    "score": "GRPO, one reward per mask (score)",
+    "loo": "leave-one-out (loo)",
+    "segments": "segment rewards (segments)",
+    "pathwise": "pathwise, the reference",
+}
+"""What ``sqrt_law.png`` draws, with their legend labels (every estimator and ``trainer:`` row is in
+``cosine_table.csv``); a table with none of them draws all its rows."""
+
+
+def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path, segments: int | None = None) -> list[str]:
+    """``sqrt_law.png``: one panel per kappa (cosine against N, mean +- s.e., dashed: the fitted ``c sqrt(N)`` over
+    the points it was fitted to), and the cosine against the mask dimension D. One legend below the panels; y on a
+    linear scale, so cosines near and below 0 stay on the plot. Returns the estimators drawn."""
     import matplotlib  # optional heavy package, only for the figure
     import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, (ax_n, ax_d) = plt.subplots(1, 2, figsize=(10, 4))
-    for (est, kappa), g in table.groupby(["estimator", "kappa"], sort=False):
-        n, c = g["N"].to_numpy(float), g["cos"].to_numpy(float)
-        line = ax_n.errorbar(n, np.clip(c, 1e-3, None), yerr=g["cos_se"], marker="o", capsize=2,
-                             label=f"{est}, kappa {kappa:g}")
-        k = fit_sqrt_law(n, c, 0.5)
-        if np.isfinite(k):
-            xs = np.geomspace(n.min(), n.max(), 20)
-            ax_n.plot(xs, k * np.sqrt(xs), ls="--", color=line[0].get_color(), lw=1)
-    ax_n.set(xscale="log", yscale="log", xlabel="N: sampled masks per update", ylabel="cosine with the exact gradient",
-             title="cosine against N (dashed: fitted c sqrt(N))")
-    ax_n.legend(fontsize=7)
+    names = list(dict.fromkeys(table["estimator"]))
+    shown = [e for e in FIGURE_ESTIMATORS if e in names] or names
+    labels = {e: FIGURE_ESTIMATORS.get(e, e) for e in shown}
+    if segments and "segments" in labels:
+        labels["segments"] = f"{segments} segment rewards (segments)"
+    colours = dict(zip(shown, plt.get_cmap("tab10").colors))
+    kappas = list(dict.fromkeys(table["kappa"]))
+    ncols = len(kappas) + (1 if len(dims) else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.4 * ncols, 4.2), squeeze=False, sharey=True, layout="constrained")
+    axes = axes[0]
+    for ax, kappa in zip(axes, kappas):
+        for est in shown:
+            g = table[(table["estimator"] == est) & (table["kappa"] == kappa)].sort_values("N")
+            if g.empty:
+                continue
+            n, c = g["N"].to_numpy(float), g["cos"].to_numpy(float)
+            ax.errorbar(n, c, yerr=g["cos_se"].fillna(0), marker="o", capsize=3, color=colours[est], lw=1.5)
+            k = fit_sqrt_law(n, c, 0.5)
+            if np.isfinite(k) and est != "pathwise":
+                xs = np.geomspace(n.min(), n.max(), 40)
+                ax.plot(xs, k * np.sqrt(xs), ls="--", color=colours[est], lw=1)
+        ax.set(xscale="log", xlabel="N: sampled masks per update", title=f"cosine against N, kappa = {kappa:g}")
+    axes[0].set(ylabel="cosine of one update with g*", ylim=(-0.15, 1.08))
     if len(dims):
+        ax_d = axes[-1]
         d, c = dims["D"].to_numpy(float), dims["cos"].to_numpy(float)
-        ax_d.errorbar(d, np.clip(c, 1e-3, None), yerr=dims["cos_se"], marker="o", capsize=2,
-                      label=f"{dims['estimator'].iloc[0]}, kappa {dims['kappa'].iloc[0]:g}, N {dims['N'].iloc[0]}")
+        est, kappa, n = dims["estimator"].iloc[0], dims["kappa"].iloc[0], int(dims["N"].iloc[0])
+        ax_d.errorbar(d, c, yerr=dims["cos_se"].fillna(0), marker="s", capsize=3, color=colours.get(est, "k"), lw=1.5)
         k = fit_sqrt_law(d, c, -0.5)
         if np.isfinite(k):
-            xs = np.geomspace(d.min(), d.max(), 20)
-            ax_d.plot(xs, k / np.sqrt(xs), ls="--", color="k", lw=1, label="fitted c' / sqrt(D)")
-        ax_d.legend(fontsize=7)
-    ax_d.set(xscale="log", yscale="log", xlabel="D: sampled bins per mask", ylabel="cosine with the exact gradient",
-             title="cosine against the mask dimension D")
-    for ax, ticks in ((ax_n, sorted(set(table["N"]))), (ax_d, sorted(set(dims["D"])) if len(dims) else [])):
-        if ticks:  # the measured values as labels, no minor labels (they overlap on a short log axis)
-            ax.set_xticks(ticks, [str(int(t)) for t in ticks])
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    fig.tight_layout()
+            xs = np.geomspace(d.min(), d.max(), 40)
+            ax_d.plot(xs, k / np.sqrt(xs), ls="--", color="k", lw=1)
+        ax_d.set(xscale="log", xlabel="D: sampled bins per mask (the others held at P)",
+                 title=f"cosine against D, {est}, kappa = {kappa:g}, N = {n}")
+    for ax, ticks in zip(axes, [sorted(set(table["N"]))] * len(kappas) + ([sorted(set(dims["D"]))] if len(dims) else [])):
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(ticks, [f"{int(t):,}" for t in ticks])  # the measured values as labels
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    handles = [Line2D([], [], color=colours[e], marker="o", lw=1.5, label=labels[e]) for e in shown]
+    handles.append(Line2D([], [], color="grey", ls="--", lw=1, label="fitted c sqrt(N) (right: c' / sqrt(D)), "
+                                                                      "over the points with 0 < cos < 0.5"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
+    return shown
 
 def remainder_batch(model, batch, fe):
     """``batch`` with each item's clean source replaced by its remainder reference of the model's modes
@@ -359,7 +388,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
     table.to_csv(out / "cosine_table.csv", index=False)
     pd.DataFrame(fits).to_csv(out / "sqrt_law_fits.csv", index=False)
     dims.to_csv(out / "dimension.csv", index=False)
-    plot(table, dims, out / "sqrt_law.png")
+    plot(table, dims, out / "sqrt_law.png", args.segments)
     print(f"\nwrote {out / 'cosine_table.csv'}, {out / 'sqrt_law_fits.csv'}, {out / 'dimension.csv'}, "
           f"{out / 'sqrt_law.png'}")
 

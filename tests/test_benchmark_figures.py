@@ -33,3 +33,26 @@ def test_training_curves_tolerate_missing_keys():
     assert list(x) == [2.0] and list(y) == [1.0]  # val_sdr drawn against val_step
 
 
+
+
+def test_training_curves_group_seeds_and_share_one_legend():
+    """Seeds of one system share its colour and differ in line style; one legend, in the spare grid cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mars_core.benchmark.figures import _seed_family, plot_training_curves
+
+    assert _seed_family("MARS-Sep plus, seed 2") == ("MARS-Sep plus", 2)
+    assert _seed_family("entropy only") == ("entropy only", 0)
+    assert _seed_family("a, seed x") == ("a, seed x", 0)  # not a seed suffix
+    h = {"reward_mean": [0.1, 0.2, 0.3], "val_sdr": [1.0, 2.0], "val_step": [0, 2]}
+    axes = plot_training_curves({"A": h, "A, seed 1": h, "B": h}, keys=("reward_mean", "val_sdr"))
+    lines = {ln.get_label(): ln for ln in axes[0].lines}  # 3 points: no smoothing, one line per system
+    assert set(lines) == {"A", "A, seed 1", "B"}
+    assert lines["A"].get_color() == lines["A, seed 1"].get_color() != lines["B"].get_color()
+    assert (lines["A"].get_linestyle(), lines["A, seed 1"].get_linestyle(), lines["B"].get_linestyle()) == (
+        "-", "--", "-")
+    fig = axes[0].figure
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1 and legends[0].axes not in list(axes)  # the spare cell, not a data axis
+    assert [t.get_text() for t in legends[0].get_texts()] == ["A", "A, seed 1", "B"]

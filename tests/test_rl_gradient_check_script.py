@@ -196,3 +196,20 @@ def test_remainder_batch_replaces_each_source_by_the_mixture_less_the_other_mode
         for i in range(k):
             other = fe.reconstruct(P[b * k + 1 - i], batch.mixtures[b])
             assert_within(rb.sources[b, i], batch.mixtures[b] - other, atol, "remainder reference")
+
+
+def test_sqrt_law_figure_draws_the_four_estimators_of_the_readme_table(tmp_path):
+    """The figure keeps GRPO, leave-one-out, segments and pathwise (the README's table) and leaves the variants to
+    the CSV; a table of other rows only draws them all. Cosines at and below 0 stay on the linear y axis."""
+    import pandas as pd
+
+    gc = _script()
+    rows = [{"estimator": e, "kappa": k, "N": n, "cos": c, "cos_se": 0.05, "cos_avg": c}
+            for k in (30.0, 300.0) for e, c in (("score", -0.02), ("segments-window", 0.3), ("pathwise", 0.99))
+            for n in (32, 128)]
+    dims = pd.DataFrame({"estimator": "score", "kappa": 30.0, "N": 128, "D": [265, 16384], "cos": [0.0, 0.2],
+                         "cos_se": [0.1, 0.1]})
+    assert gc.plot(pd.DataFrame(rows), dims, tmp_path / "a.png", 64) == ["score", "pathwise"]
+    assert (tmp_path / "a.png").stat().st_size > 1000
+    only = pd.DataFrame([dict(r, estimator="trainer:plus") for r in rows if r["estimator"] == "score"])
+    assert gc.plot(only, dims.iloc[:0], tmp_path / "b.png") == ["trainer:plus"]

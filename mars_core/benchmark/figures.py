@@ -152,8 +152,20 @@ def _x_for(history: Mapping, key: str, n: int) -> np.ndarray:
     return np.arange(n, dtype=float)
 
 
-def plot_training_curve(history: Mapping, key: str, ax=None, label: str | None = None, smooth: int | None = None):
-    """One logged quantity against the step; a missing or empty key writes "not logged" on the axis."""
+CURVE_TITLES = {
+    "reward_mean": "mean reward (each system's own; unitless)",
+    "approx_kl": "approx_kl: how far an update moved (nats/bin)",
+    "clipfrac": "clipfrac: bins with |r - 1| > eps",
+    "entropy": "policy entropy (nats/bin, differential)",
+    "val_sdr": "val SDR of the mode P (dB)",
+}
+"""Axis titles of :func:`plot_training_curves` (other keys are titled by their name)."""
+
+
+def plot_training_curve(history: Mapping, key: str, ax=None, label: str | None = None, smooth: int | None = None,
+                        color=None, ls: str = "-"):
+    """One logged quantity against the step; a missing or empty key writes "not logged" on the axis. With more than
+    30 points the raw values are drawn faint under their running mean over ``smooth`` steps (default: a thirtieth)."""
     ax = _ax(ax, (4, 3))
     y = history.get(key) if isinstance(history, Mapping) else None
     if not isinstance(y, (list, tuple, np.ndarray)) or len(y) == 0:
@@ -162,13 +174,20 @@ def plot_training_curve(history: Mapping, key: str, ax=None, label: str | None =
         y = np.asarray([np.nan if v is None else v for v in y], dtype=float)
         x = _x_for(history, key, len(y))
         win = smooth or max(1, len(y) // 30)
-        line = ax.plot(x, y, alpha=0.3 if win > 1 else 1.0, label=None if win > 1 else label)[0]
+        line = ax.plot(x, y, alpha=0.2 if win > 1 else 1.0, color=color, ls=ls, lw=0.8 if win > 1 else 1.3,
+                       label=None if win > 1 else label, marker="o" if len(y) <= 12 else None, ms=3)[0]
         if win > 1:
-            ax.plot(x[win - 1 :], np.convolve(y, np.ones(win) / win, mode="valid"), color=line.get_color(),
-                    label=f"{label} (mean of {win})" if label else None)
+            ax.plot(x[win - 1 :], np.convolve(y, np.ones(win) / win, mode="valid"), color=line.get_color(), ls=ls,
+                    lw=1.3, label=label)
     ax.set_xlabel("step")
     ax.set_title(key, fontsize=9)
     return ax
+
+
+def _seed_family(name: str) -> tuple[str, int]:
+    """``"MARS-Sep plus, seed 2"`` -> ``("MARS-Sep plus", 2)``; a name without a seed suffix is seed 0."""
+    base, sep, seed = name.rpartition(", seed ")
+    return (base, int(seed)) if sep and seed.isdigit() else (name, 0)
 
 
 def is_rl_history(history, keys: Sequence[str] = RL_CURVE_KEYS) -> bool:
@@ -178,20 +197,40 @@ def is_rl_history(history, keys: Sequence[str] = RL_CURVE_KEYS) -> bool:
 
 
 def plot_training_curves(histories: Mapping[str, Mapping], keys: Sequence[str] = RL_CURVE_KEYS, axes=None):
-    """Every RL history (one line per system) on one axis per key; non-RL histories (:func:`is_rl_history`)
-    are skipped, and a key no history logged says so on its axis."""
+    """Every RL history on one axis per key (:data:`CURVE_TITLES`); non-RL histories (:func:`is_rl_history`) are
+    skipped, and a key no history logged says so on its axis. The seeds of one system (``"NAME, seed k"``) share
+    its colour, with a line style per seed. Without ``axes`` the panels fill a grid of three columns whose last
+    cell holds the one legend; with ``axes`` the legend goes on the last of them. Returns the key axes."""
     import matplotlib.pyplot as plt
 
+    legend_ax = None
     if axes is None:
-        axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False, layout="constrained")[1][0]
+        ncol = 3
+        nrow = -(-(len(keys) + 1) // ncol)
+        grid = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.3 * nrow), squeeze=False, layout="constrained")[1]
+        axes, spare = grid.ravel()[: len(keys)], grid.ravel()[len(keys):]
+        for ax in spare:
+            ax.axis("off")
+        legend_ax = spare[0]
     rl = {n: h for n, h in histories.items() if is_rl_history(h, keys)}
+    families = list(dict.fromkeys(_seed_family(n)[0] for n in rl))
+    colours = dict(zip(families, plt.get_cmap("tab10").colors * 2))  # lines: more distinct than the bars' palette
+    styles = ("-", "--", ":", "-.")
     for ax, key in zip(axes, keys):
         if not rl:
             plot_training_curve({}, key, ax)
         for name, h in rl.items():
-            plot_training_curve(h, key, ax, label=name)
-        if any(key in h for h in rl.values()):
-            ax.legend(fontsize=6)
+            fam, seed = _seed_family(name)
+            plot_training_curve(h, key, ax, label=name, color=colours[fam], ls=styles[seed % len(styles)])
+        ax.set_title(CURVE_TITLES.get(key, key), fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[0]))
+    if handles:
+        if legend_ax is not None:
+            legend_ax.legend(handles, labels, loc="center", fontsize=8, frameon=False,
+                             title="system (faint: raw values; lines: running mean)", title_fontsize=8)
+        else:
+            axes[-1].legend(handles, labels, fontsize=6)
     return axes
 
 
