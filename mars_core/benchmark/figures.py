@@ -228,7 +228,7 @@ def plot_training_curves(histories: Mapping[str, Mapping], keys: Sequence[str] =
     if handles:
         if legend_ax is not None:
             legend_ax.legend(handles, labels, loc="center", fontsize=8, frameon=False,
-                             title="system (faint: raw values; lines: running mean)", title_fontsize=8)
+                             title="system (over 30 logged steps: running mean, raw values faint)", title_fontsize=8)
         else:
             axes[-1].legend(handles, labels, fontsize=6)
     return axes
