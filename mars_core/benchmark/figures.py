@@ -165,7 +165,7 @@ CURVE_TITLES = {
 def plot_training_curve(history: Mapping, key: str, ax=None, label: str | None = None, smooth: int | None = None,
                         color=None, ls: str = "-"):
     """One logged quantity against the step; a missing or empty key writes "not logged" on the axis. With more than
-    30 points the raw values are drawn faint under their running mean over ``smooth`` steps (default: a thirtieth)."""
+    60 points or more the raw values are drawn faint under their running mean over ``smooth`` steps (default: a thirtieth of them)."""
     ax = _ax(ax, (4, 3))
     y = history.get(key) if isinstance(history, Mapping) else None
     if not isinstance(y, (list, tuple, np.ndarray)) or len(y) == 0:
@@ -228,7 +228,7 @@ def plot_training_curves(histories: Mapping[str, Mapping], keys: Sequence[str] =
     if handles:
         if legend_ax is not None:
             legend_ax.legend(handles, labels, loc="center", fontsize=8, frameon=False,
-                             title="system (over 30 logged steps: running mean, raw values faint)", title_fontsize=8)
+                             title="system (60 or more logged steps: running mean, raw values faint)", title_fontsize=8)
         else:
             axes[-1].legend(handles, labels, fontsize=6)
     return axes
