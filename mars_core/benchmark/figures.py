@@ -164,8 +164,9 @@ CURVE_TITLES = {
 
 def plot_training_curve(history: Mapping, key: str, ax=None, label: str | None = None, smooth: int | None = None,
                         color=None, ls: str = "-"):
-    """One logged quantity against the step; a missing or empty key writes "not logged" on the axis. With more than
-    60 points or more the raw values are drawn faint under their running mean over ``smooth`` steps (default: a thirtieth of them)."""
+    """One logged quantity against the step; a missing or empty key writes "not logged" on the axis. With 60
+    points or more (or an explicit ``smooth`` > 1) the raw values are drawn faint under their running mean over
+    ``smooth`` steps (default: a thirtieth of the points)."""
     ax = _ax(ax, (4, 3))
     y = history.get(key) if isinstance(history, Mapping) else None
     if not isinstance(y, (list, tuple, np.ndarray)) or len(y) == 0:
