@@ -248,8 +248,8 @@ FIGURE_ESTIMATORS = {
 
 
 def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path, segments: int | None = None) -> list[str]:
-    """``sqrt_law.png``: one panel per kappa (cosine against N, mean +- s.e., dashed: the fitted ``c sqrt(N)`` over
-    the points it was fitted to), and the cosine against the mask dimension D. One legend below the panels; y on a
+    """``sqrt_law.png``: one panel per kappa (cosine against N, mean +- s.e., dashed: the fitted ``c sqrt(N)`` across
+    the measured N while it stays <= 1), and the cosine against the mask dimension D. One legend below the panels; y on a
     linear scale, so cosines near and below 0 stay on the plot. Returns the estimators drawn."""
     import matplotlib  # optional heavy package, only for the figure
     import matplotlib.ticker
@@ -277,6 +277,7 @@ def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path, segments: int | No
             k = fit_sqrt_law(n, c, 0.5)
             if np.isfinite(k) and est != "pathwise":
                 xs = np.geomspace(n.min(), n.max(), 40)
+                xs = xs[k * np.sqrt(xs) <= 1]  # the law while it can hold: a cosine is at most 1
                 ax.plot(xs, k * np.sqrt(xs), ls="--", color=colours[est], lw=1)
         ax.set(xscale="log", xlabel="N: sampled masks per update", title=f"cosine against N, kappa = {kappa:g}")
     axes[0].set(ylabel="cosine of one update with g*", ylim=(-0.15, 1.08))
@@ -288,6 +289,7 @@ def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path, segments: int | No
         k = fit_sqrt_law(d, c, -0.5)
         if np.isfinite(k):
             xs = np.geomspace(d.min(), d.max(), 40)
+            xs = xs[k / np.sqrt(xs) <= 1]
             ax_d.plot(xs, k / np.sqrt(xs), ls="--", color="k", lw=1)
         ax_d.set(xscale="log", xlabel="D: sampled bins per mask (the others held at P)",
                  title=f"cosine against D, {est}, kappa = {kappa:g}, N = {n}")
