@@ -33,6 +33,8 @@ and ``--dim-samples`` N by sampling only a random fraction ``--dims`` of the bin
 mode's SI-SDR for N steps on fresh batches (the preset's optimizer and lr), and with ``--headroom-cos`` when they
 follow ``g*`` plus isotropic noise at each per-update cosine (``calibration.csv``): the cosine an update needs.
 
+``--plot-only DIR`` redraws ``DIR/sqrt_law.png`` from the tables a run left there (nothing computed).
+
 ``--agreement KAPPA ...``: the sampled masks' objective against the mode's per kappa (``agreement.csv``).
 
 ``--reference remainder``: the table's signal term (every estimator and ``g*``) against the remainder of the mode's
@@ -496,6 +498,19 @@ def headroom(args, su, params, model, ds) -> pd.DataFrame:
     return table
 
 
+def replot(folder: Path, segments: int | None) -> int:
+    """``--plot-only``: ``sqrt_law.png`` again from the tables a run wrote (a missing table is an error that names it)."""
+    table_path = folder / "cosine_table.csv"
+    if not table_path.is_file():
+        raise SystemExit(f"--plot-only {folder}: no cosine_table.csv there (write one with --out {folder})")
+    dims_path = folder / "dimension.csv"
+    dims = pd.read_csv(dims_path) if dims_path.is_file() else pd.DataFrame(
+        columns=["estimator", "kappa", "N", "D", "cos", "cos_se"])
+    shown = plot(pd.read_csv(table_path), dims, folder / "sqrt_law.png", segments)
+    print(f"wrote {folder / 'sqrt_law.png'} ({', '.join(shown)})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = base_parser(__doc__.split("\n")[0])
     ap.add_argument("--estimators", nargs="*", default=list(ESTIMATORS), choices=ESTIMATORS,
@@ -545,7 +560,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="per-update cosines of the calibration runs: g* plus isotropic noise at each (1: g* alone)")
     ap.add_argument("--separator", default=None, help="a separator checkpoint to start from (default: the profile's, "
                     "trained first if none matches the supervised config)")
+    ap.add_argument("--plot-only", type=Path, default=None, metavar="DIR",
+                    help="redraw DIR/sqrt_law.png from DIR's cosine_table.csv and dimension.csv (nothing computed)")
     args = ap.parse_args(argv)
+    if args.plot_only is not None:
+        return replot(args.plot_only, args.segments)
     su = setup_from_args(args)
     model = copy.deepcopy(su.separator).eval()
     params = trainable_parameters(model, "head")

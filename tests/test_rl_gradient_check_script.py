@@ -213,3 +213,15 @@ def test_sqrt_law_figure_draws_the_four_estimators_of_the_readme_table(tmp_path)
     assert (tmp_path / "a.png").stat().st_size > 1000
     only = pd.DataFrame([dict(r, estimator="trainer:plus") for r in rows if r["estimator"] == "score"])
     assert gc.plot(only, dims.iloc[:0], tmp_path / "b.png") == ["trainer:plus"]
+
+
+def test_plot_only_redraws_from_a_runs_tables_and_names_a_missing_one(tmp_path, capsys):
+    import pandas as pd
+
+    gc = _script()
+    with pytest.raises(SystemExit, match="no cosine_table.csv"):
+        gc.main(["--plot-only", str(tmp_path)])
+    pd.DataFrame([{"estimator": "loo", "kappa": 30.0, "N": n, "cos": 0.1, "cos_se": 0.02, "cos_avg": 0.1}
+                  for n in (32, 128)]).to_csv(tmp_path / "cosine_table.csv", index=False)
+    assert gc.main(["--plot-only", str(tmp_path)]) == 0  # no dimension.csv: the N panels alone
+    assert (tmp_path / "sqrt_law.png").stat().st_size > 1000 and "(loo)" in capsys.readouterr().out
