@@ -220,6 +220,10 @@ def candidate_gradients(args, su, params, model, ds, out: Path) -> tuple[pd.Data
                           f"{args.candidate_terms} batches of {cfg.batch_mixtures} mixtures")
 
 
+DIM_COLUMNS = ["estimator", "kappa", "N", "D", "cos", "cos_se"]
+"""The columns of an empty ``dimension.csv`` (no D sweep run)."""
+
+
 def fit_sqrt_law(x: np.ndarray, cos: np.ndarray, power: float) -> float:
     """``c`` of ``cos = c x^power`` by least squares in log space over the points with ``0 < cos < 0.5``
     (the law's regime); NaN when none."""
@@ -308,6 +312,7 @@ def plot(table: pd.DataFrame, dims: pd.DataFrame, path: Path, segments: int | No
     plt.close(fig)
     return shown
 
+
 def remainder_batch(model, batch, fe):
     """``batch`` with each item's clean source replaced by its remainder reference of the model's modes
     (:func:`mars_core.rl.rollout.remainder_references`): with ``--reference remainder`` every estimator and ``g*`` of the
@@ -374,7 +379,7 @@ def cosine_tables(args, su, params, model, ds, out: Path) -> None:
         dims = summarise(dim_rows, ["estimator", "kappa", "N", "fraction"])
         dims.insert(4, "D", [int(np.mean([r["D"] for r in dim_rows if r["fraction"] == f])) for f in dims["fraction"]])
     else:
-        dims = pd.DataFrame(columns=["estimator", "kappa", "N", "D", "cos", "cos_se"])
+        dims = pd.DataFrame(columns=DIM_COLUMNS)
 
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print("\ngradient-cosine table (cos: mean +- s.e. over rollouts x batches; cos_avg: cosine of the rollouts' "
@@ -504,8 +509,7 @@ def replot(folder: Path, segments: int | None) -> int:
     if not table_path.is_file():
         raise SystemExit(f"--plot-only {folder}: no cosine_table.csv there (write one with --out {folder})")
     dims_path = folder / "dimension.csv"
-    dims = pd.read_csv(dims_path) if dims_path.is_file() else pd.DataFrame(
-        columns=["estimator", "kappa", "N", "D", "cos", "cos_se"])
+    dims = pd.read_csv(dims_path) if dims_path.is_file() else pd.DataFrame(columns=DIM_COLUMNS)
     shown = plot(pd.read_csv(table_path), dims, folder / "sqrt_law.png", segments)
     print(f"wrote {folder / 'sqrt_law.png'} ({', '.join(shown)})")
     return 0
